@@ -1,0 +1,106 @@
+/*
+ * common: logging, clocks, byte order and small helpers shared by every layer.
+ *
+ * Thread-safety: every function here is safe to call from any thread.
+ * Library layers log at TLOG_DEBUG only; the programs decide what to print.
+ */
+#ifndef TESSERA_COMMON_H
+#define TESSERA_COMMON_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define TESSERA_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define TESSERA_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define TESSERA_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* ---- logging ---- */
+
+enum tlog_level { TLOG_ERROR = 0, TLOG_WARN = 1, TLOG_INFO = 2, TLOG_DEBUG = 3 };
+
+/* Messages above this level are dropped. Default TLOG_INFO; TESSERA_DEBUG=1 in the
+ * environment raises it to TLOG_DEBUG at the first log call. */
+void tlog_set_level(enum tlog_level level);
+/* Prefix for every line ("tessera-blockd"); the string is borrowed and must outlive logging. */
+void tlog_set_ident(const char *ident);
+void tlog(enum tlog_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void tlogv(enum tlog_level level, const char *fmt, va_list ap);
+
+#define tlog_error(...) tlog(TLOG_ERROR, __VA_ARGS__)
+#define tlog_warn(...) tlog(TLOG_WARN, __VA_ARGS__)
+#define tlog_info(...) tlog(TLOG_INFO, __VA_ARGS__)
+#define tlog_debug(...) tlog(TLOG_DEBUG, __VA_ARGS__)
+
+/* ---- clocks (nanoseconds) ---- */
+
+uint64_t tclock_realtime_ns(void);  /* CLOCK_REALTIME */
+uint64_t tclock_monotonic_ns(void); /* CLOCK_MONOTONIC */
+
+/* ---- fixed-width big-endian integers (metadata keys, fragment headers) ---- */
+
+static inline void be_put16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
+}
+static inline void be_put32(uint8_t *p, uint32_t v)
+{
+	for (int i = 3; i >= 0; i--, v >>= 8)
+		p[i] = (uint8_t)v;
+}
+static inline void be_put64(uint8_t *p, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--, v >>= 8)
+		p[i] = (uint8_t)v;
+}
+static inline uint16_t be_get16(const uint8_t *p)
+{
+	return (uint16_t)((uint16_t)p[0] << 8 | p[1]);
+}
+static inline uint32_t be_get32(const uint8_t *p)
+{
+	uint32_t v = 0;
+	for (int i = 0; i < 4; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+static inline uint64_t be_get64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+/* ---- checksums ---- */
+
+/* crc32c (Castagnoli) of buf, continuing from crc (start with 0). ISA-L's crc32_iscsi. */
+uint32_t tcrc32c(uint32_t crc, const void *buf, size_t len);
+
+/* ---- misc ---- */
+
+/* Writes 16 random bytes (OpenSSL RAND_bytes). Returns 0 or -EIO. */
+int trandom_bytes(void *buf, size_t len);
+/* Formats a 16-byte uuid as 36 characters plus NUL into out (37 bytes). */
+void tuuid_format(const uint8_t uuid[16], char out[37]);
+/* Parses the 36-character form. Returns 0 or -EINVAL. */
+int tuuid_parse(const char *s, uint8_t uuid[16]);
+/* Lowercase hex of len bytes into out (2*len+1 bytes). */
+void thex_encode(const uint8_t *buf, size_t len, char *out);
+
+/* Reads a whole file of at most max bytes into a malloc'd NUL-terminated buffer
+ * (*ret_buf, free with free()); returns 0, -errno, or -EFBIG when larger than max. */
+int tfile_read_all(const char *path, size_t max, char **ret_buf, size_t *ret_len);
+/* Writes buf to path atomically and durably: temp file, fsync, rename, fsync dir.
+ * mode for the new file. Returns 0 or -errno. */
+int tfile_write_atomic(const char *path, const void *buf, size_t len, unsigned mode);
+/* fsync the directory that contains path (or path itself when it is a directory). */
+int tfsync_dir(const char *dirpath);
+/* mkdir -p with mode; existing directories are fine. Returns 0 or -errno. */
+int tmkdir_p(const char *path, unsigned mode);
+
+/* Parses sizes such as "4M", "64k", "1G", "512" (binary units). 0 or -EINVAL. */
+int tparse_size(const char *s, uint64_t *ret);
+
+#endif

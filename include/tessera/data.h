@@ -1,0 +1,84 @@
+/*
+ * data: file contents as erasure-coded stripes.
+ *
+ * A file is cut into stripes of stripe_size bytes; stripe i holds bytes
+ * [i * stripe_size, (i + 1) * stripe_size). Each stored stripe has a record in the metadata
+ * (struct meta_stripe): its version, the server of every fragment, their crc32c. A stripe
+ * without a record is a hole and reads as zeros; bytes of a stripe past its data_len read as
+ * zeros too (that is how truncation works without rewriting fragments).
+ *
+ * Open files (struct data_file) are shared by every open handle of one inode and buffer up to
+ * DATA_FILE_BUFFERS stripes each. Writes are buffered; data_flush() stores every dirty stripe
+ * on at least the write quorum of servers and commits its stripe map, the file size and mtime
+ * in one synced metadata batch.
+ *
+ * Thread-safety: every function may be called from any thread. Each data_file has a mutex
+ * that serialises operations on that file; the open-file table has its own mutex. Inode
+ * records are updated under the inode lock passed to data_new() (shared with the fs layer);
+ * lock order: data_file lock, then the inode lock. Callers must not hold the inode lock when
+ * calling into this module.
+ */
+#ifndef TESSERA_DATA_H
+#define TESSERA_DATA_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct meta;
+struct meta_batch;
+struct blockclient;
+
+#define DATA_FILE_BUFFERS 2
+
+struct data_config {
+	unsigned write_quorum; /* 0 = from the superblock */
+};
+
+struct data;
+struct data_file;
+
+/* meta, bc and inode_lock are borrowed and must outlive the struct data. Starts the garbage
+ * thread. Returns 0 and *ret (free with data_free()), -EINVAL, -ENOMEM. */
+int data_new(struct meta *meta, struct blockclient *bc, pthread_mutex_t *inode_lock,
+	     const struct data_config *cfg, struct data **ret);
+/* Flushes every dirty open file (errors are logged), stops the garbage thread, frees. */
+void data_free(struct data *d);
+
+/* Opens (or shares) the data_file of ino, whose size is the inode's current size.
+ * Returns 0 and *ret, -ENOMEM. Each successful data_open() needs one data_close(). */
+int data_open(struct data *d, uint64_t ino, uint64_t size, struct data_file **ret);
+/* Drops one reference; the last one flushes (errors logged only: report them through
+ * data_flush() first) and frees. Returns true when that was the last reference. */
+bool data_close(struct data *d, struct data_file *f);
+/* Whether ino has an open data_file. */
+bool data_is_open(struct data *d, uint64_t ino);
+/* The size and mtime of an open file as the application sees them (including buffered
+ * writes). Returns false when ino is not open. */
+bool data_file_attr(struct data *d, uint64_t ino, uint64_t *ret_size, uint64_t *ret_mtime_ns);
+
+/* Reads up to len bytes at off (short only at end of file). Returns bytes read or -EIO. */
+ssize_t data_read(struct data_file *f, uint64_t off, void *buf, size_t len);
+/* Buffers len bytes at off (may store full stripes on the way). Returns len or -EIO,
+ * -ENOSPC, -EFBIG. */
+ssize_t data_write(struct data_file *f, uint64_t off, const void *buf, size_t len);
+/* Stores every dirty stripe and commits the stripe maps, size and mtime, WAL synced.
+ * Returns 0, -EIO or -ENOSPC (the dirty data stays buffered so a later flush can retry). */
+int data_flush(struct data_file *f);
+/* Sets the size: stripes past it are released, the tail of the last one reads as zeros.
+ * Commits at once (with the inode's size, mtime and ctime). Returns 0 or -errno. */
+int data_truncate(struct data_file *f, uint64_t size);
+
+/* Adds to b the deletion of every stripe record of ino and the garbage entries for their
+ * fragments (for unlink). Returns 0 or -EIO. */
+int data_release_stripes(struct data *d, uint64_t ino, struct meta_batch *b);
+/* Wakes the garbage thread (after a commit that queued garbage). */
+void data_gc_kick(struct data *d);
+
+/* Usable capacity from the servers' /-/status (cached for a few seconds): bytes of file data
+ * that fit, after the erasure-code overhead. Returns 0 or -EIO when no server answers. */
+int data_statfs(struct data *d, uint64_t *ret_total, uint64_t *ret_free);
+
+#endif

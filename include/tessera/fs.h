@@ -1,0 +1,36 @@
+/*
+ * fs: the FUSE low-level operations, a thin translation of each request into meta and data
+ * calls. Only this layer sees struct stat, off_t and fuse_reply_*.
+ *
+ * Thread-safety: runs under fuse_session_loop_mt. One mutex (the inode lock) serialises every
+ * read-check-write of the namespace and of inode records; file data operations run in
+ * parallel under each open file's own lock (see data.h for the lock order).
+ */
+#ifndef TESSERA_FS_H
+#define TESSERA_FS_H
+
+#include <stdint.h>
+
+struct fuse_lowlevel_ops;
+
+struct fs_options {
+	unsigned request_timeout_s; /* per block request; 0 = default (10 s) */
+	unsigned connect_timeout_ms; /* 0 = default (2000) */
+	double attr_timeout_s;      /* kernel attribute/entry cache; < 0 = default (1 s) */
+};
+
+struct fs;
+
+/* Allocates an unopened filesystem (no I/O), so that a FUSE session can be created with it
+ * as userdata before the process detaches. Returns NULL when out of memory. */
+struct fs *fs_alloc(void);
+/* Opens the filesystem in meta_dir: metadata, credentials, block client, data layer, and
+ * removes the orphans a crash left. Returns 0 or -errno with a message already logged. */
+int fs_open(struct fs *fs, const char *meta_dir, const struct fs_options *opt);
+/* Flushes and closes everything; accepts NULL and an unopened fs. */
+void fs_free(struct fs *fs);
+
+/* The operations table; the userdata of the session must be the struct fs. */
+const struct fuse_lowlevel_ops *fs_ops(void);
+
+#endif

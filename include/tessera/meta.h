@@ -1,0 +1,233 @@
+/*
+ * meta: the RocksDB metadata store.
+ *
+ * Column families:
+ *   inodes    key ino(8, BE)                       value struct meta_inode (encoded)
+ *   dentries  key parent ino(8, BE) + name bytes    value child ino(8, BE) + mode type(4, BE)
+ *   stripes   key ino(8, BE) + stripe index(8, BE)  value struct meta_stripe (encoded)
+ *   xattrs    key ino(8, BE) + name bytes           value raw bytes
+ *   system    key ascii name ("superblock", "next_ino")   value encoded records; the server
+ *             map is part of the superblock record ("servers" is reserved)
+ *   garbage   key sequence(8, BE)                   value struct meta_garbage (encoded)
+ *
+ * Fixed-width big-endian integer keys make prefix scans ordered: a directory listing is a
+ * prefix scan over its parent's entries, a file's stripes come out in order.
+ *
+ * Every change goes through a struct meta_batch (a RocksDB WriteBatch) committed atomically
+ * with meta_commit(): a crash leaves either the state before or after, never half.
+ *
+ * Thread-safety: reads and commits may run concurrently from any thread (RocksDB is thread
+ * safe). Read-check-write sequences need the caller's own lock (the fs layer holds one).
+ * A batch belongs to one thread.
+ */
+#ifndef TESSERA_META_H
+#define TESSERA_META_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define META_ROOT_INO 1
+#define META_NAME_MAX 255
+#define META_MAX_SERVERS 256
+#define META_FORMAT_VERSION 1
+
+struct meta;
+struct meta_batch;
+
+/* ---- records ---- */
+
+struct meta_inode {
+	uint64_t ino;
+	uint32_t mode;     /* S_IFMT bits and permissions */
+	uint32_t uid, gid;
+	uint32_t nlink;
+	uint64_t size;
+	uint64_t rdev;
+	uint64_t atime_ns, mtime_ns, ctime_ns, btime_ns;
+	uint64_t generation;
+	uint32_t flags;    /* META_INODE_F_* */
+};
+#define META_INODE_F_ORPHAN 0x1u /* nlink 0 but still open; removed at last release or mount */
+
+/* One stripe of a file: which version is current, where its fragments are. */
+struct meta_stripe {
+	uint64_t version;
+	uint32_t data_len;   /* bytes of file data in this stripe (<= stripe size) */
+	uint32_t frag_len;   /* payload bytes per fragment */
+	uint8_t k, m;
+	uint32_t flags;      /* META_STRIPE_F_* */
+	uint64_t present;    /* bit i: fragment i was stored */
+	uint16_t servers[64]; /* server id holding fragment i, for i < k+m */
+	uint32_t crcs[64];   /* payload crc32c of fragment i */
+};
+#define META_STRIPE_F_DEGRADED 0x1u /* committed with fewer than k+m fragments */
+
+struct meta_server {
+	uint16_t id;         /* stable, never reused */
+	char url[256];       /* base URL, e.g. http://127.0.0.1:9000 */
+	char zone[64];       /* failure domain label, may be "" */
+	uint64_t weight;     /* relative weight (capacity in bytes, or 1) */
+};
+
+struct meta_superblock {
+	uint32_t format_version;
+	uint8_t fs_uuid[16];
+	uint32_t k, m;
+	uint32_t stripe_size;   /* bytes of file data per stripe, a multiple of k*64 */
+	uint32_t write_quorum;  /* fragments that must be stored, k <= q <= k+m */
+	uint64_t create_time_ns;
+	char bucket[64];
+	char region[32];
+	char credentials[256];  /* where the client's access key lives: "file:credentials"
+	                           (relative to the metadata directory) or "env" */
+	uint32_t n_servers;
+	struct meta_server servers[META_MAX_SERVERS];
+};
+
+/* One fragment to delete: an old stripe version or a removed file's data. */
+struct meta_garbage {
+	uint64_t ino, stripe, version;
+	uint8_t index;
+	uint16_t server;
+};
+
+/* ---- key encoding (exposed for tests) ---- */
+
+/* Largest xattr name and value the store accepts (Linux XATTR_NAME_MAX, XATTR_SIZE_MAX). */
+#define META_XATTR_NAME_MAX 255
+#define META_XATTR_SIZE_MAX 65536
+
+/* Writes the dentries key for (parent, name) into out (8 + name_len bytes). */
+size_t meta_dentry_key(uint8_t *out, uint64_t parent, const char *name, size_t name_len);
+/* Writes the stripes key (16 bytes). */
+void meta_stripe_key(uint8_t out[16], uint64_t ino, uint64_t stripe);
+
+/* Record codecs (exposed for tests). Every record starts with a record-version byte.
+ * Encoders return the encoded length; when size is smaller they write nothing and still return
+ * the length needed. meta_stripe_encode() returns 0 for an invalid record (k == 0, k+m > 64)
+ * and meta_superblock_encode() for an invalid superblock (see meta_superblock_decode()).
+ * Decoders return 0 and *ret, or -EBADMSG on a short, long or inconsistent record. */
+#define META_INODE_ENC_SIZE 85
+#define META_STRIPE_ENC_MAX (31 + 64 * 6)
+#define META_SUPERBLOCK_ENC_MAX (45 + 64 + 32 + 257 + 2 + META_MAX_SERVERS * 331 + 4)
+size_t meta_inode_encode(const struct meta_inode *in, uint8_t *out, size_t size);
+int meta_inode_decode(const uint8_t *buf, size_t len, struct meta_inode *ret);
+size_t meta_stripe_encode(const struct meta_stripe *s, uint8_t *out, size_t size);
+int meta_stripe_decode(const uint8_t *buf, size_t len, struct meta_stripe *ret);
+
+/* ---- open / create ---- */
+
+/* Creates a new filesystem in dir (created if missing; must not contain one unless force,
+ * in which case the old database is destroyed). Writes the superblock and the root inode
+ * (mode 0755 | S_IFDIR, owned by root_uid/root_gid) and the inode counter in one synced
+ * batch. Returns 0, -EEXIST (a filesystem is there and !force), -EINVAL (sb does not pass
+ * meta_superblock_decode()'s checks), -EBUSY (the existing database is open elsewhere),
+ * -EIO, -errno. */
+int meta_mkfs(const char *dir, const struct meta_superblock *sb, uint32_t root_uid,
+	      uint32_t root_gid, bool force);
+
+/* Opens an existing filesystem. Returns 0 and *ret (free with meta_close()), -ENOENT when
+ * there is no filesystem, -EBADMSG on a damaged superblock, -EBUSY when another process has
+ * it open (RocksDB's LOCK), -errno. */
+int meta_open(const char *dir, struct meta **ret);
+void meta_close(struct meta *m);
+
+/* The superblock read at open (borrowed, valid until meta_close()). */
+const struct meta_superblock *meta_superblock(const struct meta *m);
+/* The metadata directory given to meta_open() (borrowed, valid until meta_close()). */
+const char *meta_dir(const struct meta *m);
+
+/* ---- reads ---- */
+
+/* Returns 0 and *ret, -ENOENT, -EIO. */
+int meta_inode_get(struct meta *m, uint64_t ino, struct meta_inode *ret);
+/* Looks up name in directory parent. Returns 0 and *ret_ino (and *ret_mode, may be NULL:
+ * the S_IFMT bits), -ENOENT, -ENAMETOOLONG (name_len > META_NAME_MAX), -EIO. */
+int meta_dentry_get(struct meta *m, uint64_t parent, const char *name, size_t name_len,
+		    uint64_t *ret_ino, uint32_t *ret_mode);
+
+/* Directory iteration in name order, starting after `after` (NULL/len 0 = from the start).
+ * The callback gets each entry (name is NUL-terminated, valid during the call only);
+ * it returns 0 to continue, > 0 to stop (not an error),
+ * < 0 to stop with that error. Returns 0, the callback's negative value, or -EIO. */
+typedef int (*meta_dentry_fn)(void *ctx, const char *name, size_t name_len, uint64_t ino,
+			      uint32_t mode);
+int meta_dentry_list(struct meta *m, uint64_t parent, const char *after, size_t after_len,
+		     meta_dentry_fn fn, void *ctx);
+/* Returns 1 when the directory has at least one entry, 0 when empty, -EIO. */
+int meta_dir_has_entries(struct meta *m, uint64_t parent);
+
+/* Returns 0 and *ret, -ENOENT (a hole), -EIO. */
+int meta_stripe_get(struct meta *m, uint64_t ino, uint64_t stripe, struct meta_stripe *ret);
+/* Iterates the stripes of ino with index >= from, in order. Callback as above. */
+typedef int (*meta_stripe_fn)(void *ctx, uint64_t stripe, const struct meta_stripe *s);
+int meta_stripe_list(struct meta *m, uint64_t ino, uint64_t from, meta_stripe_fn fn, void *ctx);
+
+/* Iterates every inode (for mount-time orphan cleanup and the scrubber). */
+typedef int (*meta_inode_fn)(void *ctx, const struct meta_inode *in);
+int meta_inode_list(struct meta *m, meta_inode_fn fn, void *ctx);
+
+/* Iterates the garbage queue in order. */
+typedef int (*meta_garbage_fn)(void *ctx, uint64_t seq, const struct meta_garbage *g);
+int meta_garbage_list(struct meta *m, meta_garbage_fn fn, void *ctx);
+
+/* Allocates a fresh inode number (persistent counter; numbers are never reused, also across
+ * a crash: ranges are reserved with a synced write and handed out from memory, so numbers
+ * after a reopen are larger than every number handed out before). Thread-safe.
+ * Returns 0 and *ret, or -EIO. The counter is advanced in its own small write. */
+int meta_alloc_ino(struct meta *m, uint64_t *ret);
+
+/* Reads extended attribute name of ino. Returns 0 and *ret_len (the value length), copying
+ * the value into buf when buf != NULL; -ERANGE when buf != NULL and size < the length,
+ * -ENODATA when absent, -ENAMETOOLONG (name_len > META_XATTR_NAME_MAX), -EIO. */
+int meta_xattr_get(struct meta *m, uint64_t ino, const char *name, size_t name_len, void *buf,
+		   size_t size, size_t *ret_len);
+/* Iterates the xattrs of ino in name order (name NUL-terminated; both borrowed for the call).
+ * Callback protocol as meta_dentry_list(). */
+typedef int (*meta_xattr_fn)(void *ctx, const char *name, size_t name_len, const void *value,
+			     size_t value_len);
+int meta_xattr_list(struct meta *m, uint64_t ino, meta_xattr_fn fn, void *ctx);
+
+/* ---- batches ---- */
+
+/* Returns a new empty batch (free with meta_batch_free()), or NULL when out of memory. */
+struct meta_batch *meta_batch_new(struct meta *m);
+void meta_batch_free(struct meta_batch *b);
+void meta_batch_inode_put(struct meta_batch *b, const struct meta_inode *in);
+void meta_batch_inode_del(struct meta_batch *b, uint64_t ino);
+void meta_batch_dentry_put(struct meta_batch *b, uint64_t parent, const char *name,
+			   size_t name_len, uint64_t ino, uint32_t mode);
+void meta_batch_dentry_del(struct meta_batch *b, uint64_t parent, const char *name,
+			   size_t name_len);
+void meta_batch_stripe_put(struct meta_batch *b, uint64_t ino, uint64_t stripe,
+			   const struct meta_stripe *s);
+void meta_batch_stripe_del(struct meta_batch *b, uint64_t ino, uint64_t stripe);
+/* name_len <= META_XATTR_NAME_MAX and value_len <= META_XATTR_SIZE_MAX (caller checks). */
+void meta_batch_xattr_put(struct meta_batch *b, uint64_t ino, const char *name,
+			  size_t name_len, const void *value, size_t value_len);
+void meta_batch_xattr_del(struct meta_batch *b, uint64_t ino, const char *name,
+			  size_t name_len);
+/* Appends to the garbage queue (the sequence number is allocated in memory at call time,
+ * from an atomic counter initialised at open past the last queued entry). */
+void meta_batch_garbage_add(struct meta_batch *b, const struct meta_garbage *g);
+void meta_batch_garbage_del(struct meta_batch *b, uint64_t seq);
+
+/* Applies the batch atomically. sync: fsync the RocksDB WAL before returning.
+ * Returns 0, -EIO, or -EINVAL when one of the batch_*() calls got an invalid record (name
+ * length 0 or too long, inode 0, a stripe that fails meta_stripe_decode()'s checks): then
+ * nothing of the batch is written. The batch may be freed or reused (it is cleared) afterwards. */
+int meta_commit(struct meta *m, struct meta_batch *b, bool sync);
+
+/* Syncs the WAL (fsync/fdatasync of the filesystem). Returns 0 or -EIO. */
+int meta_sync(struct meta *m);
+
+/* ---- superblock encoding ----
+ * The decoder checks: record version, length, trailing crc32c, k >= 1, k+m <= 64,
+ * stripe_size a non-zero multiple of k*64, k <= write_quorum <= k+m, strings shorter than
+ * their fields without NULs, n_servers <= META_MAX_SERVERS, non-empty URLs, unique ids.
+ * format_version is only recorded; meta_open() rejects versions it does not know. */
+size_t meta_superblock_encode(const struct meta_superblock *sb, uint8_t *out, size_t size);
+int meta_superblock_decode(const uint8_t *buf, size_t len, struct meta_superblock *ret);
+
+#endif

@@ -1,0 +1,37 @@
+/*
+ * placement: which servers hold the fragments of a stripe.
+ *
+ * Weighted rendezvous (highest random weight) hashing: every server gets a score
+ * -weight / ln(u), with u in (0,1) a hash of (stripe seed, server id); the highest scores win.
+ * A server's share of fragments is proportional to its weight, and adding or removing one
+ * server moves only the fragments that must move. The choice is recorded in the stripe map
+ * by the caller, so a later change of the server list never loses track of data.
+ *
+ * Pure computation, thread-safe.
+ */
+#ifndef TESSERA_PLACEMENT_H
+#define TESSERA_PLACEMENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct placement_server {
+	uint16_t id;
+	uint64_t weight;  /* > 0 */
+	const char *zone; /* failure domain label, borrowed; "" or NULL = its own domain */
+	bool up;          /* false: never chosen */
+};
+
+/* The seed of a stripe: a hash of (inode, stripe index). */
+uint64_t placement_seed(uint64_t ino, uint64_t stripe);
+
+/* Chooses up to `count` distinct servers among the n given (only those up), best first,
+ * into ret_ids[0..count-1]. At most max_per_zone servers of one zone are chosen while other
+ * zones still have candidates (0 = no limit); when the cluster has too few zones the limit
+ * is relaxed rather than failing. Returns how many were chosen (< count when fewer servers are
+ * up), or -EINVAL. */
+int placement_choose(const struct placement_server *servers, size_t n, uint64_t seed,
+		     unsigned count, unsigned max_per_zone, uint16_t *ret_ids);
+
+#endif

@@ -1,0 +1,180 @@
+/*
+ * proto: the wire formats shared by the filesystem, the scrubber and the block server.
+ *
+ *  - the fragment header that makes every stored object self-describing;
+ *  - object keys (naming fragments, validating keys received from the network);
+ *  - AWS Signature Version 4 verification (the server side; clients sign with libcurl);
+ *  - S3 error documents.
+ *
+ * Pure functions: no I/O, no globals, safe from any thread.
+ */
+#ifndef TESSERA_PROTO_H
+#define TESSERA_PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---------------------------------------------------------------- fragment header
+ *
+ * Layout (PROTO_FRAG_HDR_SIZE bytes, all integers big-endian):
+ *   0  magic "TSRF"            4
+ *   4  format version (1)      2
+ *   6  header size (80)        2
+ *   8  filesystem uuid        16
+ *  24  inode                   8
+ *  32  stripe index            8
+ *  40  stripe version          8
+ *  48  fragment index          1   (0..k-1 data, k..k+m-1 parity)
+ *  49  k                       1
+ *  50  m                       1
+ *  51  matrix type             1   (PROTO_MATRIX_CAUCHY)
+ *  52  flags                   4   (PROTO_FRAG_F_*)
+ *  56  payload length          4
+ *  60  payload crc32c          4
+ *  64  stripe data length      8   (bytes of file data the stripe holds)
+ *  72  reserved, zero          4
+ *  76  header crc32c           4   (crc32c of bytes 0..75)
+ * The payload follows the header immediately.
+ */
+#define PROTO_FRAG_HDR_SIZE 80
+#define PROTO_FRAG_MAGIC "TSRF"
+#define PROTO_FRAG_VERSION 1
+#define PROTO_MATRIX_CAUCHY 1
+#define PROTO_FRAG_F_COMPRESSED 0x1u
+#define PROTO_FRAG_F_ENCRYPTED 0x2u
+#define PROTO_FRAG_F_KNOWN (PROTO_FRAG_F_COMPRESSED | PROTO_FRAG_F_ENCRYPTED)
+#define PROTO_MAX_K 32
+#define PROTO_MAX_M 16
+#define PROTO_MAX_PAYLOAD (64u << 20)
+
+struct proto_frag_hdr {
+	uint8_t fs_uuid[16];
+	uint64_t ino;
+	uint64_t stripe;
+	uint64_t version;
+	uint8_t index;
+	uint8_t k;
+	uint8_t m;
+	uint8_t matrix;
+	uint32_t flags;
+	uint32_t payload_len;
+	uint32_t payload_crc;
+	uint64_t stripe_len;
+};
+
+/* Serialises h into out (exactly PROTO_FRAG_HDR_SIZE bytes), computing the header crc. */
+void proto_frag_hdr_encode(const struct proto_frag_hdr *h, uint8_t out[PROTO_FRAG_HDR_SIZE]);
+
+/* Parses and validates a header: magic, version, header size, header crc, k/m/index ranges,
+ * matrix type, unknown flags, payload length limit. Returns 0 and fills *ret, or -EBADMSG
+ * (corrupt or not ours), -EPROTONOSUPPORT (a newer format version). Does not check the
+ * payload crc: see proto_frag_verify(). */
+int proto_frag_hdr_decode(const uint8_t *buf, size_t len, struct proto_frag_hdr *ret);
+
+/* Checks a whole object (header + payload): header valid, object length equals header size
+ * plus payload length, payload crc32c matches, and (when expect_uuid is not NULL) the
+ * filesystem uuid matches. Returns 0 and fills *ret (may be NULL), or -EBADMSG,
+ * -EPROTONOSUPPORT, -EXDEV (another filesystem's object). */
+int proto_frag_verify(const uint8_t *obj, size_t len, const uint8_t *expect_uuid,
+		      struct proto_frag_hdr *ret);
+
+/* ---------------------------------------------------------------- object keys */
+
+#define PROTO_KEY_MAX 512
+
+/* The object key of one fragment: "<uuid>/<ino 16 hex>/<stripe 16 hex>.<version 16 hex>.<index>"
+ * e.g. "0f1e.../0000000000000002/0000000000000000.0000000000000001.3". Written into out
+ * (size bytes, NUL-terminated). Returns the length, or -ENAMETOOLONG. */
+int proto_frag_key(char *out, size_t size, const uint8_t fs_uuid[16], uint64_t ino,
+		   uint64_t stripe, uint64_t version, unsigned index);
+
+/* Parses a fragment key back. Returns 0 or -EINVAL. */
+int proto_frag_key_parse(const char *key, uint8_t fs_uuid[16], uint64_t *ino, uint64_t *stripe,
+			 uint64_t *version, unsigned *index);
+
+/* Validates an object key received from a client: 1..PROTO_KEY_MAX bytes of
+ * [A-Za-z0-9._-/], no leading or trailing '/', no empty, "." or ".." component, no NUL or
+ * control characters. Returns 0 or -EINVAL. */
+int proto_key_validate(const char *key, size_t len);
+
+/* Validates a bucket name (3..63 of [a-z0-9.-], starting and ending alphanumeric). */
+int proto_bucket_validate(const char *bucket);
+
+/* ---------------------------------------------------------------- SigV4 (server side) */
+
+#define PROTO_SIGV4_MAX_SKEW_S (15 * 60)
+#define PROTO_SIGV4_UNSIGNED "UNSIGNED-PAYLOAD"
+
+/* One HTTP header as received; names are compared case-insensitively. Borrowed strings. */
+struct proto_header {
+	const char *name;
+	const char *value;
+};
+
+/* A request as the server saw it. All strings borrowed. */
+struct proto_request {
+	const char *method;        /* "PUT" */
+	const char *path;          /* raw (still percent-encoded) path, e.g. "/bucket/a%20b" */
+	const char *query;         /* raw query string without '?', or NULL/"" */
+	const struct proto_header *headers;
+	size_t n_headers;
+};
+
+/* Looks up the secret for an access key id. Returns the secret (borrowed) or NULL. */
+typedef const char *(*proto_secret_lookup_fn)(void *ctx, const char *access_key);
+
+/* The parsed Authorization header and the values the signature depends on. */
+struct proto_sigv4 {
+	char access_key[128];
+	char date[9];          /* YYYYMMDD from the credential scope */
+	char region[64];
+	char service[32];
+	char signed_headers[1024];
+	char signature[65];    /* lowercase hex */
+	char amz_date[17];     /* x-amz-date: YYYYMMDDTHHMMSSZ */
+	char payload_hash[65]; /* x-amz-content-sha256 value, or "UNSIGNED-PAYLOAD" */
+};
+
+/* Parses the Authorization header ("AWS4-HMAC-SHA256 Credential=..., SignedHeaders=...,
+ * Signature=...") and the x-amz-date / x-amz-content-sha256 headers of req.
+ * Returns 0, or -EACCES when there is no Authorization header, -EINVAL when it is malformed. */
+int proto_sigv4_parse(const struct proto_request *req, struct proto_sigv4 *ret);
+
+/* Verifies req against its signature.
+ *   now_s: the server's clock (seconds since the epoch), for the skew check.
+ *   body_sha256_hex: lowercase hex SHA-256 of the body when the server computed one, or NULL.
+ *     When the client sent a hex x-amz-content-sha256 and body_sha256_hex is not NULL, they
+ *     must match. When the client sent no x-amz-content-sha256, body_sha256_hex is used in the
+ *     canonical request (NULL then means the empty body).
+ * Returns 0 when valid, else:
+ *   -EACCES      no or unknown access key (S3 "AccessDenied" / "InvalidAccessKeyId")
+ *   -EINVAL      malformed authorization (S3 "AuthorizationHeaderMalformed")
+ *   -ETIME       date outside the skew limit (S3 "RequestTimeTooSkewed")
+ *   -EBADMSG     signature mismatch (S3 "SignatureDoesNotMatch")
+ *   -EILSEQ      payload hash mismatch (S3 "XAmzContentSHA256Mismatch") */
+int proto_sigv4_verify(const struct proto_request *req, int64_t now_s,
+		       proto_secret_lookup_fn lookup, void *lookup_ctx,
+		       const char *body_sha256_hex);
+
+/* The canonical request of SigV4 (exposed for tests): writes at most size bytes into out.
+ * Returns the length, or -ENOBUFS / -EINVAL. */
+int proto_sigv4_canonical_request(const struct proto_request *req, const struct proto_sigv4 *sig,
+				  char *out, size_t size);
+
+/* ---------------------------------------------------------------- S3 errors */
+
+/* Writes an S3 error document (<Error><Code>..</Code><Message>..</Message><Resource>..
+ * </Resource><RequestId>..</RequestId></Error>) into out, XML-escaped. Returns length or
+ * -ENOBUFS. */
+int proto_s3_error_xml(char *out, size_t size, const char *code, const char *message,
+		       const char *resource, const char *request_id);
+
+/* Escapes s for XML text into out. Returns length or -ENOBUFS. */
+int proto_xml_escape(char *out, size_t size, const char *s);
+
+/* Percent-decodes a URI path in place semantics into out (size bytes). Returns length or
+ * -EINVAL (bad escape, decoded NUL) / -ENOBUFS. */
+int proto_uri_decode(char *out, size_t size, const char *in, size_t len);
+
+#endif

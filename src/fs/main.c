@@ -1,0 +1,191 @@
+/*
+ * tesserafs: the FUSE daemon.
+ *
+ *   tesserafs [-f] [-d] [-s] [-o opt[,opt...]] META_DIR MOUNTPOINT
+ *
+ * Our options (-o): request_timeout=SECONDS, connect_timeout_ms=MS, attr_timeout=SECONDS.
+ * Every other -o option goes to libfuse and the kernel (allow_other, default_permissions, ...).
+ * Also usable from mount(8) and fstab as type fuse.tesserafs (META_DIR as the device).
+ */
+#define FUSE_USE_VERSION 34
+
+#include <errno.h>
+#include <fuse_lowlevel.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tessera/common.h"
+#include "tessera/fs.h"
+#include "tessera/meta.h"
+
+struct cmdline {
+	char *meta_dir;
+	char *mountpoint;
+	int foreground;
+	int debug;
+	int single_thread;
+	int help;
+	int version;
+	unsigned request_timeout;
+	unsigned connect_timeout_ms;
+	char *attr_timeout;
+};
+
+#define OPT(t, p) { t, offsetof(struct cmdline, p), 1 }
+static const struct fuse_opt opt_spec[] = {
+	OPT("-f", foreground),
+	OPT("-s", single_thread),
+	OPT("-h", help),
+	OPT("--help", help),
+	OPT("-V", version),
+	OPT("--version", version),
+	{ "request_timeout=%u", offsetof(struct cmdline, request_timeout), 0 },
+	{ "connect_timeout_ms=%u", offsetof(struct cmdline, connect_timeout_ms), 0 },
+	{ "attr_timeout=%s", offsetof(struct cmdline, attr_timeout), 0 },
+	FUSE_OPT_KEY("-d", 1),
+	FUSE_OPT_KEY("debug", 1),
+	FUSE_OPT_END
+};
+
+static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+	struct cmdline *c = data;
+
+	if (key == 1) {
+		c->debug = 1;
+		c->foreground = 1;
+		return 1; /* libfuse prints requests too */
+	}
+	if (key != FUSE_OPT_KEY_NONOPT)
+		return 1;
+	if (!c->meta_dir) {
+		c->meta_dir = realpath(arg, NULL);
+		if (!c->meta_dir) {
+			fprintf(stderr, "tesserafs: bad metadata directory '%s': %s\n", arg,
+				strerror(errno));
+			return -1;
+		}
+		return 0;
+	}
+	if (!c->mountpoint) {
+		c->mountpoint = strdup(arg);
+		return c->mountpoint ? 0 : -1;
+	}
+	fprintf(stderr, "tesserafs: unexpected argument '%s'\n", arg);
+	return -1;
+}
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"usage: tesserafs [options] META_DIR MOUNTPOINT\n"
+		"\n"
+		"  -f                      stay in the foreground\n"
+		"  -d, -o debug            print every FUSE request (implies -f)\n"
+		"  -s                      single-threaded\n"
+		"  -o request_timeout=S    seconds per block-server request (default 10)\n"
+		"  -o connect_timeout_ms=M milliseconds to connect to a block server (default 2000)\n"
+		"  -o attr_timeout=S       kernel attribute and entry cache (default 1)\n"
+		"  -o allow_other,default_permissions,...  passed to the kernel\n");
+}
+
+int main(int argc, char **argv)
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct cmdline c = { 0 };
+	struct fs_options fo = { .attr_timeout_s = -1 };
+	struct fuse_session *se = NULL;
+	struct fs *fs = NULL;
+	int ret = 1, r;
+
+	tlog_set_ident("tesserafs");
+	if (fuse_opt_parse(&args, &c, opt_spec, opt_proc) == -1)
+		return 2;
+	if (c.help) {
+		usage(stdout);
+		ret = 0;
+		goto out;
+	}
+	if (c.version) {
+		printf("tesserafs %s (libfuse %s)\n", TESSERA_VERSION, fuse_pkgversion());
+		ret = 0;
+		goto out;
+	}
+	if (!c.meta_dir || !c.mountpoint) {
+		usage(stderr);
+		ret = 2;
+		goto out;
+	}
+	fo.request_timeout_s = c.request_timeout;
+	fo.connect_timeout_ms = c.connect_timeout_ms;
+	if (c.attr_timeout) {
+		char *end;
+		fo.attr_timeout_s = strtod(c.attr_timeout, &end);
+		if (*end || fo.attr_timeout_s < 0) {
+			fprintf(stderr, "tesserafs: bad attr_timeout '%s'\n", c.attr_timeout);
+			ret = 2;
+			goto out;
+		}
+	}
+	if (c.debug)
+		tlog_set_level(TLOG_DEBUG);
+
+	/* Check the metadata before detaching, so that errors reach the terminal; RocksDB's
+	 * threads do not survive fork(), so the daemon opens it again afterwards. */
+	if (!c.foreground) {
+		struct meta *m;
+		r = meta_open(c.meta_dir, &m);
+		if (r < 0) {
+			fprintf(stderr, "tesserafs: cannot open metadata '%s': %s\n", c.meta_dir,
+				r == -ENOENT ? "no filesystem (run tessera-mkfs)" : strerror(-r));
+			goto out;
+		}
+		meta_close(m);
+	}
+
+	fs = fs_alloc();
+	if (!fs)
+		goto out;
+	se = fuse_session_new(&args, fs_ops(), sizeof(struct fuse_lowlevel_ops), fs);
+	if (!se)
+		goto out;
+	if (fuse_set_signal_handlers(se) != 0)
+		goto out;
+	if (fuse_session_mount(se, c.mountpoint) != 0)
+		goto out_signals;
+	if (fuse_daemonize(c.foreground) != 0)
+		goto out_unmount;
+
+	r = fs_open(fs, c.meta_dir, &fo);
+	if (r < 0)
+		goto out_unmount;
+	tlog_info("mounted '%s' on '%s'", c.meta_dir, c.mountpoint);
+	if (c.single_thread) {
+		ret = fuse_session_loop(se);
+	} else {
+		struct fuse_loop_config *lc = fuse_loop_cfg_create();
+		fuse_loop_cfg_set_clone_fd(lc, 0);
+		fuse_loop_cfg_set_max_threads(lc, 16);
+		fuse_loop_cfg_set_idle_threads(lc, 8);
+		ret = fuse_session_loop_mt(se, lc);
+		fuse_loop_cfg_destroy(lc);
+	}
+	ret = ret != 0 ? 1 : 0;
+out_unmount:
+	fuse_session_unmount(se);
+out_signals:
+	fuse_remove_signal_handlers(se);
+out:
+	if (se)
+		fuse_session_destroy(se);
+	fs_free(fs);
+	fuse_opt_free_args(&args);
+	free(c.meta_dir);
+	free(c.mountpoint);
+	free(c.attr_timeout);
+	return ret;
+}

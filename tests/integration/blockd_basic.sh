@@ -1,0 +1,335 @@
+#!/usr/bin/env bash
+# blockd_basic: end-to-end test of tessera-blockd with curl --aws-sigv4 (the same libcurl
+# signing the filesystem's block client uses).
+#
+# Starts blockd on 127.0.0.1:0 (port from --port-file) over a temporary data directory and
+# checks: object round trip, ranges, HEAD, DELETE, keep-alive, listing, the payload-hash
+# modes curl produces (none, POSTFIELDS body hash, explicit hash, UNSIGNED-PAYLOAD), that
+# unsigned, wrongly signed, skewed, traversal and oversize requests are refused without
+# storing anything, and that objects acknowledged before a SIGKILL survive a restart with
+# no temp files left behind (store.c invariants 1, 2 and 4).
+#
+# Environment: TESSERA_BUILD (build directory, default ./build). Self-contained: everything
+# lives in a temp dir that is removed on success (kept on failure); only the blockd PIDs this
+# script started are killed. Prints "ok N - ..." / "not ok N - ..." lines.
+set -euo pipefail
+
+BUILD=${TESSERA_BUILD:-./build}
+BLOCKD="$BUILD/tessera-blockd"
+AK=tessera-test
+SK='s3cr3t/key+with=odd/chars'
+SIGV4="aws:amz:us-east-1:s3"
+DEADLINE=$((SECONDS + 55))
+
+[[ -x $BLOCKD ]] || { echo "not ok 0 - $BLOCKD not built"; exit 1; }
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/tessera-blockd-test.XXXXXX")
+DATA="$WORK/data"
+PIDS=()
+N=0
+FAILED=0
+KEEP_WORK=${KEEP_WORK:-0}
+
+SMALL_MNT=
+cleanup() {
+	local rc=$?
+	for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
+		kill "$pid" 2>/dev/null || true
+	done
+	for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
+		wait "$pid" 2>/dev/null || true
+	done
+	[[ -n $SMALL_MNT ]] && umount "$SMALL_MNT" 2>/dev/null
+	if [[ $rc -eq 0 && $FAILED -eq 0 && $KEEP_WORK == 0 ]]; then
+		rm -rf "$WORK"
+	else
+		echo "# work directory kept: $WORK" >&2
+		for log in "$WORK"/blockd*.log; do
+			[[ -f $log ]] && { echo "# --- $log" >&2; tail -n 30 "$log" >&2; }
+		done
+	fi
+}
+trap cleanup EXIT
+
+ok() { N=$((N + 1)); echo "ok $N - $1"; }
+fail() {
+	N=$((N + 1)); FAILED=$((FAILED + 1)); echo "not ok $N - $1"
+	[[ $# -gt 1 ]] && echo "#   $2"
+	return 0
+}
+check() { # check DESCRIPTION COMMAND...
+	local d=$1; shift
+	if "$@"; then ok "$d"; else fail "$d" "failed: $*"; fi
+}
+time_left() { (( SECONDS < DEADLINE )) || { fail "time limit"; exit 1; }; }
+
+# curl with a hard time bound; prints the HTTP status (body to $OUT).
+OUT="$WORK/out"
+req() { timeout 20 curl -sS --max-time 15 -o "$OUT" -w '%{http_code}' "$@" || echo "curl-failed"; }
+s3() { req --aws-sigv4 "$SIGV4" --user "$AK:$SK" "$@"; }
+
+PORT=
+BLOCKD_PID=
+start_blockd() { # start_blockd LOGNAME EXTRA_ARGS...
+	local log="$WORK/$1.log"; shift
+	rm -f "$WORK/port"
+	TESSERA_ACCESS_KEY=$AK TESSERA_SECRET_KEY=$SK TESSERA_DEBUG=1 \
+		"$BLOCKD" --data "$DATA" --listen 127.0.0.1:0 --port-file "$WORK/port" "$@" \
+		>>"$log" 2>&1 &
+	BLOCKD_PID=$!
+	PIDS+=("$BLOCKD_PID")
+	local until=$((SECONDS + 10))
+	while :; do
+		if ! kill -0 "$BLOCKD_PID" 2>/dev/null; then
+			echo "# blockd exited during start-up" >&2; tail -n 20 "$log" >&2; return 1
+		fi
+		if [[ -s $WORK/port ]]; then
+			PORT=$(cat "$WORK/port")
+			if [[ $(req "http://127.0.0.1:$PORT/-/status") == 200 ]]; then
+				return 0
+			fi
+		fi
+		(( SECONDS < until )) || { echo "# blockd not ready in 10 s" >&2; return 1; }
+		sleep 0.05
+	done
+}
+forget_pid() { # a PID that was waited for is not ours any more: never signal it again
+	local keep=() p
+	for p in "${PIDS[@]+"${PIDS[@]}"}"; do [[ $p == "$1" ]] || keep+=("$p"); done
+	PIDS=("${keep[@]+"${keep[@]}"}")
+}
+stop_blockd() { # returns blockd's exit status
+	local rc=0
+	kill "$BLOCKD_PID" 2>/dev/null || true
+	wait "$BLOCKD_PID" 2>/dev/null || rc=$?
+	forget_pid "$BLOCKD_PID"
+	return "$rc"
+}
+
+url() { echo "http://127.0.0.1:$PORT/$1"; }
+no_tmp_leftovers() { [[ -z $(find "$DATA/tmp" -type f) ]]; }
+xml_code() { grep -q "<Code>$1</Code>" "$OUT"; }
+
+# ---------------------------------------------------------------- refuses to start badly
+
+if "$BLOCKD" --data "$DATA" --listen 127.0.0.1:0 >"$WORK/nokey.log" 2>&1; then
+	fail "refuses to start without credentials"
+else
+	rc=$?
+	if [[ $rc -eq 2 ]] && grep -q "no credentials" "$WORK/nokey.log"; then
+		ok "refuses to start without credentials (exit 2, clear message)"
+	else
+		fail "refuses to start without credentials" "rc=$rc"
+	fi
+fi
+rc=0; "$BLOCKD" --bogus >/dev/null 2>&1 || rc=$?
+check "unknown option is a usage error (exit 2)" test "$rc" -eq 2
+
+# ---------------------------------------------------------------- basic object operations
+
+start_blockd blockd --max-object-size 1M || { fail "blockd starts"; exit 1; }
+ok "blockd starts on an ephemeral port ($PORT) and answers /-/status"
+
+grep -q '"objects":0' "$OUT" && grep -q '"dirs":\[{"path"' "$OUT" &&
+	ok "status JSON has dirs and objects" || fail "status JSON" "$(cat "$OUT")"
+
+head -c 300000 /dev/urandom >"$WORK/obj"
+code=$(s3 -T "$WORK/obj" "$(url tessera/dir/sub/obj1)")
+check "PUT object -> 200 (curl -T, upload with read callback)" test "$code" = 200
+etag=$(md5sum <"$WORK/obj" | cut -c1-32)
+
+code=$(s3 -D "$WORK/hdr" "$(url tessera/dir/sub/obj1)")
+check "GET object -> 200" test "$code" = 200
+check "GET returns the identical bytes" cmp -s "$OUT" "$WORK/obj"
+check "GET has the MD5 ETag" grep -qi "^etag: \"$etag\"" "$WORK/hdr"
+
+code=$(s3 -D "$WORK/hdr" -H "Range: bytes=1000-1999" "$(url tessera/dir/sub/obj1)")
+check "ranged GET a-b -> 206" test "$code" = 206
+check "ranged GET a-b returns the slice" cmp -s "$OUT" <(tail -c +1001 "$WORK/obj" | head -c 1000)
+check "ranged GET has Content-Range" grep -qi "^content-range: bytes 1000-1999/300000" "$WORK/hdr"
+code=$(s3 -H "Range: bytes=-100" "$(url tessera/dir/sub/obj1)")
+check "ranged GET -n returns the tail" cmp -s "$OUT" <(tail -c 100 "$WORK/obj")
+code=$(s3 -H "Range: bytes=299990-" "$(url tessera/dir/sub/obj1)")
+check "ranged GET a- returns the rest" cmp -s "$OUT" <(tail -c 10 "$WORK/obj")
+code=$(s3 -H "Range: bytes=300000-" "$(url tessera/dir/sub/obj1)")
+check "unsatisfiable range -> 416 InvalidRange" eval 'test "$code" = 416 && xml_code InvalidRange'
+
+code=$(s3 -I -D "$WORK/hdr" "$(url tessera/dir/sub/obj1)")
+check "HEAD -> 200 with Content-Length and ETag" eval \
+	'test "$code" = 200 && grep -qi "^content-length: 300000" "$WORK/hdr" && grep -qi "^etag: \"$etag\"" "$WORK/hdr"'
+
+# keep-alive: several requests over one connection
+timeout 20 curl -sS --max-time 15 -v --aws-sigv4 "$SIGV4" --user "$AK:$SK" \
+	-o /dev/null "$(url tessera/dir/sub/obj1)" -o /dev/null "$(url tessera/dir/sub/obj1)" \
+	-o /dev/null "$(url tessera/nothing)" -o /dev/null "$(url tessera/dir/sub/obj1)" \
+	2>"$WORK/keepalive" || true
+check "HTTP/1.1 keep-alive reuses the connection" \
+	test "$(grep -c 'Re-using existing connection' "$WORK/keepalive")" -ge 3
+
+code=$(s3 "$(url 'tessera?list-type=2&prefix=dir%2F')")
+check "ListObjectsV2 lists the key" eval 'test "$code" = 200 && grep -q "<Key>dir/sub/obj1</Key>" "$OUT"'
+
+code=$(s3 -X DELETE "$(url tessera/dir/sub/obj1)")
+check "DELETE -> 204" test "$code" = 204
+code=$(s3 -X DELETE "$(url tessera/dir/sub/obj1)")
+check "DELETE again (absent) -> 204" test "$code" = 204
+code=$(s3 "$(url tessera/dir/sub/obj1)")
+check "GET after DELETE -> 404 NoSuchKey" eval 'test "$code" = 404 && xml_code NoSuchKey'
+code=$(s3 "$(url nosuchbucket/x)")
+check "GET in a missing bucket -> 404 NoSuchBucket" eval 'test "$code" = 404 && xml_code NoSuchBucket'
+time_left
+
+# ---------------------------------------------------------------- payload hash modes
+
+printf 'posted body\n' >"$WORK/small"
+code=$(s3 -X PUT --data-binary @"$WORK/small" "$(url tessera/posted)")
+check "PUT with a body hash signed by curl (POSTFIELDS) -> 200" test "$code" = 200
+s3 "$(url tessera/posted)" >/dev/null
+check "POSTFIELDS object reads back" cmp -s "$OUT" "$WORK/small"
+sha=$(sha256sum <"$WORK/small" | cut -c1-64)
+code=$(s3 -H "x-amz-content-sha256: $sha" -T "$WORK/small" "$(url tessera/hashed)")
+check "PUT with a matching x-amz-content-sha256 -> 200" test "$code" = 200
+badsha=$(echo other | sha256sum | cut -c1-64)
+code=$(s3 -H "x-amz-content-sha256: $badsha" -T "$WORK/small" "$(url tessera/badhash)")
+check "PUT whose body does not match x-amz-content-sha256 -> 400" eval \
+	'test "$code" = 400 && xml_code XAmzContentSHA256Mismatch'
+code=$(s3 "$(url tessera/badhash)")
+check "... and nothing was stored" test "$code" = 404
+code=$(s3 -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" -T "$WORK/small" "$(url tessera/unsigned)")
+check "PUT with UNSIGNED-PAYLOAD -> 200" test "$code" = 200
+
+# ---------------------------------------------------------------- refused requests
+
+code=$(req --aws-sigv4 "$SIGV4" --user "$AK:wrong-secret" -T "$WORK/small" "$(url tessera/wrongsecret)")
+check "PUT with a wrong secret -> 403 SignatureDoesNotMatch" eval \
+	'test "$code" = 403 && xml_code SignatureDoesNotMatch'
+code=$(req --aws-sigv4 "$SIGV4" --user "$AK:wrong-secret" -X PUT --data-binary @"$WORK/small" \
+	"$(url tessera/wrongsecret)")
+check "PUT (POSTFIELDS) with a wrong secret -> 403" test "$code" = 403
+code=$(s3 "$(url tessera/wrongsecret)")
+check "... and nothing was stored" eval 'test "$code" = 404 && no_tmp_leftovers'
+code=$(req --aws-sigv4 "$SIGV4" --user "unknown:$SK" "$(url tessera/posted)")
+check "unknown access key -> 403 AccessDenied" eval 'test "$code" = 403 && xml_code AccessDenied'
+code=$(req --aws-sigv4 "$SIGV4" --user "$AK:wrong-secret" "$(url tessera/posted)")
+check "GET with a wrong secret -> 403 and no data" eval \
+	'test "$code" = 403 && ! grep -q "posted body" "$OUT"'
+code=$(req -T "$WORK/small" "$(url tessera/unsigned2)")
+check "unsigned PUT -> 403 AccessDenied" eval 'test "$code" = 403 && xml_code AccessDenied'
+code=$(req "$(url tessera/posted)")
+check "unsigned GET -> 403 and no data" eval 'test "$code" = 403 && ! grep -q "posted body" "$OUT"'
+code=$(req -X DELETE "$(url tessera/posted)")
+code2=$(s3 "$(url tessera/posted)")
+check "unsigned DELETE -> 403 and the object stays" eval 'test "$code" = 403 && test "$code2" = 200'
+code=$(s3 -H "X-Amz-Date: 20200101T000000Z" "$(url tessera/posted)")
+check "skewed x-amz-date -> 403 RequestTimeTooSkewed" eval \
+	'test "$code" = 403 && xml_code RequestTimeTooSkewed'
+code=$(s3 --path-as-is -T "$WORK/small" "$(url tessera/a/../../x)")
+check "traversal key a/../../x -> 400 InvalidArgument" eval 'test "$code" = 400 && xml_code InvalidArgument'
+code=$(s3 --path-as-is -T "$WORK/small" "$(url 'tessera/a/%2e%2e/%2E%2E/y')")
+check "percent-encoded traversal -> 400" test "$code" = 400
+code=$(s3 --path-as-is -T "$WORK/small" "$(url 'tessera//z')")
+check "empty key component -> 400" test "$code" = 400
+check "... and nothing was created anywhere for those keys" eval \
+	'test -z "$(find "$WORK" \( -name x -o -name y -o -name z \) -print)"'
+code=$(s3 -X POST "$(url tessera/posted)")
+check "POST -> 405 MethodNotAllowed" eval 'test "$code" = 405 && xml_code MethodNotAllowed'
+time_left
+
+# ---------------------------------------------------------------- size limit
+
+head -c $((2 * 1024 * 1024)) /dev/urandom >"$WORK/big"
+code=$(s3 -T "$WORK/big" "$(url tessera/big)")
+check "oversize PUT (Content-Length) -> 400 EntityTooLarge" eval 'test "$code" = 400 && xml_code EntityTooLarge'
+head -c $((1536 * 1024)) "$WORK/big" >"$WORK/big15"
+code=$(s3 -H "Transfer-Encoding: chunked" -T - "$(url tessera/bigchunked)" <"$WORK/big15")
+check "oversize chunked PUT -> 400 EntityTooLarge" eval 'test "$code" = 400 && xml_code EntityTooLarge'
+code=$(s3 "$(url tessera/big)"); code2=$(s3 "$(url tessera/bigchunked)")
+check "... and nothing was stored" eval 'test "$code" = 404 && test "$code2" = 404 && no_tmp_leftovers'
+head -c $((1024 * 1024)) "$WORK/big" >"$WORK/max"
+code=$(s3 -T "$WORK/max" "$(url tessera/max)")
+check "PUT of exactly the limit -> 200" test "$code" = 200
+
+# a client that dies mid-body leaves nothing visible
+{ head -c 100000 "$WORK/big"; sleep 2; } | timeout 1 curl -sS --max-time 1 \
+	--aws-sigv4 "$SIGV4" --user "$AK:$SK" -H "Content-Length: 500000" -T - \
+	"$(url tessera/truncated)" >/dev/null 2>&1 || true
+sleep 0.3
+code=$(s3 "$(url tessera/truncated)")
+check "a body cut short never becomes visible, temp removed" eval 'test "$code" = 404 && no_tmp_leftovers'
+
+s3 "$(url -/status)" >/dev/null
+check "status counts the stored objects" grep -q '"objects":4,' "$OUT"
+time_left
+
+# ---------------------------------------------------------------- SIGKILL during PUTs
+
+mkdir -p "$WORK/src"
+: >"$WORK/acked"
+(
+	for i in $(seq 1 400); do
+		head -c $((4096 + i * 37)) /dev/urandom >"$WORK/src/k$i"
+		c=$(req --aws-sigv4 "$SIGV4" --user "$AK:$SK" -T "$WORK/src/k$i" "$(url "tessera/crash/k$i")" 2>/dev/null)
+		[[ $c == 200 ]] || break
+		echo "k$i" >>"$WORK/acked"
+	done
+) &
+writer=$!
+sleep 1
+kill -9 "$BLOCKD_PID"
+wait "$BLOCKD_PID" 2>/dev/null || true
+forget_pid "$BLOCKD_PID"
+wait "$writer" 2>/dev/null || true
+nacked=$(wc -l <"$WORK/acked")
+start_blockd blockd-restart --max-object-size 1M || { fail "blockd restarts after SIGKILL"; exit 1; }
+ok "blockd restarts after SIGKILL ($nacked objects were acknowledged)"
+check "no temp files left after restart" no_tmp_leftovers
+bad=0
+while read -r k; do
+	c=$(s3 "$(url "tessera/crash/$k")")
+	if [[ $c != 200 ]] || ! cmp -s "$OUT" "$WORK/src/$k"; then bad=$((bad + 1)); fi
+done <"$WORK/acked"
+check "every acknowledged object is intact after SIGKILL ($nacked checked)" eval \
+	'test "$bad" -eq 0 && test "$nacked" -gt 0'
+time_left
+
+# ---------------------------------------------------------------- clean stop
+
+rc=0
+stop_blockd || rc=$?
+check "SIGTERM stops blockd with exit status 0" test "$rc" -eq 0
+# ---------------------------------------------------------------- disk full (root only)
+
+# A 2 MiB tmpfs as the data directory; skipped where mounting is not allowed.
+mkdir -p "$WORK/tiny"
+if [[ $(id -u) -eq 0 ]] && mount -t tmpfs -o size=2m tmpfs "$WORK/tiny" 2>/dev/null; then
+	SMALL_MNT="$WORK/tiny"
+	DATA_SAVED=$DATA
+	DATA="$WORK/tiny"
+	start_blockd blockd-small || { fail "blockd starts on a small tmpfs"; exit 1; }
+	head -c 600000 /dev/urandom >"$WORK/m"
+	codes=""
+	for i in 1 2 3 4; do codes+="$(s3 -T "$WORK/m" "$(url "tessera/full$i")") "; done
+	check "PUT on a full disk -> 507 InsufficientStorage ($codes)" eval \
+		'[[ $codes == "200 200 200 507 " ]] && xml_code InsufficientStorage'
+	check "... no temp file is left behind" no_tmp_leftovers
+	code=$(s3 "$(url tessera/full1)")
+	check "reads keep working on a full disk" eval 'test "$code" = 200 && cmp -s "$OUT" "$WORK/m"'
+	s3 -X DELETE "$(url tessera/full1)" >/dev/null
+	code=$(s3 -T "$WORK/m" "$(url tessera/full4)")
+	check "PUT works again once space is freed" test "$code" = 200
+	stop_blockd || true
+	umount "$SMALL_MNT" && SMALL_MNT=
+	DATA=$DATA_SAVED
+else
+	N=$((N + 1)); echo "ok $N # SKIP disk-full test needs root and tmpfs"
+fi
+
+if grep -qE "AddressSanitizer|UndefinedBehaviorSanitizer|runtime error:|LeakSanitizer" \
+	"$WORK"/blockd*.log; then
+	fail "no sanitizer reports in the blockd logs"
+else
+	ok "no sanitizer reports in the blockd logs"
+fi
+
+echo "1..$N"
+[[ $FAILED -eq 0 ]]
