@@ -9,6 +9,8 @@
  *   system    key ascii name ("superblock", "next_ino")   value encoded records; the server
  *             map is part of the superblock record ("servers" is reserved)
  *   garbage   key sequence(8, BE)                   value struct meta_garbage (encoded)
+ *   inline    key ino(8, BE)                        value raw bytes: the whole contents of a
+ *             small file kept in the metadata instead of stripes, or a symlink's target
  *
  * Fixed-width big-endian integer keys make prefix scans ordered: a directory listing is a
  * prefix scan over its parent's entries, a file's stripes come out in order.
@@ -189,6 +191,13 @@ typedef int (*meta_xattr_fn)(void *ctx, const char *name, size_t name_len, const
 			     size_t value_len);
 int meta_xattr_list(struct meta *m, uint64_t ino, meta_xattr_fn fn, void *ctx);
 
+/* Largest inline value (small-file contents, symlink target). */
+#define META_INLINE_MAX (64u << 10)
+
+/* Reads the inline value of ino. Returns 0 and *ret_len, copying into buf when buf != NULL;
+ * -ERANGE when buf != NULL and size < the length, -ENOENT when absent, -EIO. */
+int meta_inline_get(struct meta *m, uint64_t ino, void *buf, size_t size, size_t *ret_len);
+
 /* ---- batches ---- */
 
 /* Returns a new empty batch (free with meta_batch_free()), or NULL when out of memory. */
@@ -208,6 +217,9 @@ void meta_batch_xattr_put(struct meta_batch *b, uint64_t ino, const char *name,
 			  size_t name_len, const void *value, size_t value_len);
 void meta_batch_xattr_del(struct meta_batch *b, uint64_t ino, const char *name,
 			  size_t name_len);
+/* len <= META_INLINE_MAX (a longer value poisons the batch: meta_commit() fails -EINVAL). */
+void meta_batch_inline_put(struct meta_batch *b, uint64_t ino, const void *data, size_t len);
+void meta_batch_inline_del(struct meta_batch *b, uint64_t ino);
 /* Appends to the garbage queue (the sequence number is allocated in memory at call time,
  * from an atomic counter initialised at open past the last queued entry). */
 void meta_batch_garbage_add(struct meta_batch *b, const struct meta_garbage *g);

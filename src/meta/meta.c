@@ -63,11 +63,12 @@ enum meta_cf {
 	CF_XATTRS,
 	CF_SYSTEM,
 	CF_GARBAGE,
+	CF_INLINE,
 	CF_COUNT
 };
 
 static const char *const cf_names[CF_COUNT] = {
-	"default", "inodes", "dentries", "stripes", "xattrs", "system", "garbage",
+	"default", "inodes", "dentries", "stripes", "xattrs", "system", "garbage", "inline",
 };
 
 struct meta {
@@ -965,6 +966,58 @@ void meta_batch_xattr_del(struct meta_batch *b, uint64_t ino, const char *name,
 	}
 	klen = meta_dentry_key(key, ino, name, name_len);
 	batch_del(b, CF_XATTRS, key, klen);
+}
+
+int meta_inline_get(struct meta *m, uint64_t ino, void *buf, size_t size, size_t *ret_len)
+{
+	rocksdb_pinnableslice_t *v = NULL;
+	uint8_t key[8];
+	const uint8_t *p;
+	size_t len;
+	int r;
+
+	be_put64(key, ino);
+	r = db_get(m, CF_INLINE, key, sizeof(key), &v);
+	if (r < 0)
+		goto out;
+	p = slice_value(v, &len);
+	if (len > META_INLINE_MAX) {
+		r = -EIO;
+		goto out;
+	}
+	if (buf) {
+		if (size < len) {
+			r = -ERANGE;
+			goto out;
+		}
+		if (len)
+			memcpy(buf, p, len);
+	}
+	*ret_len = len;
+out:
+	if (v)
+		rocksdb_pinnableslice_destroy(v);
+	return r;
+}
+
+void meta_batch_inline_put(struct meta_batch *b, uint64_t ino, const void *data, size_t len)
+{
+	uint8_t key[8];
+
+	if (ino == 0 || len > META_INLINE_MAX) {
+		batch_poison(b, "inline");
+		return;
+	}
+	be_put64(key, ino);
+	batch_put(b, CF_INLINE, key, sizeof(key), len ? data : "", len);
+}
+
+void meta_batch_inline_del(struct meta_batch *b, uint64_t ino)
+{
+	uint8_t key[8];
+
+	be_put64(key, ino);
+	batch_del(b, CF_INLINE, key, sizeof(key));
 }
 
 void meta_batch_garbage_add(struct meta_batch *b, const struct meta_garbage *g)
