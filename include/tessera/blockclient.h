@@ -40,18 +40,23 @@ struct blockclient_op {
 	const char *key;           /* object key, borrowed */
 	bool raw_path;             /* key is a path under the server root ("-/status"),
 	                              not an object of the bucket */
-	const void *body;          /* PUT: body, borrowed */
+	void *head;                /* optional first segment (a fragment header), borrowed:
+	                              PUT: sent before body; GET: receives the first head_len
+	                              bytes, the rest goes to buf */
+	size_t head_len;
+	const void *body;          /* PUT: body (after head), borrowed */
 	size_t body_len;
 	void *buf;                 /* GET: destination, borrowed */
 	size_t buf_size;           /* GET: capacity; a longer object fails with -EMSGSIZE */
 	uint64_t range_off;        /* GET: first byte (with range_len) */
 	uint64_t range_len;        /* GET: 0 = whole object */
+	unsigned timeout_ms;       /* whole request; 0 = the configured request timeout */
 	/* results */
 	int result;                /* 0, -ENOENT (404), -ENOSPC (507), -EACCES (403),
 	                              -EHOSTDOWN (server marked down, not tried),
 	                              -ETIMEDOUT, -ECONNREFUSED, -EMSGSIZE, -EIO */
 	long http_status;          /* 0 when no response */
-	size_t result_len;         /* GET: bytes received; HEAD: Content-Length */
+	size_t result_len;         /* GET: bytes received (head included); HEAD: Content-Length */
 };
 
 struct blockclient;
@@ -72,5 +77,30 @@ bool blockclient_server_up(struct blockclient *bc, uint16_t id);
 
 /* Marks a server down (e.g. after a failure seen elsewhere) or up. */
 void blockclient_mark(struct blockclient *bc, uint16_t id, bool up);
+
+/* ---- listing (ListObjectsV2) ---- */
+
+#define BLOCKCLIENT_LIST_KEY_MAX 1024   /* longest key accepted from a listing */
+#define BLOCKCLIENT_LIST_MAX_KEYS 1000  /* entries per page (S3's limit) */
+#define BLOCKCLIENT_LIST_BODY_MAX (4u << 20) /* largest listing document accepted */
+
+struct blockclient_object {
+	char key[BLOCKCLIENT_LIST_KEY_MAX + 1]; /* XML-unescaped */
+	uint64_t size;
+	int64_t mtime_s;                        /* LastModified, seconds since the epoch */
+};
+
+/* Lists one page of the objects of the bucket on server `server` whose keys start with prefix
+ * ("" = all), in key order, after the continuation token `token` ("" or NULL = from the
+ * start). At most `max` (<= BLOCKCLIENT_LIST_MAX_KEYS) entries go to objs[]; *ret_n gets
+ * their number and next_token (token_size bytes, NUL-terminated) the token of the next page,
+ * or "" when this was the last. The request goes to the server even when it is marked down
+ * (a listing is an explicit probe). Returns 0, or -ENOENT (no such bucket), -EACCES,
+ * -EBADMSG (a document that does not parse, an entry too long), -EMSGSIZE (a document over
+ * BLOCKCLIENT_LIST_BODY_MAX), -ENAMETOOLONG (token_size too small), -EINVAL, -ENOMEM,
+ * -ECONNREFUSED, -ETIMEDOUT, -EIO. Thread-safe like blockclient_run(). */
+int blockclient_list(struct blockclient *bc, uint16_t server, const char *prefix,
+		     const char *token, struct blockclient_object *objs, size_t max,
+		     size_t *ret_n, char *next_token, size_t token_size);
 
 #endif

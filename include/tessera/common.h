@@ -100,6 +100,12 @@ int tfsync_dir(const char *dirpath);
 /* mkdir -p with mode; existing directories are fine. Returns 0 or -errno. */
 int tmkdir_p(const char *path, unsigned mode);
 
+/* Sets the kernel readahead (KiB) of the filesystem mounted at mountpoint, by writing
+ * /sys/class/bdi/MAJOR:MINOR/read_ahead_kb for the mount found in /proc/self/mountinfo
+ * (no access to the mount itself, so it is safe before the filesystem answers).
+ * Returns 0, -ENOENT (not mounted), or -errno of the write (e.g. -EACCES when not root). */
+int tmount_set_readahead(const char *mountpoint, unsigned kb);
+
 /* Parses sizes such as "4M", "64k", "1G", "512" (binary units). 0 or -EINVAL. */
 int tparse_size(const char *s, uint64_t *ret);
 

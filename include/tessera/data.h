@@ -8,9 +8,14 @@
  * zeros too (that is how truncation works without rewriting fragments).
  *
  * Open files (struct data_file) are shared by every open handle of one inode and buffer up to
- * DATA_FILE_BUFFERS stripes each. Writes are buffered; data_flush() stores every dirty stripe
- * on at least the write quorum of servers and commits its stripe map, the file size and mtime
- * in one synced metadata batch.
+ * DATA_FILE_BUFFERS stripes each. Writes are buffered; a stripe written to its end is stored in
+ * the background by a pool of worker threads while the application goes on writing the next
+ * one; sequential reads prefetch the following stripes the same way. data_flush() stores every
+ * dirty stripe on at least the write quorum of servers, commits the stripe maps, the file size
+ * and mtime, and syncs the metadata WAL.
+ *
+ * Small files: stripe 0 of a file no larger than the inline threshold is kept in the metadata
+ * (the inline column family) instead of on the servers.
  *
  * Thread-safety: every function may be called from any thread. Each data_file has a mutex
  * that serialises operations on that file; the open-file table has its own mutex. Inode
@@ -31,11 +36,21 @@ struct meta;
 struct meta_batch;
 struct blockclient;
 
-#define DATA_FILE_BUFFERS 2
+#define DATA_FILE_BUFFERS 8
 
 struct data_config {
-	unsigned write_quorum; /* 0 = from the superblock */
+	unsigned write_quorum;   /* 0 = from the superblock */
+	unsigned workers;        /* background store/prefetch threads; 0 = default (8) */
+	unsigned readahead;      /* stripes prefetched ahead of a sequential reader; 0 = none */
+	uint32_t inline_max;     /* files up to this size live in the metadata; 0 = never */
+	uint64_t buffer_budget;  /* bytes of stripe buffers over all open files (each file may
+	                            always use two); 0 = default (256 MiB) */
+	unsigned hedge_ms;       /* a data fragment slower than this is read around (parity
+	                            fetched instead); 0 = default (2000) */
 };
+
+/* The defaults used for a NULL or zeroed config. */
+void data_config_defaults(struct data_config *cfg);
 
 struct data;
 struct data_file;
@@ -61,6 +76,14 @@ bool data_file_attr(struct data *d, uint64_t ino, uint64_t *ret_size, uint64_t *
 
 /* Reads up to len bytes at off (short only at end of file). Returns bytes read or -EIO. */
 ssize_t data_read(struct data_file *f, uint64_t off, void *buf, size_t len);
+/* Zero-copy read: calls fn once with the bytes [off, off + n) as up to `count` segments
+ * pointing into the file's buffers, n being len cut at the end of the file (0 at or past it).
+ * The segments are valid only during the call, which runs with the file locked (keep it
+ * short: hand them to the kernel and return). Returns fn's result, or -EIO/-ENOMEM before
+ * fn was called. */
+struct iovec;
+typedef int (*data_read_fn)(void *ctx, const struct iovec *iov, int count);
+int data_read_with(struct data_file *f, uint64_t off, size_t len, data_read_fn fn, void *ctx);
 /* Buffers len bytes at off (may store full stripes on the way). Returns len or -EIO,
  * -ENOSPC, -EFBIG. */
 ssize_t data_write(struct data_file *f, uint64_t off, const void *buf, size_t len);

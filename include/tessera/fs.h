@@ -11,12 +11,15 @@
 
 #include <stdint.h>
 
+#include "tessera/data.h"
+
 struct fuse_lowlevel_ops;
 
 struct fs_options {
 	unsigned request_timeout_s; /* per block request; 0 = default (10 s) */
 	unsigned connect_timeout_ms; /* 0 = default (2000) */
 	double attr_timeout_s;      /* kernel attribute/entry cache; < 0 = default (1 s) */
+	struct data_config data;    /* the data layer's settings (data_config_defaults()) */
 };
 
 struct fs;

@@ -7,6 +7,10 @@
  * number of threads that run batches at once and is bounded by BC_POOL_MAX; beyond that a
  * context is created and destroyed per batch.
  *
+ * blockclient_list() runs one ListObjectsV2 GET through the same machinery and parses the
+ * S3 XML with a small scanner (no XML library): the document is size-limited and every field
+ * copied out of it is bounded.
+ *
  * Locks: bc->lock protects the pool and the health table; it is never held during I/O.
  * Only this file sees CURLcode; results are errno values.
  */
@@ -17,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <curl/curl.h>
 
@@ -216,10 +221,12 @@ static void ctx_put(struct blockclient *bc, struct bc_ctx *c)
 
 struct bc_xfer {
 	struct blockclient_op *op;
+	CURL *easy;
 	struct curl_slist *headers;
 	char url[1024];
 	char range[64];
 	bool overflow;
+	size_t sent; /* PUT: bytes of head + body handed to curl */
 };
 
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
@@ -230,13 +237,57 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 
 	if (op->method != BC_GET)
 		return len; /* error documents and the like are discarded */
-	if (op->result_len + len > op->buf_size) {
+	/* Only the body of a successful answer is data. */
+	long status = 0;
+	curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+	if (status < 200 || status >= 300)
+		return len;
+	const char *p = ptr;
+	size_t left = len;
+	if (op->result_len < op->head_len) {
+		size_t n = TESSERA_MIN(left, op->head_len - op->result_len);
+		memcpy((char *)op->head + op->result_len, p, n);
+		op->result_len += n;
+		p += n;
+		left -= n;
+	}
+	if (left == 0)
+		return len;
+	size_t at = op->result_len - op->head_len;
+	if (at + left > op->buf_size) {
 		x->overflow = true;
 		return 0; /* makes curl abort the transfer */
 	}
-	memcpy((char *)op->buf + op->result_len, ptr, len);
-	op->result_len += len;
+	memcpy((char *)op->buf + at, p, left);
+	op->result_len += left;
 	return len;
+}
+
+/* PUT body: the head segment, then the body, without copying them first. */
+static size_t on_upload(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	struct bc_xfer *x = userdata;
+	struct blockclient_op *op = x->op;
+	size_t room = size * nmemb, done = 0;
+
+	while (done < room) {
+		const char *src;
+		size_t avail;
+		if (x->sent < op->head_len) {
+			src = (const char *)op->head + x->sent;
+			avail = op->head_len - x->sent;
+		} else if (x->sent < op->head_len + op->body_len) {
+			src = (const char *)op->body + (x->sent - op->head_len);
+			avail = op->head_len + op->body_len - x->sent;
+		} else {
+			break;
+		}
+		size_t n = TESSERA_MIN(avail, room - done);
+		memcpy(ptr + done, src, n);
+		done += n;
+		x->sent += n;
+	}
+	return done;
 }
 
 static int map_curl(CURLcode rc)
@@ -284,13 +335,17 @@ static int setup_easy(struct blockclient *bc, CURL *e, struct bc_xfer *x, const 
 	if (len < 0 || len >= (int)sizeof(x->url))
 		return -ENAMETOOLONG;
 	curl_easy_reset(e);
+	x->easy = e;
 	curl_easy_setopt(e, CURLOPT_URL, x->url);
+	/* Large receive buffer: a 1 MiB fragment in a few reads, not sixty-four. */
+	curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 256L * 1024);
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(e, CURLOPT_AWS_SIGV4, bc->sigv4);
 	curl_easy_setopt(e, CURLOPT_USERPWD, bc->userpwd);
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)bc->cfg.connect_timeout_ms);
-	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)bc->cfg.request_timeout_ms);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS,
+			 (long)(op->timeout_ms ? op->timeout_ms : bc->cfg.request_timeout_ms));
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, x);
@@ -298,9 +353,12 @@ static int setup_easy(struct blockclient *bc, CURL *e, struct bc_xfer *x, const 
 	x->headers = curl_slist_append(NULL, "x-amz-content-sha256: UNSIGNED-PAYLOAD");
 	switch (op->method) {
 	case BC_PUT:
-		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, "PUT");
-		curl_easy_setopt(e, CURLOPT_POSTFIELDS, op->body);
-		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)op->body_len);
+		curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
+		curl_easy_setopt(e, CURLOPT_READFUNCTION, on_upload);
+		curl_easy_setopt(e, CURLOPT_READDATA, x);
+		curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE,
+				 (curl_off_t)(op->head_len + op->body_len));
+		curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, 256L * 1024);
 		/* No "Expect:" override: curl 7.88 would list the removed header as signed. The
 		 * payload is not hashed (UNSIGNED-PAYLOAD): every fragment carries its own crc32c,
 		 * checked on every read, and hashing 1.5x the written bytes costs CPU. */
@@ -442,4 +500,184 @@ int blockclient_run(struct blockclient *bc, struct blockclient_op *ops, size_t n
 	}
 	ctx_put(bc, c);
 	return ok;
+}
+
+/* ---------------------------------------------------------------- listing */
+
+/* Percent-encodes s for a query value (RFC 3986 unreserved characters stay). */
+static int query_encode(char *out, size_t size, const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t o = 0;
+
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		bool plain = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+			     (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.' ||
+			     *p == '~';
+		if (o + (plain ? 1 : 3) >= size)
+			return -ENAMETOOLONG;
+		if (plain) {
+			out[o++] = (char)*p;
+		} else {
+			out[o++] = '%';
+			out[o++] = hex[*p >> 4];
+			out[o++] = hex[*p & 15];
+		}
+	}
+	out[o] = '\0';
+	return (int)o;
+}
+
+/* Finds the text of the first <tag>...</tag> in [p, end), XML-unescaped into out.
+ * Returns the text length, -ENOENT when absent, -EBADMSG when malformed or too long
+ * (or size is 0). *ret_next (may be NULL) is set past the closing tag. */
+static int xml_text(const char *p, const char *end, const char *tag, char *out, size_t size,
+		    const char **ret_next)
+{
+	char open[48], close[48];
+	size_t o = 0;
+
+	snprintf(open, sizeof(open), "<%s>", tag);
+	snprintf(close, sizeof(close), "</%s>", tag);
+	const char *a = memmem(p, (size_t)(end - p), open, strlen(open));
+	if (!a)
+		return -ENOENT;
+	a += strlen(open);
+	const char *b = memmem(a, (size_t)(end - a), close, strlen(close));
+	if (!b || size == 0)
+		return -EBADMSG;
+	while (a < b) {
+		char c = *a++;
+		if (c == '&') {
+			static const struct { const char *name; char c; } ents[] = {
+				{ "amp;", '&' }, { "lt;", '<' }, { "gt;", '>' },
+				{ "quot;", '"' }, { "apos;", '\'' },
+			};
+			size_t i;
+			for (i = 0; i < TESSERA_ARRAY_SIZE(ents); i++) {
+				size_t l = strlen(ents[i].name);
+				if ((size_t)(b - a) >= l && memcmp(a, ents[i].name, l) == 0) {
+					c = ents[i].c;
+					a += l;
+					break;
+				}
+			}
+			if (i == TESSERA_ARRAY_SIZE(ents))
+				return -EBADMSG;
+		}
+		if (o + 1 >= size)
+			return -EBADMSG;
+		out[o++] = c;
+	}
+	out[o] = '\0';
+	if (ret_next)
+		*ret_next = b + strlen(close);
+	return (int)o;
+}
+
+/* "2026-11-27T08:33:12.000Z" to seconds since the epoch. */
+static int parse_iso_date(const char *s, int64_t *ret)
+{
+	struct tm tm = { 0 };
+	const char *e = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+
+	if (!e)
+		return -EBADMSG;
+	*ret = (int64_t)timegm(&tm);
+	return 0;
+}
+
+int blockclient_list(struct blockclient *bc, uint16_t server, const char *prefix,
+		     const char *token, struct blockclient_object *objs, size_t max,
+		     size_t *ret_n, char *next_token, size_t token_size)
+{
+	char eprefix[3 * BLOCKCLIENT_LIST_KEY_MAX + 1], etoken[3 * BLOCKCLIENT_LIST_KEY_MAX + 1];
+	char *query = NULL, *body = NULL, num[32];
+	size_t n = 0, qsize;
+	int r;
+
+	if (!objs || max == 0 || max > BLOCKCLIENT_LIST_MAX_KEYS || !next_token || token_size == 0)
+		return -EINVAL;
+	r = query_encode(eprefix, sizeof(eprefix), prefix ? prefix : "");
+	if (r < 0)
+		return -EINVAL;
+	r = query_encode(etoken, sizeof(etoken), token ? token : "");
+	if (r < 0)
+		return -EINVAL;
+	qsize = strlen(bc->cfg.bucket) + strlen(eprefix) + strlen(etoken) + 128;
+	query = malloc(qsize);
+	body = malloc(BLOCKCLIENT_LIST_BODY_MAX + 1);
+	if (!query || !body) {
+		r = -ENOMEM;
+		goto out;
+	}
+	/* Parameters in canonical (sorted) order: libcurl 7.88 signs the query as given. */
+	snprintf(query, qsize, "%s?%s%s%slist-type=2&max-keys=%zu&prefix=%s", bc->cfg.bucket,
+		 *etoken ? "continuation-token=" : "", etoken, *etoken ? "&" : "", max, eprefix);
+	struct blockclient_op op = { .method = BC_GET, .server = server, .key = query,
+				     .raw_path = true, .buf = body,
+				     .buf_size = BLOCKCLIENT_LIST_BODY_MAX };
+	blockclient_run(bc, &op, 1, true);
+	if (op.result < 0) {
+		r = op.result;
+		goto out;
+	}
+	body[op.result_len] = '\0';
+	const char *p = body, *end = body + op.result_len;
+	if (!memmem(p, op.result_len, "<ListBucketResult", 17)) {
+		r = -EBADMSG;
+		goto out;
+	}
+	for (;;) {
+		const char *c0 = memmem(p, (size_t)(end - p), "<Contents>", 10);
+		if (!c0)
+			break;
+		const char *c1 = memmem(c0, (size_t)(end - c0), "</Contents>", 11);
+		if (!c1 || n >= max) {
+			r = -EBADMSG;
+			goto out;
+		}
+		struct blockclient_object *o = &objs[n];
+		if (xml_text(c0, c1, "Key", o->key, sizeof(o->key), NULL) <= 0 ||
+		    xml_text(c0, c1, "Size", num, sizeof(num), NULL) <= 0) {
+			r = -EBADMSG;
+			goto out;
+		}
+		char *e;
+		errno = 0;
+		o->size = strtoull(num, &e, 10);
+		if (*e || errno) {
+			r = -EBADMSG;
+			goto out;
+		}
+		char date[64];
+		if (xml_text(c0, c1, "LastModified", date, sizeof(date), NULL) <= 0 ||
+		    parse_iso_date(date, &o->mtime_s) < 0) {
+			r = -EBADMSG;
+			goto out;
+		}
+		n++;
+		p = c1 + 11;
+	}
+	char trunc[16] = "";
+	next_token[0] = '\0';
+	if (xml_text(body, end, "IsTruncated", trunc, sizeof(trunc), NULL) > 0 &&
+	    strcmp(trunc, "true") == 0) {
+		r = xml_text(body, end, "NextContinuationToken", next_token, token_size, NULL);
+		if (r == -EBADMSG && token_size <= BLOCKCLIENT_LIST_KEY_MAX) {
+			r = -ENAMETOOLONG;
+			goto out;
+		}
+		if (r <= 0) {
+			next_token[0] = '\0';
+			r = -EBADMSG;
+			goto out;
+		}
+	}
+	r = 0;
+	*ret_n = n;
+out:
+	free(query);
+	free(body);
+	return r;
 }

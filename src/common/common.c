@@ -324,3 +324,53 @@ int tparse_size(const char *s, uint64_t *ret)
 	*ret = (uint64_t)v << shift;
 	return 0;
 }
+
+/* Undoes the octal escapes (\040 for a space...) of a /proc/self/mountinfo field in place. */
+static void unescape_mountinfo(char *s)
+{
+	char *w = s;
+
+	for (char *r = s; *r; r++) {
+		if (r[0] == '\\' && r[1] >= '0' && r[1] <= '7' && r[2] >= '0' && r[2] <= '7' &&
+		    r[3] >= '0' && r[3] <= '7') {
+			*w++ = (char)((r[1] - '0') << 6 | (r[2] - '0') << 3 | (r[3] - '0'));
+			r += 3;
+		} else {
+			*w++ = *r;
+		}
+	}
+	*w = '\0';
+}
+
+int tmount_set_readahead(const char *mountpoint, unsigned kb)
+{
+	char want[PATH_MAX], line[8192], dev[64] = "", path[PATH_MAX];
+	FILE *f;
+	int r = -ENOENT;
+
+	if (!realpath(mountpoint, want))
+		return -errno;
+	f = fopen("/proc/self/mountinfo", "re");
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		char majmin[64], mnt[PATH_MAX];
+		/* id parent major:minor root mountpoint ... */
+		if (sscanf(line, "%*s %*s %63s %*s %4095s", majmin, mnt) != 2)
+			continue;
+		unescape_mountinfo(mnt);
+		if (strcmp(mnt, want) == 0)
+			snprintf(dev, sizeof(dev), "%s", majmin); /* the last one is on top */
+	}
+	fclose(f);
+	if (!*dev)
+		return r;
+	snprintf(path, sizeof(path), "/sys/class/bdi/%s/read_ahead_kb", dev);
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int n = snprintf(line, sizeof(line), "%u\n", kb);
+	r = write(fd, line, (size_t)n) == n ? 0 : -errno;
+	close(fd);
+	return r;
+}

@@ -5,11 +5,23 @@
  * ------------
  * A stripe is written copy-on-write. Its life:
  *
- *   buffered --(store_stripe: codec_encode)--> encoded
+ *   buffered --(submit_store: the stripe was written to its end, evicted, or flushed)--> queued
+ *   queued   --(worker: store_stripe, codec_encode)--> encoded
  *   encoded  --(store_stripe: blockclient_run PUT x (k+m))--> quorum stored
- *   quorum stored --(store_stripe: meta_commit, synced)--> map committed
+ *   quorum stored --(store_stripe: meta_commit)--> map committed
  *   map committed --(same batch: meta_batch_garbage_add)--> old version queued for garbage
- *   queued --(gc_thread: DELETE, then meta_batch_garbage_del)--> gone
+ *   queued for garbage --(gc_main: DELETE, then meta_batch_garbage_del)--> gone
+ *
+ * A stripe buffer (struct sbuf) is in one of these states:
+ *
+ *   FREE --get_buf--> LOADING --(loaded)--> CLEAN --data_write--> DIRTY --submit_store--> STORING
+ *   STORING --(stored)--> CLEAN;  STORING --(failed)--> DIRTY (b->error set, data kept)
+ *   CLEAN --(evicted)--> FREE;    LOADING --(failed)--> FREE
+ *
+ * LOADING and STORING buffers belong to the thread doing their I/O and are neither read nor
+ * written by anyone else: a reader or writer that needs one waits on the file's condition
+ * variable. Everything else about a file is protected by its mutex, which is never held
+ * during network I/O.
  *
  * Durability invariants:
  *  D1. A stripe map never points at a version whose fragments were not stored on at least
@@ -23,10 +35,17 @@
  *  D4. Every fragment read is checked (header, identity, payload crc32c against the crc in the
  *      stripe map) before its bytes are used; a bad fragment counts as missing and is rebuilt
  *      from the others. Fewer than k good fragments is EIO: wrong bytes are never returned.
- *  D5. A failed store leaves the stripe dirty in memory and reports the error to the caller of
- *      data_write/data_flush (and through them to write, fsync, close): never dropped.
+ *  D5. A failed store leaves the stripe DIRTY in memory with its error; data_flush() retries it
+ *      and reports the error when the retry fails too (to fsync and close); a write that needs
+ *      the buffer back gets the error. Nothing is dropped silently.
+ *  D6. data_flush() returns only after every stripe and the file size were committed and the
+ *      metadata WAL was synced (stripe commits during writing are not synced; the flush is).
+ *  D7. A store commits a file size no larger than the application's size and never shrinks it
+ *      (only data_truncate does), so that stores finishing out of order are harmless.
  *
- * Threads and locks: see include/tessera/data.h. The garbage thread holds no data_file lock.
+ * Threads: the FUSE threads call in; `workers` threads run queued stores and prefetches; one
+ * garbage thread deletes old fragments. Lock order: file lock, then the inode lock (shared
+ * with fs), then files_lock or the queue lock; never the other way round.
  */
 #include "tessera/data.h"
 
@@ -35,6 +54,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #include "tessera/blockclient.h"
 #include "tessera/codec.h"
@@ -48,13 +68,17 @@
 #define DATA_GC_PERIOD_S 30
 #define DATA_STATFS_CACHE_NS 5000000000ull
 #define DATA_MAX_FILE_SIZE ((uint64_t)INT64_MAX)
+#define DATA_MIN_BUFFERS 2
+
+enum sb_state { SB_FREE, SB_LOADING, SB_CLEAN, SB_DIRTY, SB_STORING };
 
 struct sbuf {
 	uint64_t idx;
-	bool valid;
-	bool dirty;
+	enum sb_state state;
+	int error;           /* last failed store (state DIRTY), else 0 */
+	unsigned pins;       /* data_read_with() is handing its bytes out: not evictable */
 	uint64_t last_use;
-	uint8_t *data; /* stripe_size bytes */
+	uint8_t *data;       /* stripe_size bytes, or NULL until first used */
 };
 
 struct data_file {
@@ -63,11 +87,26 @@ struct data_file {
 	unsigned refs;           /* under d->files_lock */
 	struct data_file *next;  /* hash chain, under d->files_lock */
 	pthread_mutex_t lock;
+	pthread_cond_t cond;     /* a buffer changed state, or pending dropped */
 	_Atomic uint64_t size;
 	_Atomic uint64_t mtime_ns;
 	bool attr_dirty;         /* size/mtime not yet in the inode record */
+	bool unsynced;           /* commits since the last WAL sync */
+	unsigned pending;        /* queued or running jobs of this file */
 	uint64_t tick;
+	uint64_t seq_next;       /* where the next read continues a sequential run */
 	struct sbuf bufs[DATA_FILE_BUFFERS];
+};
+
+enum job_kind { JOB_STORE, JOB_LOAD };
+
+struct job {
+	struct job *next;
+	enum job_kind kind;
+	struct data_file *f;
+	struct sbuf *b;
+	uint32_t data_len;  /* JOB_STORE: bytes of the stripe inside the file */
+	bool inline_ok;     /* JOB_STORE: stripe 0 of a small file: keep it in the metadata */
 };
 
 struct data {
@@ -75,6 +114,7 @@ struct data {
 	struct blockclient *bc;
 	pthread_mutex_t *inode_lock;
 	const struct meta_superblock *sb;
+	struct data_config cfg;
 	struct codec *codec;
 	unsigned k, m, quorum;
 	uint32_t stripe_size;
@@ -83,6 +123,14 @@ struct data {
 
 	pthread_mutex_t files_lock;
 	struct data_file *files[DATA_HASH];
+	_Atomic uint64_t buffer_bytes;
+
+	pthread_mutex_t queue_lock;
+	pthread_cond_t queue_cond;
+	struct job *queue_head, *queue_tail;
+	bool queue_stop;
+	unsigned n_workers;
+	pthread_t workers[64];
 
 	pthread_t gc_thread;
 	bool gc_started;
@@ -95,6 +143,17 @@ struct data {
 };
 
 static void *gc_main(void *arg);
+static void *worker_main(void *arg);
+
+void data_config_defaults(struct data_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->workers = 8;
+	cfg->readahead = 4;
+	cfg->inline_max = 4096;
+	cfg->buffer_budget = 256ull << 20;
+	cfg->hedge_ms = 2000;
+}
 
 int data_new(struct meta *meta, struct blockclient *bc, pthread_mutex_t *inode_lock,
 	     const struct data_config *cfg, struct data **ret)
@@ -109,6 +168,22 @@ int data_new(struct meta *meta, struct blockclient *bc, pthread_mutex_t *inode_l
 	d = calloc(1, sizeof(*d));
 	if (!d)
 		return -ENOMEM;
+	if (cfg)
+		d->cfg = *cfg;
+	else
+		data_config_defaults(&d->cfg);
+	if (!d->cfg.workers)
+		d->cfg.workers = 8;
+	if (d->cfg.workers > TESSERA_ARRAY_SIZE(d->workers))
+		d->cfg.workers = TESSERA_ARRAY_SIZE(d->workers);
+	if (!d->cfg.buffer_budget)
+		d->cfg.buffer_budget = 256ull << 20;
+	if (!d->cfg.hedge_ms)
+		d->cfg.hedge_ms = 2000;
+	if (d->cfg.inline_max > META_INLINE_MAX)
+		d->cfg.inline_max = META_INLINE_MAX;
+	if (d->cfg.readahead > DATA_FILE_BUFFERS - DATA_MIN_BUFFERS)
+		d->cfg.readahead = DATA_FILE_BUFFERS - DATA_MIN_BUFFERS;
 	d->meta = meta;
 	d->bc = bc;
 	d->inode_lock = inode_lock;
@@ -116,7 +191,9 @@ int data_new(struct meta *meta, struct blockclient *bc, pthread_mutex_t *inode_l
 	d->k = sb->k;
 	d->m = sb->m;
 	d->stripe_size = sb->stripe_size;
-	d->quorum = cfg && cfg->write_quorum ? cfg->write_quorum : sb->write_quorum;
+	if (d->cfg.inline_max > d->stripe_size)
+		d->cfg.inline_max = d->stripe_size;
+	d->quorum = d->cfg.write_quorum ? d->cfg.write_quorum : sb->write_quorum;
 	if (d->quorum < d->k)
 		d->quorum = d->k;
 	if (d->quorum > d->k + d->m)
@@ -134,9 +211,20 @@ int data_new(struct meta *meta, struct blockclient *bc, pthread_mutex_t *inode_l
 		return r;
 	}
 	pthread_mutex_init(&d->files_lock, NULL);
+	pthread_mutex_init(&d->queue_lock, NULL);
+	pthread_cond_init(&d->queue_cond, NULL);
 	pthread_mutex_init(&d->gc_lock, NULL);
 	pthread_cond_init(&d->gc_cond, NULL);
 	pthread_mutex_init(&d->statfs_lock, NULL);
+	for (unsigned i = 0; i < d->cfg.workers; i++) {
+		if (pthread_create(&d->workers[d->n_workers], NULL, worker_main, d) != 0)
+			break;
+		d->n_workers++;
+	}
+	if (d->n_workers == 0) {
+		data_free(d);
+		return -EAGAIN;
+	}
 	if (pthread_create(&d->gc_thread, NULL, gc_main, d) == 0)
 		d->gc_started = true;
 	*ret = d;
@@ -145,9 +233,13 @@ int data_new(struct meta *meta, struct blockclient *bc, pthread_mutex_t *inode_l
 
 static void file_free(struct data_file *f)
 {
-	for (int i = 0; i < DATA_FILE_BUFFERS; i++)
+	for (int i = 0; i < DATA_FILE_BUFFERS; i++) {
+		if (f->bufs[i].data)
+			atomic_fetch_sub(&f->d->buffer_bytes, f->d->stripe_size);
 		free(f->bufs[i].data);
+	}
 	pthread_mutex_destroy(&f->lock);
+	pthread_cond_destroy(&f->cond);
 	free(f);
 }
 
@@ -166,6 +258,12 @@ void data_free(struct data *d)
 			file_free(f);
 		}
 	}
+	pthread_mutex_lock(&d->queue_lock);
+	d->queue_stop = true;
+	pthread_cond_broadcast(&d->queue_cond);
+	pthread_mutex_unlock(&d->queue_lock);
+	for (unsigned i = 0; i < d->n_workers; i++)
+		pthread_join(d->workers[i], NULL);
 	if (d->gc_started) {
 		pthread_mutex_lock(&d->gc_lock);
 		d->gc_stop = true;
@@ -175,6 +273,8 @@ void data_free(struct data *d)
 	}
 	codec_free(d->codec);
 	pthread_mutex_destroy(&d->files_lock);
+	pthread_mutex_destroy(&d->queue_lock);
+	pthread_cond_destroy(&d->queue_cond);
 	pthread_mutex_destroy(&d->gc_lock);
 	pthread_cond_destroy(&d->gc_cond);
 	pthread_mutex_destroy(&d->statfs_lock);
@@ -213,6 +313,7 @@ int data_open(struct data *d, uint64_t ino, uint64_t size, struct data_file **re
 	f->ino = ino;
 	f->refs = 1;
 	pthread_mutex_init(&f->lock, NULL);
+	pthread_cond_init(&f->cond, NULL);
 	atomic_store(&f->size, size);
 	atomic_store(&f->mtime_ns, 0);
 	*file_slot(d, ino) = f;
@@ -271,45 +372,70 @@ static int frag_key(struct data *d, char *out, size_t size, uint64_t ino, uint64
 	return proto_frag_key(out, size, d->sb->fs_uuid, ino, stripe, version, index);
 }
 
-/* Checks one fetched fragment against what the stripe map says (D4). */
-static bool frag_good(struct data *d, const uint8_t *obj, size_t len, uint64_t ino,
-		      uint64_t stripe, const struct meta_stripe *rec, unsigned index)
+/* Checks one fetched fragment (its header and payload arrived separately; got is the number of
+ * bytes received) against what the stripe map says (D4). */
+static bool frag_good(struct data *d, const uint8_t *hdr, const uint8_t *payload, size_t got,
+		      uint64_t ino, uint64_t stripe, const struct meta_stripe *rec, unsigned index)
 {
 	struct proto_frag_hdr h;
 
-	if (proto_frag_verify(obj, len, d->sb->fs_uuid, &h) < 0)
+	if (got != PROTO_FRAG_HDR_SIZE + (size_t)rec->frag_len ||
+	    proto_frag_hdr_decode(hdr, PROTO_FRAG_HDR_SIZE, &h) < 0)
 		return false;
-	return h.ino == ino && h.stripe == stripe && h.version == rec->version &&
-	       h.index == index && h.k == rec->k && h.m == rec->m &&
-	       h.payload_len == rec->frag_len && h.payload_crc == rec->crcs[index];
+	return memcmp(h.fs_uuid, d->sb->fs_uuid, 16) == 0 && h.ino == ino &&
+	       h.stripe == stripe && h.version == rec->version && h.index == index &&
+	       h.k == rec->k && h.m == rec->m && h.payload_len == rec->frag_len &&
+	       h.payload_crc == rec->crcs[index] &&
+	       tcrc32c(0, payload, rec->frag_len) == h.payload_crc;
+}
+
+/* Flags a stripe whose fragment was found damaged or missing, so that the scrubber repairs it
+ * first (read-repair queue). Only the version that was read is flagged. */
+static void mark_degraded(struct data *d, uint64_t ino, uint64_t stripe, uint64_t version)
+{
+	struct meta_stripe rec;
+	struct meta_batch *b;
+
+	pthread_mutex_lock(d->inode_lock);
+	if (meta_stripe_get(d->meta, ino, stripe, &rec) == 0 && rec.version == version &&
+	    !(rec.flags & META_STRIPE_F_DEGRADED) && (b = meta_batch_new(d->meta))) {
+		rec.flags |= META_STRIPE_F_DEGRADED;
+		meta_batch_stripe_put(b, ino, stripe, &rec);
+		if (meta_commit(d->meta, b, false) == 0)
+			tlog_debug("inode %llu stripe %llu queued for repair",
+				   (unsigned long long)ino, (unsigned long long)stripe);
+		meta_batch_free(b);
+	}
+	pthread_mutex_unlock(d->inode_lock);
 }
 
 /* Reads stripe `stripe` of ino as described by rec into out (stripe_size bytes; bytes past
- * rec->data_len are zeroed). */
+ * rec->data_len are zeroed). Data fragments land in place in out; parity, when needed, in a
+ * scratch buffer. */
 static int fetch_stripe(struct data *d, uint64_t ino, uint64_t stripe,
 			const struct meta_stripe *rec, uint8_t *out)
 {
 	const unsigned n = (unsigned)rec->k + rec->m;
-	const size_t fl = rec->frag_len, slot = PROTO_FRAG_HDR_SIZE + fl;
+	const size_t fl = rec->frag_len;
 	struct blockclient_op ops[64];
 	char keys[64][PROTO_KEY_MAX];
-	uint8_t *frags[64];
+	uint8_t hdrs[64][PROTO_FRAG_HDR_SIZE];
+	uint8_t *frags[64], *parity = NULL;
 	unsigned idx_of_op[64];
 	uint64_t good = 0, tried = 0;
-	uint8_t *buf;
+	bool damaged = false;
 	int r = 0;
 
 	if (rec->k != d->k || rec->m != d->m || n > 64 || fl == 0 || fl > PROTO_MAX_PAYLOAD ||
-	    rec->data_len > d->stripe_size || rec->data_len > (uint64_t)fl * rec->k)
+	    rec->data_len > d->stripe_size || (uint64_t)fl * rec->k > d->stripe_size ||
+	    rec->data_len > (uint64_t)fl * rec->k)
 		return -EIO;
-	buf = malloc(slot * n);
-	if (!buf)
-		return -ENOMEM;
-	for (unsigned i = 0; i < n; i++)
-		frags[i] = buf + i * slot + PROTO_FRAG_HDR_SIZE;
+	for (unsigned i = 0; i < rec->k; i++)
+		frags[i] = out + (size_t)i * fl;
 
-	/* Round 0: data fragments on servers that are up. Round 1: parity on servers that are
-	 * up, as many as are missing. Round 2: everything not tried yet, down servers too. */
+	/* Round 0: the data fragments on servers that are up, within the hedge timeout (a slow
+	 * one is read around). Round 1: as many other fragments on servers that are up as are
+	 * missing. Round 2: everything not tried yet, servers in back-off too. */
 	for (int round = 0; round < 3 && __builtin_popcountll(good) < (int)rec->k; round++) {
 		unsigned nops = 0;
 		int need = (int)rec->k - __builtin_popcountll(good);
@@ -321,10 +447,21 @@ static int fetch_stripe(struct data *d, uint64_t ino, uint64_t stripe,
 				break;
 			if (round < 2 && !blockclient_server_up(d->bc, rec->servers[i]))
 				continue;
+			if (i >= rec->k && !parity) {
+				parity = malloc((size_t)rec->m * fl);
+				if (!parity) {
+					r = -ENOMEM;
+					goto out;
+				}
+				for (unsigned p = 0; p < rec->m; p++)
+					frags[rec->k + p] = parity + (size_t)p * fl;
+			}
 			frag_key(d, keys[nops], sizeof(keys[nops]), ino, stripe, rec->version, i);
 			ops[nops] = (struct blockclient_op){
 				.method = BC_GET, .server = rec->servers[i], .key = keys[nops],
-				.buf = buf + i * slot, .buf_size = slot,
+				.head = hdrs[i], .head_len = PROTO_FRAG_HDR_SIZE,
+				.buf = frags[i], .buf_size = fl,
+				.timeout_ms = round == 0 ? d->cfg.hedge_ms : 0,
 			};
 			idx_of_op[nops++] = i;
 			tried |= 1ull << i;
@@ -336,15 +473,23 @@ static int fetch_stripe(struct data *d, uint64_t ino, uint64_t stripe,
 		blockclient_run(d->bc, ops, nops, round == 2);
 		for (unsigned j = 0; j < nops; j++) {
 			unsigned i = idx_of_op[j];
-			if (ops[j].result == 0 &&
-			    frag_good(d, buf + i * slot, ops[j].result_len, ino, stripe, rec, i))
+			if (ops[j].result == 0 && frag_good(d, hdrs[i], frags[i], ops[j].result_len,
+							    ino, stripe, rec, i)) {
 				good |= 1ull << i;
-			else
-				tlog_debug("fragment %u of inode %llu stripe %llu unusable: %d", i,
-					   (unsigned long long)ino, (unsigned long long)stripe,
-					   ops[j].result);
+				continue;
+			}
+			/* A server that answered with a missing or bad fragment: damage. A server
+			 * that did not answer may come back: not (yet) damage. */
+			if (ops[j].result == 0 || ops[j].result == -ENOENT ||
+			    ops[j].result == -EMSGSIZE)
+				damaged = true;
+			tlog_debug("fragment %u of inode %llu stripe %llu unusable: %d", i,
+				   (unsigned long long)ino, (unsigned long long)stripe,
+				   ops[j].result);
 		}
 	}
+	if (damaged && !(rec->flags & META_STRIPE_F_DEGRADED))
+		mark_degraded(d, ino, stripe, rec->version);
 	if (__builtin_popcountll(good) < (int)rec->k) {
 		r = -EIO;
 		goto out;
@@ -355,32 +500,35 @@ static int fetch_stripe(struct data *d, uint64_t ino, uint64_t stripe,
 		if (r < 0)
 			goto out;
 	}
-	for (unsigned i = 0; i < rec->k; i++) {
-		size_t off = (size_t)i * fl;
-		if (off >= rec->data_len)
-			break;
-		memcpy(out + off, frags[i], TESSERA_MIN(fl, rec->data_len - off));
-	}
 	memset(out + rec->data_len, 0, d->stripe_size - rec->data_len);
 out:
-	free(buf);
+	free(parity);
 	return r;
 }
 
-/* Loads the current contents of stripe idx into b->data. */
-static int load_stripe(struct data_file *f, struct sbuf *b, uint64_t idx)
+/* Reads the current contents of stripe idx of ino into out (stripe_size bytes): from its
+ * fragments, from the metadata when stripe 0 is inline, or zeros for a hole. */
+static int load_stripe(struct data *d, uint64_t ino, uint64_t idx, uint8_t *out)
 {
-	struct data *d = f->d;
 	struct meta_stripe rec;
-	int r = meta_stripe_get(d->meta, f->ino, idx, &rec);
+	size_t len;
+	int r = meta_stripe_get(d->meta, ino, idx, &rec);
 
-	if (r == -ENOENT) {
-		memset(b->data, 0, d->stripe_size);
-		return 0;
-	}
-	if (r < 0)
+	if (r == 0)
+		return fetch_stripe(d, ino, idx, &rec, out);
+	if (r != -ENOENT)
 		return r;
-	return fetch_stripe(d, f->ino, idx, &rec, b->data);
+	if (idx == 0) {
+		r = meta_inline_get(d->meta, ino, out, d->stripe_size, &len);
+		if (r == 0) {
+			memset(out + len, 0, d->stripe_size - len);
+			return 0;
+		}
+		if (r != -ENOENT)
+			return r == -ERANGE ? -EIO : r;
+	}
+	memset(out, 0, d->stripe_size);
+	return 0;
 }
 
 /* Adds garbage entries for every stored fragment of rec. */
@@ -396,16 +544,23 @@ static void queue_garbage(struct meta_batch *b, uint64_t ino, uint64_t stripe,
 	}
 }
 
-/* Writes the inode's size and mtime (and ctime) from f into the batch. Called with the inode
- * lock held. Returns 0, -ENOENT when the inode is gone, -EIO. */
-static int put_inode_attr(struct data_file *f, struct meta_batch *b, bool ctime)
+/* Writes the inode's size and mtime from f into the batch, with the inode lock held.
+ * grow_to: a store's view (D7): the size becomes max(current, min(grow_to, f->size));
+ * UINT64_MAX: the size becomes f->size exactly (flush, truncate).
+ * Returns 0, -ENOENT when the inode is gone, -EIO. */
+static int put_inode_attr(struct data_file *f, struct meta_batch *b, uint64_t grow_to,
+			  bool ctime)
 {
 	struct meta_inode in;
+	uint64_t size = atomic_load(&f->size);
 	int r = meta_inode_get(f->d->meta, f->ino, &in);
 
 	if (r < 0)
 		return r;
-	in.size = atomic_load(&f->size);
+	if (grow_to == UINT64_MAX)
+		in.size = size;
+	else
+		in.size = TESSERA_MAX(in.size, TESSERA_MIN(grow_to, size));
 	uint64_t mt = atomic_load(&f->mtime_ns);
 	if (mt) {
 		in.mtime_ns = mt;
@@ -434,32 +589,70 @@ static void delete_stored(struct data *d, struct blockclient_op *puts, unsigned 
 		blockclient_run(d->bc, dels, nd, false);
 }
 
-/* Stores a dirty buffer as a new stripe version and commits the map (the stripe-write state
- * diagram at the top of this file). On error the buffer stays dirty (D5). */
-static int store_stripe(struct data_file *f, struct sbuf *b)
+/* Commits batch b with the file's size/mtime under the inode lock. */
+static int commit_with_attr(struct data_file *f, struct meta_batch *b, uint64_t grow_to,
+			    bool ctime)
+{
+	int r;
+
+	pthread_mutex_lock(f->d->inode_lock);
+	r = put_inode_attr(f, b, grow_to, ctime);
+	if (r == 0)
+		r = meta_commit(f->d->meta, b, false);
+	pthread_mutex_unlock(f->d->inode_lock);
+	return r;
+}
+
+/* Keeps stripe 0 of a small file in the metadata: the inline value replaces any striped
+ * version of it in one batch. */
+static int store_inline(struct data_file *f, const uint8_t *data, uint32_t data_len)
+{
+	struct data *d = f->d;
+	struct meta_stripe old;
+	struct meta_batch *b;
+	int r = meta_stripe_get(d->meta, f->ino, 0, &old);
+	bool have_old = r == 0;
+
+	if (r < 0 && r != -ENOENT)
+		return r;
+	b = meta_batch_new(d->meta);
+	if (!b)
+		return -ENOMEM;
+	meta_batch_inline_put(b, f->ino, data, data_len);
+	if (have_old) {
+		meta_batch_stripe_del(b, f->ino, 0);
+		queue_garbage(b, f->ino, 0, &old);
+	}
+	r = commit_with_attr(f, b, data_len, false);
+	meta_batch_free(b);
+	if (r == -ENOENT)
+		r = 0; /* removed meanwhile */
+	if (r == 0 && have_old)
+		data_gc_kick(d);
+	return r;
+}
+
+/* Stores stripe idx of f (data_len bytes of file data at `data`) as a new stripe version and
+ * commits the map (the stripe-write state diagram at the top of this file). Runs without
+ * the file lock: `data` must not change meanwhile (the buffer is STORING). */
+static int store_stripe(struct data_file *f, uint64_t idx, const uint8_t *data,
+			uint32_t data_len)
 {
 	struct data *d = f->d;
 	const unsigned k = d->k, n = d->k + d->m;
-	const uint64_t size = atomic_load(&f->size);
-	const uint64_t start = b->idx * d->stripe_size;
+	const uint64_t start = idx * d->stripe_size;
 	struct blockclient_op ops[64];
 	char keys[64][PROTO_KEY_MAX];
 	uint16_t ids[64];
-	uint8_t *enc = NULL, *dptr[64], *pptr[64];
+	uint8_t hdrs[64][PROTO_FRAG_HDR_SIZE];
+	uint8_t *parity = NULL, *frags[64];
 	struct meta_stripe rec, old;
 	struct meta_batch *batch = NULL;
 	bool have_old;
 	int r, chosen, stored = 0, nospc = 0;
+	size_t fl = codec_frag_len(d->codec, data_len);
 
-	if (start >= size) {
-		/* Truncated away while buffered: nothing to store. */
-		b->dirty = false;
-		return 0;
-	}
-	uint32_t data_len = (uint32_t)TESSERA_MIN((uint64_t)d->stripe_size, size - start);
-	size_t fl = codec_frag_len(d->codec, data_len), slot = PROTO_FRAG_HDR_SIZE + fl;
-
-	r = meta_stripe_get(d->meta, f->ino, b->idx, &old);
+	r = meta_stripe_get(d->meta, f->ino, idx, &old);
 	if (r < 0 && r != -ENOENT)
 		return r;
 	have_old = r == 0;
@@ -477,47 +670,40 @@ static int store_stripe(struct data_file *f, struct sbuf *b)
 	memcpy(servers, d->servers, d->n_servers * sizeof(servers[0]));
 	for (size_t i = 0; i < d->n_servers; i++)
 		servers[i].up = blockclient_server_up(d->bc, servers[i].id);
-	chosen = placement_choose(servers, d->n_servers, placement_seed(f->ino, b->idx), n, d->m,
+	chosen = placement_choose(servers, d->n_servers, placement_seed(f->ino, idx), n, d->m,
 				  ids);
 	if (chosen < (int)d->quorum) {
 		tlog_debug("inode %llu stripe %llu: only %d servers up, quorum %u",
-			   (unsigned long long)f->ino, (unsigned long long)b->idx, chosen,
-			   d->quorum);
+			   (unsigned long long)f->ino, (unsigned long long)idx, chosen, d->quorum);
 		return chosen < 0 ? chosen : -EIO;
 	}
 
-	enc = calloc(n, slot);
-	if (!enc)
+	/* Data fragments are sent from the stripe buffer itself: its bytes past data_len are
+	 * zero, and k * fl <= stripe_size. Parity goes to its own buffer. */
+	parity = malloc((size_t)d->m * fl);
+	if (!parity)
 		return -ENOMEM;
-	for (unsigned i = 0; i < n; i++) {
-		uint8_t *p = enc + i * slot + PROTO_FRAG_HDR_SIZE;
-		if (i < k) {
-			size_t off = (size_t)i * fl;
-			if (off < data_len)
-				memcpy(p, b->data + off, TESSERA_MIN(fl, data_len - off));
-			dptr[i] = p;
-		} else {
-			pptr[i - k] = p;
-		}
-	}
-	codec_encode(d->codec, dptr, pptr, fl);
+	for (unsigned i = 0; i < n; i++)
+		frags[i] = i < k ? (uint8_t *)data + (size_t)i * fl : parity + (size_t)(i - k) * fl;
+	codec_encode(d->codec, frags, frags + k, fl);
 
 	for (unsigned i = 0; i < (unsigned)chosen; i++) {
-		uint8_t *obj = enc + i * slot;
 		struct proto_frag_hdr h = {
-			.ino = f->ino, .stripe = b->idx, .version = rec.version,
+			.ino = f->ino, .stripe = idx, .version = rec.version,
 			.index = (uint8_t)i, .k = (uint8_t)k, .m = (uint8_t)d->m,
 			.matrix = PROTO_MATRIX_CAUCHY, .payload_len = (uint32_t)fl,
-			.payload_crc = tcrc32c(0, obj + PROTO_FRAG_HDR_SIZE, fl),
+			.payload_crc = tcrc32c(0, frags[i], fl),
 			.stripe_len = data_len,
 		};
 		memcpy(h.fs_uuid, d->sb->fs_uuid, 16);
-		proto_frag_hdr_encode(&h, obj);
+		proto_frag_hdr_encode(&h, hdrs[i]);
 		rec.crcs[i] = h.payload_crc;
 		rec.servers[i] = ids[i];
-		frag_key(d, keys[i], sizeof(keys[i]), f->ino, b->idx, rec.version, i);
+		frag_key(d, keys[i], sizeof(keys[i]), f->ino, idx, rec.version, i);
 		ops[i] = (struct blockclient_op){ .method = BC_PUT, .server = ids[i],
-						  .key = keys[i], .body = obj, .body_len = slot };
+						  .key = keys[i], .head = hdrs[i],
+						  .head_len = PROTO_FRAG_HDR_SIZE, .body = frags[i],
+						  .body_len = fl };
 	}
 	blockclient_run(d->bc, ops, (size_t)chosen, false);
 	for (unsigned i = 0; i < (unsigned)chosen; i++) {
@@ -530,8 +716,7 @@ static int store_stripe(struct data_file *f, struct sbuf *b)
 	}
 	if (stored < (int)d->quorum) { /* D1 */
 		tlog_debug("inode %llu stripe %llu: %d of %u fragments stored, quorum %u",
-			   (unsigned long long)f->ino, (unsigned long long)b->idx, stored, n,
-			   d->quorum);
+			   (unsigned long long)f->ino, (unsigned long long)idx, stored, n, d->quorum);
 		delete_stored(d, ops, (unsigned)chosen);
 		r = nospc ? -ENOSPC : -EIO;
 		goto out;
@@ -545,14 +730,12 @@ static int store_stripe(struct data_file *f, struct sbuf *b)
 		delete_stored(d, ops, (unsigned)chosen);
 		goto out;
 	}
-	meta_batch_stripe_put(batch, f->ino, b->idx, &rec);
+	meta_batch_stripe_put(batch, f->ino, idx, &rec);
 	if (have_old)
-		queue_garbage(batch, f->ino, b->idx, &old); /* D2 */
-	pthread_mutex_lock(d->inode_lock);
-	r = put_inode_attr(f, batch, false);
-	if (r == 0)
-		r = meta_commit(d->meta, batch, true);
-	pthread_mutex_unlock(d->inode_lock);
+		queue_garbage(batch, f->ino, idx, &old); /* D2 */
+	if (idx == 0)
+		meta_batch_inline_del(batch, f->ino); /* it outgrew the metadata */
+	r = commit_with_attr(f, batch, start + data_len, false); /* D7 */
 	if (r == -ENOENT) {
 		/* The inode was removed meanwhile: what we stored is garbage, not an error. */
 		delete_stored(d, ops, (unsigned)chosen);
@@ -561,72 +744,271 @@ static int store_stripe(struct data_file *f, struct sbuf *b)
 		delete_stored(d, ops, (unsigned)chosen);
 		goto out;
 	}
-	b->dirty = false;
-	f->attr_dirty = false;
 	if (have_old)
 		data_gc_kick(d);
 out:
 	meta_batch_free(batch);
-	free(enc);
+	free(parity);
 	return r;
+}
+
+/* ---------------------------------------------------------------- jobs */
+
+static void *worker_main(void *arg)
+{
+	struct data *d = arg;
+
+	for (;;) {
+		struct job *j;
+		int r;
+
+		pthread_mutex_lock(&d->queue_lock);
+		while (!d->queue_head && !d->queue_stop)
+			pthread_cond_wait(&d->queue_cond, &d->queue_lock);
+		j = d->queue_head;
+		if (j) {
+			d->queue_head = j->next;
+			if (!d->queue_head)
+				d->queue_tail = NULL;
+		}
+		pthread_mutex_unlock(&d->queue_lock);
+		if (!j)
+			return NULL; /* stopping, queue drained */
+
+		struct data_file *f = j->f;
+		struct sbuf *b = j->b;
+		if (j->kind == JOB_STORE) {
+			r = j->inline_ok ? store_inline(f, b->data, j->data_len)
+					 : store_stripe(f, b->idx, b->data, j->data_len);
+			pthread_mutex_lock(&f->lock);
+			b->state = r == 0 ? SB_CLEAN : SB_DIRTY; /* D5 */
+			b->error = r;
+			if (r == 0)
+				f->unsynced = true;
+		} else {
+			r = load_stripe(d, f->ino, b->idx, b->data);
+			pthread_mutex_lock(&f->lock);
+			b->state = r == 0 ? SB_CLEAN : SB_FREE;
+		}
+		f->pending--;
+		pthread_cond_broadcast(&f->cond);
+		pthread_mutex_unlock(&f->lock);
+		free(j);
+	}
+}
+
+/* Queues a job for buffer b of f (file lock held; b already in its LOADING/STORING state).
+ * Returns 0 or -ENOMEM. */
+static int submit(struct data_file *f, struct sbuf *b, enum job_kind kind)
+{
+	struct data *d = f->d;
+	struct job *j = calloc(1, sizeof(*j));
+
+	if (!j)
+		return -ENOMEM;
+	j->kind = kind;
+	j->f = f;
+	j->b = b;
+	if (kind == JOB_STORE) {
+		uint64_t size = atomic_load(&f->size), start = b->idx * d->stripe_size;
+		j->data_len = (uint32_t)TESSERA_MIN((uint64_t)d->stripe_size, size - start);
+		j->inline_ok = b->idx == 0 && size <= d->cfg.inline_max;
+	}
+	f->pending++;
+	pthread_mutex_lock(&d->queue_lock);
+	if (d->queue_tail)
+		d->queue_tail->next = j;
+	else
+		d->queue_head = j;
+	d->queue_tail = j;
+	pthread_cond_signal(&d->queue_cond);
+	pthread_mutex_unlock(&d->queue_lock);
+	return 0;
+}
+
+/* Starts storing a DIRTY buffer in the background (file lock held). A buffer wholly past the
+ * end of the file (truncated away) is just dropped. */
+static int submit_store(struct data_file *f, struct sbuf *b)
+{
+	if (b->idx * f->d->stripe_size >= atomic_load(&f->size)) {
+		b->state = SB_CLEAN;
+		b->error = 0;
+		return 0;
+	}
+	b->state = SB_STORING;
+	int r = submit(f, b, JOB_STORE);
+	if (r < 0)
+		b->state = SB_DIRTY;
+	return r;
+}
+
+/* Waits until no job of f is queued or running and no buffer is being loaded or stored by
+ * another thread (file lock held). */
+static void wait_idle(struct data_file *f)
+{
+	for (;;) {
+		bool busy = f->pending > 0;
+		for (int i = 0; i < DATA_FILE_BUFFERS && !busy; i++)
+			busy = f->bufs[i].state == SB_LOADING || f->bufs[i].state == SB_STORING;
+		if (!busy)
+			return;
+		pthread_cond_wait(&f->cond, &f->lock);
+	}
 }
 
 /* ---------------------------------------------------------------- buffers */
 
-/* Returns the buffer holding stripe idx, loading it when `load` (else it starts zeroed),
- * evicting (and storing) the least recently used one when needed. */
+static struct sbuf *find_buf(struct data_file *f, uint64_t idx)
+{
+	for (int i = 0; i < DATA_FILE_BUFFERS; i++)
+		if (f->bufs[i].state != SB_FREE && f->bufs[i].idx == idx)
+			return &f->bufs[i];
+	return NULL;
+}
+
+static unsigned allocated_bufs(struct data_file *f)
+{
+	unsigned n = 0;
+
+	for (int i = 0; i < DATA_FILE_BUFFERS; i++)
+		n += f->bufs[i].data != NULL;
+	return n;
+}
+
+/* Picks a buffer to reuse: a free one with memory, else a new allocation while the budget
+ * allows (always up to DATA_MIN_BUFFERS per file), else the least recently used CLEAN one.
+ * Returns NULL when every buffer is busy or dirty. File lock held. */
+static struct sbuf *pick_victim(struct data_file *f)
+{
+	struct data *d = f->d;
+	struct sbuf *lru = NULL;
+
+	for (int i = 0; i < DATA_FILE_BUFFERS; i++)
+		if (f->bufs[i].state == SB_FREE && f->bufs[i].data && !f->bufs[i].pins)
+			return &f->bufs[i];
+	if (allocated_bufs(f) < DATA_MIN_BUFFERS ||
+	    atomic_load(&d->buffer_bytes) + d->stripe_size <= d->cfg.buffer_budget) {
+		for (int i = 0; i < DATA_FILE_BUFFERS; i++) {
+			struct sbuf *b = &f->bufs[i];
+			if (b->data)
+				continue;
+			b->data = malloc(d->stripe_size);
+			if (!b->data)
+				break;
+			atomic_fetch_add(&d->buffer_bytes, d->stripe_size);
+			b->state = SB_FREE;
+			return b;
+		}
+	}
+	for (int i = 0; i < DATA_FILE_BUFFERS; i++) {
+		struct sbuf *b = &f->bufs[i];
+		if (b->state == SB_CLEAN && !b->pins && (!lru || b->last_use < lru->last_use))
+			lru = b;
+	}
+	return lru;
+}
+
+/* Returns the buffer holding stripe idx in state CLEAN or DIRTY, loading it when `load`
+ * (else it starts zeroed). Waits for busy buffers; stores dirty ones to make room. File lock
+ * held (released while waiting and while loading). */
 static int get_buf(struct data_file *f, uint64_t idx, bool load, struct sbuf **ret)
 {
 	struct data *d = f->d;
-	struct sbuf *b = NULL;
+	struct sbuf *b;
 	int r;
 
-	for (int i = 0; i < DATA_FILE_BUFFERS; i++) {
-		if (f->bufs[i].valid && f->bufs[i].idx == idx) {
-			b = &f->bufs[i];
-			goto found;
+	for (;;) {
+		b = find_buf(f, idx);
+		if (b && (b->state == SB_LOADING || b->state == SB_STORING)) {
+			pthread_cond_wait(&f->cond, &f->lock);
+			continue;
 		}
-	}
-	for (int i = 0; i < DATA_FILE_BUFFERS; i++) {
-		struct sbuf *c = &f->bufs[i];
-		if (!c->valid) {
-			b = c;
+		if (b)
+			break;
+		b = pick_victim(f);
+		if (b) {
+			b->state = SB_FREE;
 			break;
 		}
-		if (!b || c->last_use < b->last_use)
-			b = c;
+		/* Everything is dirty or busy: store the least recently used dirty buffer and
+		 * wait. One whose store failed before is retried; failing again is the caller's
+		 * error (D5). */
+		struct sbuf *lru = NULL;
+		for (int i = 0; i < DATA_FILE_BUFFERS; i++) {
+			struct sbuf *c = &f->bufs[i];
+			if (c->state == SB_DIRTY && (!lru || c->last_use < lru->last_use))
+				lru = c;
+		}
+		if (lru) {
+			bool retry = lru->error != 0;
+			r = submit_store(f, lru);
+			if (r < 0)
+				return r;
+			if (retry) {
+				while (lru->state == SB_STORING)
+					pthread_cond_wait(&f->cond, &f->lock);
+				if (lru->state == SB_DIRTY)
+					return lru->error;
+			}
+			continue;
+		}
+		pthread_cond_wait(&f->cond, &f->lock);
 	}
-	if (b->valid && b->dirty) {
-		r = store_stripe(f, b);
-		if (r < 0)
-			return r;
+	if (b->state == SB_FREE) {
+		b->idx = idx;
+		b->error = 0;
+		if (load && idx * d->stripe_size < atomic_load(&f->size)) {
+			b->state = SB_LOADING;
+			pthread_mutex_unlock(&f->lock);
+			r = load_stripe(d, f->ino, idx, b->data);
+			pthread_mutex_lock(&f->lock);
+			b->state = r == 0 ? SB_CLEAN : SB_FREE;
+			pthread_cond_broadcast(&f->cond);
+			if (r < 0)
+				return r;
+		} else {
+			memset(b->data, 0, d->stripe_size);
+			b->state = SB_CLEAN;
+		}
 	}
-	b->valid = false;
-	if (!b->data) {
-		b->data = malloc(d->stripe_size);
-		if (!b->data)
-			return -ENOMEM;
-	}
-	if (load && idx * d->stripe_size < atomic_load(&f->size)) {
-		r = load_stripe(f, b, idx);
-		if (r < 0)
-			return r;
-	} else {
-		memset(b->data, 0, d->stripe_size);
-	}
-	b->idx = idx;
-	b->valid = true;
-	b->dirty = false;
-found:
 	b->last_use = ++f->tick;
 	*ret = b;
 	return 0;
+}
+
+/* Prefetches the stripes after idx for a sequential reader, into buffers that are free or
+ * clean and not recently used (never waits). File lock held. */
+static void readahead(struct data_file *f, uint64_t idx)
+{
+	struct data *d = f->d;
+	uint64_t size = atomic_load(&f->size);
+
+	for (unsigned a = 1; a <= d->cfg.readahead; a++) {
+		uint64_t next = idx + a;
+		if (next * d->stripe_size >= size)
+			break;
+		if (find_buf(f, next))
+			continue;
+		struct sbuf *b = pick_victim(f);
+		/* Do not evict what the reader is using now. */
+		if (!b || (b->state == SB_CLEAN && b->idx >= idx))
+			break;
+		b->idx = next;
+		b->error = 0;
+		b->state = SB_LOADING;
+		b->last_use = ++f->tick;
+		if (submit(f, b, JOB_LOAD) < 0) {
+			b->state = SB_FREE;
+			break;
+		}
+	}
 }
 
 ssize_t data_read(struct data_file *f, uint64_t off, void *buf, size_t len)
 {
 	struct data *d = f->d;
 	size_t done = 0;
+	uint64_t idx = 0;
 	int r = 0;
 
 	pthread_mutex_lock(&f->lock);
@@ -635,20 +1017,73 @@ ssize_t data_read(struct data_file *f, uint64_t off, void *buf, size_t len)
 		goto out;
 	len = (size_t)TESSERA_MIN((uint64_t)len, size - off);
 	while (done < len) {
-		uint64_t pos = off + done, idx = pos / d->stripe_size;
+		uint64_t pos = off + done;
 		size_t so = (size_t)(pos % d->stripe_size);
 		size_t n = TESSERA_MIN(len - done, (size_t)d->stripe_size - so);
 		struct sbuf *b;
 
+		idx = pos / d->stripe_size;
 		r = get_buf(f, idx, true, &b);
 		if (r < 0)
 			break;
 		memcpy((uint8_t *)buf + done, b->data + so, n);
 		done += n;
 	}
+	if (done > 0 && off == f->seq_next && d->cfg.readahead)
+		readahead(f, idx);
+	f->seq_next = off + done;
 out:
 	pthread_mutex_unlock(&f->lock);
 	return done > 0 || r == 0 ? (ssize_t)done : r;
+}
+
+int data_read_with(struct data_file *f, uint64_t off, size_t len, data_read_fn fn, void *ctx)
+{
+	struct data *d = f->d;
+	const uint64_t S = d->stripe_size;
+	struct sbuf *b[2] = { NULL, NULL };
+	struct iovec iov[2];
+	int count = 0, r;
+
+	pthread_mutex_lock(&f->lock);
+	uint64_t size = atomic_load(&f->size);
+	if (off >= size || len == 0) {
+		pthread_mutex_unlock(&f->lock);
+		return fn(ctx, iov, 0);
+	}
+	len = (size_t)TESSERA_MIN((uint64_t)len, size - off);
+	uint64_t first = off / S, last = (off + len - 1) / S;
+	if (last - first > 1) {
+		/* Spans more stripes than can be pinned at once (a tiny stripe size): copy. */
+		pthread_mutex_unlock(&f->lock);
+		uint8_t *tmp = malloc(len);
+		if (!tmp)
+			return -ENOMEM;
+		ssize_t n = data_read(f, off, tmp, len);
+		struct iovec one = { .iov_base = tmp, .iov_len = n > 0 ? (size_t)n : 0 };
+		r = n < 0 ? (int)n : fn(ctx, &one, 1);
+		free(tmp);
+		return r;
+	}
+	for (uint64_t idx = first; idx <= last; idx++) {
+		r = get_buf(f, idx, true, &b[count]);
+		if (r < 0)
+			goto out;
+		b[count]->pins++;
+		uint64_t lo = TESSERA_MAX(off, idx * S), hi = TESSERA_MIN(off + len, (idx + 1) * S);
+		iov[count].iov_base = b[count]->data + (lo - idx * S);
+		iov[count].iov_len = (size_t)(hi - lo);
+		count++;
+	}
+	r = fn(ctx, iov, count);
+	if (off == f->seq_next && d->cfg.readahead)
+		readahead(f, last);
+	f->seq_next = off + len;
+out:
+	for (int i = 0; i < count; i++)
+		b[i]->pins--;
+	pthread_mutex_unlock(&f->lock);
+	return r;
 }
 
 ssize_t data_write(struct data_file *f, uint64_t off, const void *buf, size_t len)
@@ -671,57 +1106,75 @@ ssize_t data_write(struct data_file *f, uint64_t off, const void *buf, size_t le
 		if (r < 0)
 			break;
 		memcpy(b->data + so, (const uint8_t *)buf + done, n);
-		b->dirty = true;
+		b->state = SB_DIRTY;
 		done += n;
 		if (pos + n > atomic_load(&f->size))
 			atomic_store(&f->size, pos + n);
 		atomic_store(&f->mtime_ns, tclock_realtime_ns());
 		f->attr_dirty = true;
+		/* Written to its end: store it while the application goes on. */
+		if (so + n == d->stripe_size) {
+			r = submit_store(f, b);
+			if (r < 0)
+				break;
+		}
 	}
 	pthread_mutex_unlock(&f->lock);
-	if (r < 0)
-		return r; /* D5: what was buffered before the error stays dirty */
-	return (ssize_t)done;
+	if (r < 0 && done == 0)
+		return r;
+	return (ssize_t)done; /* D5: what was buffered stays dirty */
 }
 
 static int flush_locked(struct data_file *f)
 {
-	bool tried[DATA_FILE_BUFFERS] = { false };
-	int first_err = 0;
+	struct data *d = f->d;
+	int r = 0;
 
-	/* Lower stripes first, so that a crash leaves a prefix of the file. A stripe that fails
-	 * stays dirty (D5); the others are still tried, and the first error is reported. */
+	/* Lower stripes first, so that a crash tends to leave a prefix of the file. */
 	for (;;) {
-		int best = -1;
+		struct sbuf *b = NULL;
 		for (int i = 0; i < DATA_FILE_BUFFERS; i++) {
 			struct sbuf *c = &f->bufs[i];
-			if (c->valid && c->dirty && !tried[i] &&
-			    (best < 0 || c->idx < f->bufs[best].idx))
-				best = i;
+			if (c->state == SB_DIRTY && !c->error && (!b || c->idx < b->idx))
+				b = c;
 		}
-		if (best < 0)
-			break;
-		tried[best] = true;
-		int r = store_stripe(f, &f->bufs[best]);
-		if (r < 0 && !first_err)
-			first_err = r;
+		if (!b) {
+			/* Retry the ones that failed before, once. */
+			for (int i = 0; i < DATA_FILE_BUFFERS; i++) {
+				struct sbuf *c = &f->bufs[i];
+				if (c->state == SB_DIRTY && c->error) {
+					c->error = 0;
+					b = c;
+					break;
+				}
+			}
+			if (!b)
+				break;
+		}
+		r = submit_store(f, b);
+		if (r < 0)
+			return r;
 	}
-	if (first_err)
-		return first_err;
+	wait_idle(f);
+	for (int i = 0; i < DATA_FILE_BUFFERS; i++)
+		if (f->bufs[i].state == SB_DIRTY)
+			return f->bufs[i].error ? f->bufs[i].error : -EIO;
 	if (f->attr_dirty) {
-		struct meta_batch *batch = meta_batch_new(f->d->meta);
-		int r;
+		struct meta_batch *batch = meta_batch_new(d->meta);
 		if (!batch)
 			return -ENOMEM;
-		pthread_mutex_lock(f->d->inode_lock);
-		r = put_inode_attr(f, batch, false);
-		if (r == 0)
-			r = meta_commit(f->d->meta, batch, true);
-		pthread_mutex_unlock(f->d->inode_lock);
+		r = commit_with_attr(f, batch, UINT64_MAX, false);
 		meta_batch_free(batch);
 		if (r < 0 && r != -ENOENT)
 			return r;
 		f->attr_dirty = false;
+		f->unsynced = true;
+	}
+	if (f->unsynced) { /* D6 */
+		r = meta_sync(d->meta);
+		if (r < 0)
+			return r;
+		f->unsynced = false;
 	}
 	return 0;
 }
@@ -754,13 +1207,16 @@ int data_truncate(struct data_file *f, uint64_t size)
 {
 	struct data *d = f->d;
 	const uint64_t S = d->stripe_size;
-	struct meta_batch *batch;
+	struct meta_batch *batch = NULL;
 	struct meta_stripe rec;
+	uint8_t *inl = NULL;
+	size_t inl_len;
 	int r;
 
 	if (size > DATA_MAX_FILE_SIZE)
 		return -EFBIG;
 	pthread_mutex_lock(&f->lock);
+	wait_idle(f); /* no store or load may run across the change */
 	batch = meta_batch_new(d->meta);
 	if (!batch) {
 		r = -ENOMEM;
@@ -783,29 +1239,38 @@ int data_truncate(struct data_file *f, uint64_t size)
 			goto out;
 		}
 	}
+	/* An inline stripe 0 is cut the same way. */
+	inl = malloc(META_INLINE_MAX);
+	if (!inl) {
+		r = -ENOMEM;
+		goto out;
+	}
+	r = meta_inline_get(d->meta, f->ino, inl, META_INLINE_MAX, &inl_len);
+	if (r == 0 && inl_len > size)
+		meta_batch_inline_put(batch, f->ino, inl, (size_t)size);
+	else if (r < 0 && r != -ENOENT)
+		goto out;
 	atomic_store(&f->size, size);
 	atomic_store(&f->mtime_ns, tclock_realtime_ns());
-	pthread_mutex_lock(d->inode_lock);
-	r = put_inode_attr(f, batch, true);
-	if (r == 0)
-		r = meta_commit(d->meta, batch, true);
-	pthread_mutex_unlock(d->inode_lock);
+	r = commit_with_attr(f, batch, UINT64_MAX, true);
 	if (r < 0)
 		goto out;
 	f->attr_dirty = false;
+	f->unsynced = true;
 	for (int i = 0; i < DATA_FILE_BUFFERS; i++) {
 		struct sbuf *b = &f->bufs[i];
-		if (!b->valid)
+		if (b->state == SB_FREE)
 			continue;
 		if (b->idx * S >= size) {
-			b->valid = false;
-			b->dirty = false;
+			b->state = SB_FREE;
+			b->error = 0;
 		} else if ((b->idx + 1) * S > size) {
 			memset(b->data + (size - b->idx * S), 0, (size_t)((b->idx + 1) * S - size));
 		}
 	}
 	data_gc_kick(d);
 out:
+	free(inl);
 	meta_batch_free(batch);
 	pthread_mutex_unlock(&f->lock);
 	return r;
@@ -815,6 +1280,7 @@ int data_release_stripes(struct data *d, uint64_t ino, struct meta_batch *b)
 {
 	struct trunc_ctx t = { .b = b, .ino = ino };
 
+	meta_batch_inline_del(b, ino);
 	return meta_stripe_list(d->meta, ino, 0, trunc_one, &t);
 }
 

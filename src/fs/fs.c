@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "tessera/blockclient.h"
@@ -261,7 +262,7 @@ int fs_open(struct fs *fs, const char *meta_dir, const struct fs_options *opt)
 		tlog_error("cannot set up the block client: %s", strerror(-r));
 		goto fail;
 	}
-	r = data_new(fs->meta, fs->bc, &fs->lock, NULL, &fs->data);
+	r = data_new(fs->meta, fs->bc, &fs->lock, opt ? &opt->data : NULL, &fs->data);
 	if (r < 0) {
 		tlog_error("cannot set up the data layer: %s", strerror(-r));
 		goto fail;
@@ -843,27 +844,34 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		data_close(fs->data, file_of(fi));
 }
 
+struct read_ctx {
+	fuse_req_t req;
+	bool replied;
+};
+
+/* Hands the bytes to the kernel straight from the stripe buffers. */
+static int read_reply(void *arg, const struct iovec *iov, int count)
+{
+	struct read_ctx *c = arg;
+
+	c->replied = true;
+	fuse_reply_iov(c->req, iov, count); /* req is gone after a reply */
+	return 0;
+}
+
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
-	char *buf;
-	ssize_t n;
+	struct read_ctx c = { .req = req };
+	int r;
 
 	if (off < 0) {
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	buf = malloc(size ? size : 1);
-	if (!buf) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	n = data_read(file_of(fi), (uint64_t)off, buf, size);
-	if (n < 0)
-		fuse_reply_err(req, (int)-n);
-	else
-		fuse_reply_buf(req, buf, (size_t)n);
-	free(buf);
+	r = data_read_with(file_of(fi), (uint64_t)off, size, read_reply, &c);
+	if (!c.replied)
+		fuse_reply_err(req, r < 0 ? -r : EIO);
 }
 
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,

@@ -33,6 +33,13 @@ struct cmdline {
 	unsigned request_timeout;
 	unsigned connect_timeout_ms;
 	char *attr_timeout;
+	unsigned read_ahead_kb;
+	unsigned readahead_stripes;
+	unsigned workers;
+	char *inline_max;
+	char *buffer_budget;
+	unsigned hedge_ms;
+	unsigned write_quorum;
 };
 
 #define OPT(t, p) { t, offsetof(struct cmdline, p), 1 }
@@ -46,6 +53,13 @@ static const struct fuse_opt opt_spec[] = {
 	{ "request_timeout=%u", offsetof(struct cmdline, request_timeout), 0 },
 	{ "connect_timeout_ms=%u", offsetof(struct cmdline, connect_timeout_ms), 0 },
 	{ "attr_timeout=%s", offsetof(struct cmdline, attr_timeout), 0 },
+	{ "read_ahead_kb=%u", offsetof(struct cmdline, read_ahead_kb), 0 },
+	{ "readahead_stripes=%u", offsetof(struct cmdline, readahead_stripes), 0 },
+	{ "workers=%u", offsetof(struct cmdline, workers), 0 },
+	{ "inline_max=%s", offsetof(struct cmdline, inline_max), 0 },
+	{ "buffer_budget=%s", offsetof(struct cmdline, buffer_budget), 0 },
+	{ "hedge_ms=%u", offsetof(struct cmdline, hedge_ms), 0 },
+	{ "write_quorum=%u", offsetof(struct cmdline, write_quorum), 0 },
 	FUSE_OPT_KEY("-d", 1),
 	FUSE_OPT_KEY("debug", 1),
 	FUSE_OPT_END
@@ -90,14 +104,22 @@ static void usage(FILE *out)
 		"  -o request_timeout=S    seconds per block-server request (default 10)\n"
 		"  -o connect_timeout_ms=M milliseconds to connect to a block server (default 2000)\n"
 		"  -o attr_timeout=S       kernel attribute and entry cache (default 1)\n"
+		"  -o read_ahead_kb=K      kernel readahead of the mount (default 1024; 0: leave)\n"
+		"  -o readahead_stripes=N  stripes prefetched for a sequential reader (default 4)\n"
+		"  -o workers=N            background store/prefetch threads (default 8)\n"
+		"  -o inline_max=SIZE      files up to SIZE live in the metadata (default 4k)\n"
+		"  -o buffer_budget=SIZE   stripe buffers over all open files (default 256M)\n"
+		"  -o hedge_ms=MS          read around a data fragment slower than this (default 2000)\n"
+		"  -o write_quorum=Q       fragments that must be stored (default: the filesystem's)\n"
 		"  -o allow_other,default_permissions,...  passed to the kernel\n");
 }
 
 int main(int argc, char **argv)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
-	struct cmdline c = { 0 };
+	struct cmdline c = { .read_ahead_kb = 1024, .readahead_stripes = UINT_MAX };
 	struct fs_options fo = { .attr_timeout_s = -1 };
+	uint64_t sz;
 	struct fuse_session *se = NULL;
 	struct fs *fs = NULL;
 	int ret = 1, r;
@@ -131,6 +153,31 @@ int main(int argc, char **argv)
 			goto out;
 		}
 	}
+	data_config_defaults(&fo.data);
+	if (c.readahead_stripes != UINT_MAX)
+		fo.data.readahead = c.readahead_stripes;
+	if (c.workers)
+		fo.data.workers = c.workers;
+	if (c.hedge_ms)
+		fo.data.hedge_ms = c.hedge_ms;
+	fo.data.write_quorum = c.write_quorum;
+	if (c.inline_max) {
+		if (tparse_size(c.inline_max, &sz) < 0 || sz > META_INLINE_MAX) {
+			fprintf(stderr, "tesserafs: bad inline_max '%s' (at most %u)\n", c.inline_max,
+				META_INLINE_MAX);
+			ret = 2;
+			goto out;
+		}
+		fo.data.inline_max = (uint32_t)sz;
+	}
+	if (c.buffer_budget) {
+		if (tparse_size(c.buffer_budget, &sz) < 0) {
+			fprintf(stderr, "tesserafs: bad buffer_budget '%s'\n", c.buffer_budget);
+			ret = 2;
+			goto out;
+		}
+		fo.data.buffer_budget = sz;
+	}
 	if (c.debug)
 		tlog_set_level(TLOG_DEBUG);
 
@@ -157,6 +204,9 @@ int main(int argc, char **argv)
 		goto out;
 	if (fuse_session_mount(se, c.mountpoint) != 0)
 		goto out_signals;
+	/* FUSE mounts get 128 KiB of readahead; a stripe-sized sequential read wants more. */
+	if (c.read_ahead_kb && (r = tmount_set_readahead(c.mountpoint, c.read_ahead_kb)) < 0)
+		tlog_info("cannot set read_ahead_kb of '%s': %s", c.mountpoint, strerror(-r));
 	if (fuse_daemonize(c.foreground) != 0)
 		goto out_unmount;
 
@@ -187,5 +237,7 @@ out:
 	free(c.meta_dir);
 	free(c.mountpoint);
 	free(c.attr_timeout);
+	free(c.inline_max);
+	free(c.buffer_budget);
 	return ret;
 }
