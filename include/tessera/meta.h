@@ -45,7 +45,8 @@ struct meta_inode {
 	uint32_t uid, gid;
 	uint32_t nlink;
 	uint64_t size;
-	uint64_t rdev;
+	uint64_t rdev;     /* device number (S_IFCHR, S_IFBLK); for a directory the fs layer
+			      keeps its parent directory's inode here ('..'; 0 = the root) */
 	uint64_t atime_ns, mtime_ns, ctime_ns, btime_ns;
 	uint64_t generation;
 	uint32_t flags;    /* META_INODE_F_* */
@@ -217,6 +218,10 @@ void meta_batch_xattr_put(struct meta_batch *b, uint64_t ino, const char *name,
 			  size_t name_len, const void *value, size_t value_len);
 void meta_batch_xattr_del(struct meta_batch *b, uint64_t ino, const char *name,
 			  size_t name_len);
+/* Adds to b the deletion of every xattr of ino (read now: xattrs set after this call and
+ * before the commit are not covered; the caller's lock prevents that). Returns 0 or -EIO
+ * (b may then hold some of the deletions: do not commit it). */
+int meta_batch_xattr_del_all(struct meta_batch *b, uint64_t ino);
 /* len <= META_INLINE_MAX (a longer value poisons the batch: meta_commit() fails -EINVAL). */
 void meta_batch_inline_put(struct meta_batch *b, uint64_t ino, const void *data, size_t len);
 void meta_batch_inline_del(struct meta_batch *b, uint64_t ino);

@@ -1063,3 +1063,24 @@ int meta_sync(struct meta *m)
 	rocksdb_flush_wal(m->db, 1, &err);
 	return err ? meta_err(err, "sync") : 0;
 }
+
+/* ---- bulk deletion ---- */
+
+static int xattr_del_one(void *ctx, const uint8_t *key, size_t klen, const uint8_t *val,
+			 size_t vlen)
+{
+	struct meta_batch *b = ctx;
+
+	(void)val;
+	(void)vlen;
+	batch_del(b, CF_XATTRS, key, klen);
+	return 0;
+}
+
+int meta_batch_xattr_del_all(struct meta_batch *b, uint64_t ino)
+{
+	uint8_t prefix[8];
+
+	be_put64(prefix, ino);
+	return db_scan(b->m, CF_XATTRS, prefix, prefix, sizeof(prefix), false, xattr_del_one, b);
+}
