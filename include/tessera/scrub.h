@@ -1,0 +1,138 @@
+/*
+ * scrub: the verification and repair engine behind tessera-scrub (fsck.tesserafs).
+ *
+ * One run goes through these phases, in this order (doc/scrub.md explains each):
+ *   1. namespace: every inode and directory entry; dangling entries, entry types, nlink
+ *      counts, orphan and lost inodes, stripe maps past the file size, inline data that
+ *      disagrees with the size; fixed unless dry_run.
+ *   2. verify: every fragment of every stripe exists on its server with the right size and a
+ *      valid header (deep: is read whole and its crc32c checked).
+ *   3. repair: damaged stripes, those with the fewest good fragments first (and the ones the
+ *      data path flagged META_STRIPE_F_DEGRADED), are rebuilt from k good fragments; each
+ *      rebuilt fragment goes to its own server when that server is healthy, else to one
+ *      chosen by placement; the stripe maps are then updated in one batch per group.
+ *   4. gc (optional): the metadata garbage queue is drained, every server is listed and
+ *      fragments of this filesystem that no stripe map references are deleted once older than
+ *      the grace period.
+ *
+ * The engine works on a struct meta opened by the caller (it never opens the metadata itself)
+ * and a struct blockclient. It does not print: problems and fixes go to the caller's event
+ * callback, progress to the progress callback. Library code logs at debug level only.
+ *
+ * Threads: scrub_run() runs the verify and repair phases on `jobs` worker threads (several
+ * stripes in flight); the callbacks are called with an internal lock held, one at a time, from
+ * any of those threads. One struct scrub runs once, from one thread.
+ */
+#ifndef TESSERA_SCRUB_H
+#define TESSERA_SCRUB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct meta;
+struct meta_superblock;
+struct blockclient;
+struct blockclient_config;
+
+enum scrub_event_kind {
+	SCRUB_EV_FRAG_MISSING,     /* no object (404), never stored, or its server left the list */
+	SCRUB_EV_FRAG_UNREACHABLE, /* its server did not answer or answered with an error */
+	SCRUB_EV_FRAG_CORRUPT,     /* wrong size, bad header, wrong identity or crc32c */
+	SCRUB_EV_FRAG_REBUILT,     /* rebuilt and stored on `server` (fixed) */
+	SCRUB_EV_STRIPE_LOST,      /* fewer than k good fragments: file bytes [off, off+len) lost */
+	SCRUB_EV_STRIPE_FAILED,    /* repairable but the repair failed (store or commit error) */
+	SCRUB_EV_NAMESPACE,        /* a namespace problem (msg says which); fixed or not */
+	SCRUB_EV_GC_ORPHAN,        /* an unreferenced object: deleted when fixed */
+	SCRUB_EV_WARNING,          /* an operational problem (a server that cannot be listed...) */
+};
+
+/* One finding. Strings are borrowed for the duration of the callback. */
+struct scrub_event {
+	enum scrub_event_kind kind;
+	bool fixed;         /* corrected in this run */
+	uint64_t ino;       /* 0 when not about an inode */
+	uint64_t stripe;
+	int index;          /* fragment index, -1 when not about one fragment */
+	int server;         /* server id, -1 when none */
+	uint64_t off, len;  /* file byte range (stripe events) */
+	const char *path;   /* the file's path from the root when known ("/a/b"), else NULL */
+	const char *key;    /* object key (fragment and gc events), else NULL */
+	const char *msg;    /* short human-readable detail, never NULL */
+};
+
+typedef void (*scrub_event_fn)(void *ctx, const struct scrub_event *ev);
+/* phase: "namespace", "verify", "repair", "gc"; done/total in stripes (objects for gc; total
+ * may be an estimate), bytes: fragment bytes read or written so far in the phase. */
+typedef void (*scrub_progress_fn)(void *ctx, const char *phase, uint64_t done, uint64_t total,
+				  uint64_t bytes);
+
+struct scrub_options {
+	bool dry_run;        /* report only, change nothing (-n) */
+	bool deep;           /* read every fragment whole, check its crc32c */
+	bool gc;             /* drain the garbage queue, delete unreferenced objects */
+	bool skip_namespace; /* do not report or fix namespace problems (the walk still runs:
+	                        it gives the paths of damaged files) */
+	uint64_t gc_grace_s; /* unreferenced objects younger than this are kept (default 3600
+	                        when gc_grace_set is false) */
+	bool gc_grace_set;
+	unsigned jobs;       /* stripes in flight, default 8, at most SCRUB_MAX_JOBS */
+	scrub_event_fn on_event;       /* may be NULL */
+	scrub_progress_fn on_progress; /* may be NULL; called at most every 100 ms per phase */
+	void *ctx;                     /* passed to both callbacks */
+};
+#define SCRUB_MAX_JOBS 64
+
+struct scrub_stats {
+	uint64_t inodes, files, dirs;
+	uint64_t stripes, fragments, bytes_checked;
+	uint64_t frags_missing, frags_unreachable, frags_corrupt;
+	uint64_t frags_rebuilt, frags_moved, bytes_rebuilt;
+	uint64_t stripes_damaged, stripes_repaired, stripes_lost, stripes_failed;
+	uint64_t ns_errors, ns_fixed;
+	uint64_t garbage_drained;  /* garbage-queue entries settled */
+	uint64_t gc_listed, gc_orphans, gc_deleted, gc_young, gc_foreign;
+	uint64_t warnings;
+	uint64_t errors_fixed, errors_left; /* damaged stripes and namespace errors */
+	uint64_t verify_ns, repair_ns, total_ns;
+};
+
+/* fsck(8) exit status bits. */
+#define SCRUB_EXIT_OK 0
+#define SCRUB_EXIT_FIXED 1
+#define SCRUB_EXIT_LEFT 4
+#define SCRUB_EXIT_OPERATIONAL 8
+#define SCRUB_EXIT_USAGE 16
+
+struct scrub;
+
+/* meta and bc are borrowed and must outlive the struct scrub; opt is copied.
+ * Returns 0 and *ret (free with scrub_free()), -EINVAL (bad options or superblock), -ENOMEM. */
+int scrub_new(struct meta *meta, struct blockclient *bc, const struct scrub_options *opt,
+	      struct scrub **ret);
+void scrub_free(struct scrub *s);
+
+/* Runs every phase. *ret_stats is filled also when the run fails part-way (what was counted
+ * so far). Returns 0 when every phase ran to the end (whatever it found), or a negative errno
+ * for an operational failure that stopped the run (-EIO from the metadata, -ENOMEM). */
+int scrub_run(struct scrub *s, struct scrub_stats *ret_stats);
+
+/* The fsck(8) status of a run: the sum of SCRUB_EXIT_FIXED (errors corrected),
+ * SCRUB_EXIT_LEFT (errors left), SCRUB_EXIT_OPERATIONAL (run_result < 0). A dry run that found
+ * errors reports them as left. */
+int scrub_exit_status(const struct scrub_stats *st, int run_result);
+
+/* Reads the S3 access key the superblock's credentials reference names ("file:NAME", relative
+ * to meta_dir unless absolute: "ACCESS SECRET" in the file; or "env": TESSERA_ACCESS_KEY and
+ * TESSERA_SECRET_KEY) into cfg->access_key and cfg->secret_key, and copies the bucket and region.
+ * Returns 0, -ENOENT/-EACCES/-errno (the file), -EINVAL (no usable key). */
+int scrub_credentials_load(const char *meta_dir, const struct meta_superblock *sb,
+			   struct blockclient_config *cfg);
+
+/* Builds the path of ino from the root ("/dir/file") into out by walking the directory
+ * entries (first link found). Returns the length, -ENOENT (not linked from the root),
+ * -ENAMETOOLONG, -EIO. Uses the parent table of scrub_run()'s namespace phase: before it,
+ * returns -ENOENT. */
+int scrub_path(struct scrub *s, uint64_t ino, char *out, size_t size);
+
+#endif

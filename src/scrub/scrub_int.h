@@ -1,0 +1,70 @@
+/* scrub: private declarations shared by scrub.c, scrub_ns.c and scrub_gc.c. */
+#ifndef TESSERA_SCRUB_INT_H
+#define TESSERA_SCRUB_INT_H
+
+#include <pthread.h>
+#include <stdarg.h>
+
+#include "tessera/codec.h"
+#include "tessera/meta.h"
+#include "tessera/placement.h"
+#include "tessera/scrub.h"
+
+/* One inode as the namespace walk saw it. */
+struct scrub_inode {
+	uint64_t ino;      /* 0 = free slot */
+	uint32_t mode;
+	uint32_t nlink;
+	uint64_t size;
+	uint32_t flags;
+	uint32_t refs;     /* directory entries naming it */
+	uint32_t subdirs;  /* directories: entries that are directories */
+	uint64_t parent;   /* directory of its first entry, 0 = none */
+	bool removed;      /* removed by the namespace repair */
+};
+
+struct scrub {
+	struct meta *meta;
+	struct blockclient *bc;
+	const struct meta_superblock *sb;
+	struct scrub_options opt;
+	struct codec *codec;
+	unsigned k, m, n;
+	size_t n_servers;
+	struct placement_server servers[META_MAX_SERVERS];
+
+	/* inode table: open addressing, capacity a power of two */
+	struct scrub_inode *inodes;
+	size_t inodes_cap, inodes_len;
+	bool table_ready;
+
+	pthread_mutex_t lock; /* stats, callbacks, damaged list, pending commits */
+	struct scrub_stats st;
+	uint64_t progress_at_ns;
+};
+
+/* Calls the event callback (and counts warnings) under s->lock. */
+void scrub_event(struct scrub *s, const struct scrub_event *ev);
+/* A namespace finding: counts it (fixed or left) and reports it. */
+void scrub_ns_event(struct scrub *s, uint64_t ino, bool fixed, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+/* A warning (operational, not a filesystem error). */
+void scrub_warn(struct scrub *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Progress callback, rate-limited (force: always). */
+void scrub_progress(struct scrub *s, const char *phase, uint64_t done, uint64_t total,
+		    uint64_t bytes, bool force);
+
+struct scrub_inode *scrub_inode_find(struct scrub *s, uint64_t ino);
+/* Adds (or returns the existing) entry. Returns NULL when out of memory. */
+struct scrub_inode *scrub_inode_add(struct scrub *s, uint64_t ino);
+
+/* Phase 1 (scrub_ns.c): builds the inode table; checks and (unless dry_run) fixes. */
+int scrub_namespace(struct scrub *s);
+/* Phase 4 (scrub_gc.c). */
+int scrub_gc(struct scrub *s);
+
+/* Adds to b the deletion of every stripe record of ino past stripe index `from` and the garbage
+ * entries for their fragments. Returns how many, or -EIO. */
+int scrub_release_stripes(struct scrub *s, uint64_t ino, uint64_t from, struct meta_batch *b);
+
+#endif

@@ -1,0 +1,524 @@
+/*
+ * tessera-scrub (also fsck.tesserafs): verifies and repairs a tesserafs filesystem.
+ *
+ *   tessera-scrub [options] META_DIR
+ *
+ * Opens the metadata itself (the filesystem must not be mounted: RocksDB allows one writer),
+ * connects to the block servers with the superblock's credentials and runs the scrub engine
+ * (include/tessera/scrub.h, doc/scrub.md). Output: findings and a summary on stdout (or one
+ * JSON document with --json), progress on stderr when it is a terminal.
+ * Exit status as fsck(8): 0 clean, 1 errors corrected, 4 errors left, 8 operational error,
+ * 16 usage error (sums when several apply).
+ * Single-threaded apart from the engine's workers, whose callbacks are serialised by it.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "tessera/blockclient.h"
+#include "tessera/common.h"
+#include "tessera/meta.h"
+#include "tessera/scrub.h"
+
+static const char *prog = "tessera-scrub";
+
+#define JSON_MAX_ITEMS 10000
+
+struct out {
+	bool json, verbose, quiet, progress;
+	FILE *f;
+	/* JSON: findings as ready-made objects */
+	char **items;
+	size_t n_items, cap_items, dropped;
+	bool progress_shown;
+	uint64_t phase_t0;
+	char phase[16];
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: %s [options] META_DIR\n"
+		"Verify every fragment of a tesserafs filesystem and rebuild what is damaged.\n"
+		"\n"
+		"  -n, --dry-run         report only, change nothing\n"
+		"  -y, -p, -a            repair (the default; accepted for fsck compatibility)\n"
+		"      --deep            read every fragment whole and check its crc32c\n"
+		"      --gc              also delete unreferenced fragments and drain the garbage queue\n"
+		"      --gc-grace SECS   keep unreferenced fragments younger than this (default 3600)\n"
+		"      --no-namespace    skip the namespace check\n"
+		"  -j, --jobs N          stripes in flight (default 8)\n"
+		"      --request-timeout SECS   per block-server request (default 30)\n"
+		"      --json            print one JSON report on stdout\n"
+		"  -v, --verbose         list every damaged fragment and every rebuild\n"
+		"  -q, --quiet           print only problems left\n"
+		"  -h, --help            this text\n"
+		"  -V, --version         the version\n"
+		"\n"
+		"Exit status (fsck(8)): 0 clean, 1 errors corrected, 4 errors left uncorrected,\n"
+		"8 operational error, 16 usage error.\n",
+		prog);
+}
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s: ", prog);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry '%s --help'.\n", prog);
+	return SCRUB_EXIT_USAGE;
+}
+
+/* ---------------------------------------------------------------- JSON helpers */
+
+struct sb {
+	char *p;
+	size_t len, cap;
+};
+
+static void sb_printf(struct sb *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(struct sb *b, const char *fmt, ...)
+{
+	va_list ap;
+
+	for (;;) {
+		va_start(ap, fmt);
+		int n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
+		va_end(ap);
+		if (n < 0)
+			return;
+		if (b->p && b->len + (size_t)n < b->cap) {
+			b->len += (size_t)n;
+			return;
+		}
+		size_t cap = TESSERA_MAX(b->cap * 2, b->len + (size_t)n + 256);
+		char *q = realloc(b->p, cap);
+		if (!q)
+			return;
+		b->p = q;
+		b->cap = cap;
+	}
+}
+
+static void sb_json_str(struct sb *b, const char *s)
+{
+	sb_printf(b, "\"");
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			sb_printf(b, "\\%c", *p);
+		else if (*p < 0x20)
+			sb_printf(b, "\\u%04x", *p);
+		else
+			sb_printf(b, "%c", *p);
+	}
+	sb_printf(b, "\"");
+}
+
+static const char *kind_name(enum scrub_event_kind k)
+{
+	switch (k) {
+	case SCRUB_EV_FRAG_MISSING: return "fragment_missing";
+	case SCRUB_EV_FRAG_UNREACHABLE: return "fragment_unreachable";
+	case SCRUB_EV_FRAG_CORRUPT: return "fragment_corrupt";
+	case SCRUB_EV_FRAG_REBUILT: return "fragment_rebuilt";
+	case SCRUB_EV_STRIPE_LOST: return "stripe_lost";
+	case SCRUB_EV_STRIPE_FAILED: return "stripe_repair_failed";
+	case SCRUB_EV_NAMESPACE: return "namespace";
+	case SCRUB_EV_GC_ORPHAN: return "gc_orphan";
+	case SCRUB_EV_WARNING: return "warning";
+	}
+	return "unknown";
+}
+
+/* ---------------------------------------------------------------- callbacks */
+
+static void progress_clear(struct out *o)
+{
+	if (o->progress_shown) {
+		fprintf(stderr, "\r\033[K");
+		o->progress_shown = false;
+	}
+}
+
+static void on_event(void *ctx, const struct scrub_event *ev)
+{
+	struct out *o = ctx;
+
+	if (o->json) {
+		struct sb b = { 0 };
+		if (o->n_items >= JSON_MAX_ITEMS) {
+			o->dropped++;
+			return;
+		}
+		sb_printf(&b, "{\"kind\":\"%s\",\"fixed\":%s", kind_name(ev->kind),
+			  ev->fixed ? "true" : "false");
+		if (ev->ino)
+			sb_printf(&b, ",\"ino\":%" PRIu64, ev->ino);
+		if (ev->kind <= SCRUB_EV_STRIPE_FAILED)
+			sb_printf(&b, ",\"stripe\":%" PRIu64 ",\"offset\":%" PRIu64
+				      ",\"length\":%" PRIu64, ev->stripe, ev->off, ev->len);
+		if (ev->index >= 0)
+			sb_printf(&b, ",\"fragment\":%d", ev->index);
+		if (ev->server >= 0)
+			sb_printf(&b, ",\"server\":%d", ev->server);
+		if (ev->path) {
+			sb_printf(&b, ",\"path\":");
+			sb_json_str(&b, ev->path);
+		}
+		if (ev->key) {
+			sb_printf(&b, ",\"key\":");
+			sb_json_str(&b, ev->key);
+		}
+		sb_printf(&b, ",\"message\":");
+		sb_json_str(&b, ev->msg);
+		sb_printf(&b, "}");
+		if (!b.p)
+			return;
+		if (o->n_items == o->cap_items) {
+			size_t cap = o->cap_items ? o->cap_items * 2 : 64;
+			char **q = realloc(o->items, cap * sizeof(*q));
+			if (!q) {
+				free(b.p);
+				return;
+			}
+			o->items = q;
+			o->cap_items = cap;
+		}
+		o->items[o->n_items++] = b.p;
+		return;
+	}
+	bool frag = ev->kind <= SCRUB_EV_FRAG_REBUILT;
+	if (frag && !o->verbose)
+		return;
+	if (o->quiet && (ev->fixed || ev->kind == SCRUB_EV_WARNING || ev->kind == SCRUB_EV_GC_ORPHAN))
+		return;
+	progress_clear(o);
+	switch (ev->kind) {
+	case SCRUB_EV_STRIPE_LOST:
+	case SCRUB_EV_STRIPE_FAILED:
+		fprintf(o->f, "%s: %s, bytes %" PRIu64 "-%" PRIu64 " (inode %" PRIu64 " stripe %"
+			PRIu64 "): %s\n",
+			ev->kind == SCRUB_EV_STRIPE_LOST ? "UNRECOVERABLE" : "NOT REPAIRED",
+			ev->path ? ev->path : "(no path)", ev->off,
+			ev->off + (ev->len ? ev->len - 1 : 0), ev->ino, ev->stripe, ev->msg);
+		break;
+	case SCRUB_EV_NAMESPACE:
+		fprintf(o->f, "namespace: %s%s%s\n", ev->path ? ev->path : "",
+			ev->path ? ": " : "", ev->msg);
+		break;
+	case SCRUB_EV_GC_ORPHAN:
+		fprintf(o->f, "gc: server %d: %s: %s\n", ev->server, ev->key, ev->msg);
+		break;
+	case SCRUB_EV_WARNING:
+		fprintf(stderr, "%s: warning: %s\n", prog, ev->msg);
+		break;
+	default:
+		fprintf(o->f, "%s: inode %" PRIu64 " stripe %" PRIu64 " fragment %d server %d: %s\n",
+			kind_name(ev->kind), ev->ino, ev->stripe, ev->index, ev->server, ev->msg);
+		break;
+	}
+}
+
+static void human_bytes(uint64_t v, char *out, size_t size)
+{
+	const char *u[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+	double d = (double)v;
+	int i = 0;
+
+	while (d >= 1024 && i < 4) {
+		d /= 1024;
+		i++;
+	}
+	snprintf(out, size, i ? "%.1f %s" : "%.0f %s", d, u[i]);
+}
+
+static void on_progress(void *ctx, const char *phase, uint64_t done, uint64_t total,
+			uint64_t bytes)
+{
+	struct out *o = ctx;
+	uint64_t now = tclock_monotonic_ns();
+	char b[32], rate[32], eta[32] = "";
+
+	if (!o->progress)
+		return;
+	if (strcmp(o->phase, phase) != 0) {
+		snprintf(o->phase, sizeof(o->phase), "%s", phase);
+		o->phase_t0 = now;
+	}
+	double secs = (double)(now - o->phase_t0) / 1e9;
+	human_bytes(bytes, b, sizeof(b));
+	human_bytes(secs > 0.05 ? (uint64_t)((double)bytes / secs) : 0, rate, sizeof(rate));
+	if (total > done && done > 0 && secs > 1) {
+		uint64_t left = (uint64_t)(secs * (double)(total - done) / (double)done);
+		snprintf(eta, sizeof(eta), ", ETA %" PRIu64 ":%02" PRIu64, left / 60, left % 60);
+	}
+	if (total)
+		fprintf(stderr, "\r\033[K%s: %" PRIu64 "/%" PRIu64 ", %s, %s/s%s", phase, done, total,
+			b, rate, eta);
+	else
+		fprintf(stderr, "\r\033[K%s: %" PRIu64 ", %s", phase, done, b);
+	o->progress_shown = true;
+}
+
+/* ---------------------------------------------------------------- report */
+
+#define STATS(X) \
+	X(inodes) X(files) X(dirs) X(stripes) X(fragments) X(bytes_checked) \
+	X(frags_missing) X(frags_unreachable) X(frags_corrupt) X(frags_rebuilt) X(frags_moved) \
+	X(bytes_rebuilt) X(stripes_damaged) X(stripes_repaired) X(stripes_lost) \
+	X(stripes_failed) X(ns_errors) X(ns_fixed) X(garbage_drained) X(gc_listed) \
+	X(gc_orphans) X(gc_deleted) X(gc_young) X(gc_foreign) X(warnings) X(errors_fixed) \
+	X(errors_left) X(verify_ns) X(repair_ns) X(total_ns)
+
+static void print_json(struct out *o, const char *uuid, const struct scrub_stats *st, int rc,
+		       const struct scrub_options *opt)
+{
+	printf("{\"filesystem\":\"%s\",\"mode\":{\"repair\":%s,\"deep\":%s,\"gc\":%s},\"exit_status\":%d,"
+	       "\"stats\":{", uuid, opt->dry_run ? "false" : "true", opt->deep ? "true" : "false",
+	       opt->gc ? "true" : "false", rc);
+	const char *sep = "";
+#define X(f) printf("%s\"" #f "\":%" PRIu64, sep, st->f), sep = ",";
+	STATS(X)
+#undef X
+	printf("},\"findings\":[");
+	for (size_t i = 0; i < o->n_items; i++)
+		printf("%s%s", i ? "," : "", o->items[i]);
+	printf("],\"findings_dropped\":%zu}\n", o->dropped);
+}
+
+static void print_summary(const struct scrub_stats *st, bool dry_run, bool gc)
+{
+	char b1[32], b2[32];
+
+	human_bytes(st->bytes_checked, b1, sizeof(b1));
+	human_bytes(st->bytes_rebuilt, b2, sizeof(b2));
+	printf("%" PRIu64 " inodes (%" PRIu64 " files, %" PRIu64 " directories), %" PRIu64
+	       " stripes, %" PRIu64 " fragments, %s read\n", st->inodes, st->files, st->dirs,
+	       st->stripes, st->fragments, b1);
+	printf("fragments: %" PRIu64 " missing, %" PRIu64 " unreachable, %" PRIu64 " corrupt; %"
+	       PRIu64 " rebuilt (%" PRIu64 " moved), %s written\n", st->frags_missing,
+	       st->frags_unreachable, st->frags_corrupt, st->frags_rebuilt, st->frags_moved, b2);
+	printf("stripes: %" PRIu64 " damaged, %" PRIu64 " repaired, %" PRIu64 " unrecoverable, %"
+	       PRIu64 " not repaired\n", st->stripes_damaged, st->stripes_repaired,
+	       st->stripes_lost, st->stripes_failed);
+	printf("namespace: %" PRIu64 " problems, %" PRIu64 " fixed\n", st->ns_errors, st->ns_fixed);
+	if (gc)
+		printf("gc: %" PRIu64 " queued fragments deleted; %" PRIu64 " objects listed, %" PRIu64
+		       " unreferenced, %" PRIu64 " deleted, %" PRIu64 " within the grace period\n",
+		       st->garbage_drained, st->gc_listed, st->gc_orphans, st->gc_deleted,
+		       st->gc_young);
+	if (st->repair_ns && st->bytes_rebuilt) {
+		human_bytes((uint64_t)((double)st->bytes_rebuilt * 1e9 / (double)st->repair_ns), b2,
+			    sizeof(b2));
+		printf("rebuild rate: %s/s\n", b2);
+	}
+	if (dry_run && st->errors_left)
+		printf("%" PRIu64 " problems found (dry run: nothing changed)\n", st->errors_left);
+}
+
+/* Whether path is the mount point of a tesserafs mount; its source goes to src. */
+static bool is_tesserafs_mount(const char *path, char *src, size_t size)
+{
+	char real[PATH_MAX], line[4096];
+	FILE *f;
+	bool found = false;
+
+	if (!realpath(path, real))
+		return false;
+	f = fopen("/proc/self/mountinfo", "r");
+	if (!f)
+		return false;
+	while (!found && fgets(line, sizeof(line), f)) {
+		char mp[PATH_MAX], fstype[64], source[PATH_MAX];
+		const char *dash = strstr(line, " - ");
+		if (!dash || sscanf(line, "%*s %*s %*s %*s %4095s", mp) != 1 ||
+		    sscanf(dash + 3, "%63s %4095s", fstype, source) != 2)
+			continue;
+		if (strcmp(mp, real) == 0 && strstr(fstype, "tesserafs")) {
+			snprintf(src, size, "%s", source);
+			found = true;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
+int main(int argc, char **argv)
+{
+	enum { O_DEEP = 256, O_GC, O_GRACE, O_JSON, O_NONS, O_TIMEOUT };
+	static const struct option longopts[] = {
+		{ "dry-run", no_argument, NULL, 'n' },
+		{ "deep", no_argument, NULL, O_DEEP },
+		{ "gc", no_argument, NULL, O_GC },
+		{ "gc-grace", required_argument, NULL, O_GRACE },
+		{ "no-namespace", no_argument, NULL, O_NONS },
+		{ "jobs", required_argument, NULL, 'j' },
+		{ "request-timeout", required_argument, NULL, O_TIMEOUT },
+		{ "json", no_argument, NULL, O_JSON },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct scrub_options opt = { 0 };
+	struct out o = { .f = stdout };
+	struct blockclient_config cfg;
+	struct blockclient *bc = NULL;
+	struct meta *meta = NULL;
+	struct scrub *s = NULL;
+	struct scrub_stats st = { 0 };
+	unsigned long timeout_s = 30;
+	char *end;
+	int c, r, rc = SCRUB_EXIT_OPERATIONAL;
+
+	tlog_set_ident(prog);
+	memset(&cfg, 0, sizeof(cfg));
+	while ((c = getopt_long(argc, argv, "nypaj:vqhV", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'n':
+			opt.dry_run = true;
+			break;
+		case 'y':
+		case 'p':
+		case 'a':
+			break;
+		case O_DEEP:
+			opt.deep = true;
+			break;
+		case O_GC:
+			opt.gc = true;
+			break;
+		case O_GRACE:
+			errno = 0;
+			opt.gc_grace_s = strtoull(optarg, &end, 10);
+			if (errno || *end || !*optarg)
+				return usage_error("bad --gc-grace '%s' (seconds)", optarg);
+			opt.gc_grace_set = true;
+			break;
+		case O_NONS:
+			opt.skip_namespace = true;
+			break;
+		case 'j':
+			errno = 0;
+			unsigned long j = strtoul(optarg, &end, 10);
+			if (errno || *end || j == 0 || j > SCRUB_MAX_JOBS)
+				return usage_error("bad --jobs '%s' (1..%d)", optarg, SCRUB_MAX_JOBS);
+			opt.jobs = (unsigned)j;
+			break;
+		case O_TIMEOUT:
+			errno = 0;
+			timeout_s = strtoul(optarg, &end, 10);
+			if (errno || *end || timeout_s == 0 || timeout_s > 3600)
+				return usage_error("bad --request-timeout '%s' (1..3600 s)", optarg);
+			break;
+		case O_JSON:
+			o.json = true;
+			break;
+		case 'v':
+			o.verbose = true;
+			break;
+		case 'q':
+			o.quiet = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("%s %s\n", prog, TESSERA_VERSION);
+			return 0;
+		default:
+			usage(stderr);
+			return SCRUB_EXIT_USAGE;
+		}
+	}
+	if (optind != argc - 1)
+		return usage_error(optind >= argc ? "missing META_DIR" : "too many arguments");
+	const char *dir = argv[optind];
+	struct stat sbuf;
+	if (stat(dir, &sbuf) < 0 || !S_ISDIR(sbuf.st_mode))
+		return usage_error("'%s' is not a directory", dir);
+
+	char src[PATH_MAX];
+	if (is_tesserafs_mount(dir, src, sizeof(src))) {
+		fprintf(stderr, "%s: '%s' is a mounted tesserafs (metadata '%s'); scrubbing a mounted "
+			"filesystem is not supported yet: unmount it and run %s on its metadata "
+			"directory\n", prog, dir, src, prog);
+		return SCRUB_EXIT_OPERATIONAL;
+	}
+	r = meta_open(dir, &meta);
+	if (r == -EBUSY) {
+		fprintf(stderr, "%s: metadata '%s' is in use by another process (is tesserafs "
+			"mounted?); unmount it first, or pass the mount point instead\n", prog, dir);
+		return SCRUB_EXIT_OPERATIONAL;
+	}
+	if (r < 0) {
+		fprintf(stderr, "%s: cannot open metadata '%s': %s\n", prog, dir,
+			r == -ENOENT ? "no tesserafs filesystem there" : strerror(-r));
+		return SCRUB_EXIT_OPERATIONAL;
+	}
+	const struct meta_superblock *sb = meta_superblock(meta);
+	char uuid[37];
+	tuuid_format(sb->fs_uuid, uuid);
+	r = scrub_credentials_load(dir, sb, &cfg);
+	if (r < 0) {
+		fprintf(stderr, "%s: no usable access key (credentials '%s'): %s\n", prog,
+			sb->credentials, strerror(-r));
+		goto out;
+	}
+	cfg.request_timeout_ms = (unsigned)timeout_s * 1000;
+	uint16_t ids[META_MAX_SERVERS];
+	const char *urls[META_MAX_SERVERS];
+	for (uint32_t i = 0; i < sb->n_servers; i++) {
+		ids[i] = sb->servers[i].id;
+		urls[i] = sb->servers[i].url;
+	}
+	r = blockclient_new(&cfg, ids, urls, sb->n_servers, &bc);
+	memset(&cfg, 0, sizeof(cfg));
+	if (r < 0) {
+		fprintf(stderr, "%s: cannot set up the block client: %s\n", prog, strerror(-r));
+		goto out;
+	}
+	o.progress = isatty(STDERR_FILENO) && !o.quiet;
+	opt.on_event = on_event;
+	opt.on_progress = on_progress;
+	opt.ctx = &o;
+	r = scrub_new(meta, bc, &opt, &s);
+	if (r < 0) {
+		fprintf(stderr, "%s: cannot start: %s\n", prog, strerror(-r));
+		goto out;
+	}
+	if (!o.json && !o.quiet)
+		printf("%s: filesystem %s (k=%u m=%u, %u servers)%s%s%s\n", prog, uuid, sb->k, sb->m,
+		       sb->n_servers, opt.dry_run ? ", dry run" : "", opt.deep ? ", deep" : "",
+		       opt.gc ? ", gc" : "");
+	r = scrub_run(s, &st);
+	progress_clear(&o);
+	rc = scrub_exit_status(&st, r);
+	if (r < 0)
+		fprintf(stderr, "%s: scrub stopped: %s\n", prog, strerror(-r));
+	if (o.json)
+		print_json(&o, uuid, &st, rc, &opt);
+	else if (!o.quiet || rc)
+		print_summary(&st, opt.dry_run, opt.gc);
+out:
+	scrub_free(s);
+	blockclient_free(bc);
+	meta_close(meta);
+	for (size_t i = 0; i < o.n_items; i++)
+		free(o.items[i]);
+	free(o.items);
+	return rc;
+}
