@@ -25,6 +25,8 @@ struct bd_dir {
 	char root[PATH_MAX];    /* the data directory as configured */
 	char objects[PATH_MAX]; /* root/objects */
 	char tmp[PATH_MAX];     /* root/tmp */
+	atomic_int_fast64_t n_objects; /* objects in this directory (counted at open, then kept) */
+	atomic_int_fast64_t n_bytes;   /* their total size */
 };
 
 /* The object store over one or more data directories. Thread-safe: commit and delete of one
@@ -116,5 +118,11 @@ const struct bd_error *bd_error_lookup(int err);
 #define BD_EAUTHMALFORMED EPROTO    /* AuthorizationHeaderMalformed */
 #define BD_ENOTIMPL ENOSYS          /* NotImplemented */
 #define BD_EINCOMPLETE EMSGSIZE     /* IncompleteBody */
+#define BD_EBADDIGEST EBADE         /* BadDigest: Content-MD5 or x-amz-checksum-* mismatch */
+#define BD_EINVALDIGEST EBADR       /* InvalidDigest: a digest header that is not valid */
+#define BD_ENOLENGTH ENODATA        /* MissingContentLength */
+
+/* The x-amz-content-sha256 value of an unsigned aws-chunked body with trailers. */
+#define BD_STREAMING_UNSIGNED_TRAILER "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
 
 #endif

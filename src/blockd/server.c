@@ -23,6 +23,16 @@
  *     (cfg.max_object_size, checked from Content-Length up front and again while streaming).
  *  4. Every error reaches the client as an S3 XML document built from the one errno table
  *     (errors.c), and the program's log through cfg.on_request.
+ *  5. Every digest the client claims (x-amz-content-sha256, Content-MD5, x-amz-checksum-crc32,
+ *     -crc32c, -sha256 in a header or an aws-chunked trailer) is checked before
+ *     bd_put_commit(); a mismatch removes the temp file (check_digests()).
+ *  6. Connections are bounded: libmicrohttpd accepts max_connections + BD_CONN_SLACK, and
+ *     requests on the connections beyond max_connections get 503 SlowDown and a close.
+ *     Accepted connections are counted (/-/status "connections"): the keep-alive proof.
+ *
+ * Bodies in the aws-chunked encoding (x-amz-content-sha256: STREAMING-UNSIGNED-PAYLOAD-
+ * TRAILER, what the AWS SDKs send for streams) are decoded while streaming (chunked_feed());
+ * the signed-chunk variants are refused.
  *
  * Compatibility with libcurl's CURLOPT_AWS_SIGV4 (7.88, Debian 12): curl sends no
  * x-amz-content-sha256 of its own. With CURLOPT_POSTFIELDS it signs the body's SHA-256; with
@@ -48,7 +58,9 @@
 #include <unistd.h>
 
 #include <microhttpd.h>
+#include <isa-l/crc.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 
 #include "tessera/common.h"
 
@@ -59,6 +71,20 @@
 #define BD_DISCARD_SLACK (1u << 20)
 #define BD_THREAD_STACK (1u << 20)
 
+/* Connections beyond cfg.max_connections that libmicrohttpd still accepts, so that they can
+ * be told "503 SlowDown" instead of being dropped silently. */
+#define BD_CONN_SLACK 16
+
+/* Metrics dimensions: methods, statuses, latency buckets (seconds, upper bounds). */
+static const char *const bd_methods[] = { "GET", "HEAD", "PUT", "DELETE", "POST", "other" };
+#define BD_N_METHODS 6
+static const unsigned bd_statuses[] = { 200, 204, 206, 400, 403, 404, 405, 409, 411, 413,
+					416, 431, 500, 501, 503, 507, 0 /* not answered */ };
+#define BD_N_STATUSES 18 /* the list plus "other" */
+static const double bd_lat_bounds[] = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+					0.1,    0.25,  0.5,    1,     2.5,  5,     10 };
+#define BD_N_LAT 14
+
 struct blockd {
 	struct blockd_config cfg;
 	struct bd_store store;
@@ -67,6 +93,30 @@ struct blockd {
 	uint64_t start_ns;
 	atomic_uint_fast64_t requests;
 	atomic_uint_fast64_t errors;
+	atomic_uint_fast64_t connections;      /* TCP connections accepted since start */
+	atomic_int_fast64_t connections_open;  /* currently open */
+	atomic_uint_fast64_t slowdowns;        /* requests refused with SlowDown */
+	atomic_uint_fast64_t bytes_in;         /* request bodies */
+	atomic_uint_fast64_t bytes_out;        /* response bodies */
+	atomic_uint_fast64_t by_status[BD_N_METHODS][BD_N_STATUSES];
+	atomic_uint_fast64_t latency[BD_N_LAT + 1]; /* per bucket, the last is +Inf */
+	atomic_uint_fast64_t latency_sum_us;
+};
+
+enum bd_cksum { BD_CK_NONE, BD_CK_CRC32, BD_CK_CRC32C, BD_CK_SHA256 };
+
+/* Decoder of the aws-chunked body encoding, unsigned variant:
+ *     hex-size[;ext]\r\n data \r\n ... 0\r\n [trailer-name:value\r\n]* \r\n
+ * Lines are bounded by BD_CHUNK_LINE_MAX, trailers by BD_CHUNK_MAX_TRAILERS. */
+#define BD_CHUNK_LINE_MAX 256
+#define BD_CHUNK_MAX_TRAILERS 8
+enum bd_chunk_state { BD_CK_SIZE, BD_CK_DATA, BD_CK_DATA_END, BD_CK_TRAILER, BD_CK_END };
+struct bd_chunked {
+	enum bd_chunk_state state;
+	uint64_t left;                  /* data bytes left in the current chunk */
+	char line[BD_CHUNK_LINE_MAX];
+	size_t line_len;
+	unsigned trailers;
 };
 
 /* NEW: headers arrived (first handler call). WAIT: a request without a body, answered on the
@@ -90,7 +140,8 @@ struct bd_req {
 	unsigned status;      /* sent, for the log */
 	const char *s3_code;
 	char detail[320];
-	uint64_t bytes_in;
+	uint64_t bytes_in;    /* body bytes as received (aws-chunked framing included) */
+	uint64_t bytes_out;   /* response body bytes queued */
 
 	char bucket[64];
 	char key[PROTO_KEY_MAX + 1];
@@ -102,6 +153,18 @@ struct bd_req {
 	bool check_sha;       /* the client sent a hex x-amz-content-sha256 */
 	char claimed_sha[65];
 	uint64_t discarded;
+
+	/* Content-MD5 (RFC 1864) as sent, checked against the body's MD5 (BadDigest). */
+	char content_md5[40];
+	/* A flexible checksum (x-amz-checksum-ALGO in a header, or in the aws-chunked trailer
+	 * that x-amz-trailer announces), checked against the body (BadDigest). */
+	enum bd_cksum ck_algo;
+	char ck_value[96];    /* base64 as sent; "" until the trailer brought it */
+	uint32_t ck_crc;      /* running CRC32 / CRC32C of the payload */
+	/* aws-chunked body (x-amz-content-sha256: STREAMING-UNSIGNED-PAYLOAD-TRAILER). */
+	bool aws_chunked;
+	struct bd_chunked ck;
+	uint64_t decoded_len; /* x-amz-decoded-content-length, UINT64_MAX when absent */
 };
 
 /* ---------------------------------------------------------------- a bounded growable string */
@@ -353,6 +416,7 @@ static enum MHD_Result reply_error_hdr(struct bd_req *r, struct MHD_Connection *
 	r->s3_code = e->code;
 	if (!r->detail[0] && message)
 		set_detail(r, "%s", message);
+	r->bytes_out = (uint64_t)n;
 	resp = MHD_create_response_from_buffer((size_t)n, xml, MHD_RESPMEM_MUST_COPY);
 	if (!resp)
 		return MHD_NO;
@@ -384,6 +448,7 @@ static enum MHD_Result reply_text(struct bd_req *r, struct MHD_Connection *c, st
 		set_detail(r, "response too large or out of memory");
 		return reply_error(r, c, -ENOMEM, NULL);
 	}
+	r->bytes_out = d->len;
 	resp = MHD_create_response_from_buffer(d->len, d->buf ? d->buf : (void *)"",
 					       d->buf ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
 	if (!resp) {
@@ -416,6 +481,7 @@ static enum MHD_Result reply_status(struct bd_req *r, struct MHD_Connection *c)
 {
 	struct blockd *b = r->b;
 	struct dstr d = { .max = 1u << 20 };
+	uint64_t stored = 0;
 
 	dstr_printf(&d, "{\"version\":\"%s\",\"uptime_s\":%llu,\"dirs\":[", TESSERA_VERSION,
 		    (unsigned long long)((tclock_monotonic_ns() - b->start_ns) / 1000000000ull));
@@ -424,13 +490,23 @@ static enum MHD_Result reply_status(struct bd_req *r, struct MHD_Connection *c)
 		dir_usage(&b->store.dirs[i], &u);
 		dstr_printf(&d, "%s{\"path\":", i ? "," : "");
 		dstr_quoted(&d, b->store.dirs[i].root);
-		dstr_printf(&d, ",\"capacity\":%llu,\"used\":%llu,\"free\":%llu}",
+		dstr_printf(&d, ",\"capacity\":%llu,\"used\":%llu,\"free\":%llu,\"objects\":%lld,"
+				"\"bytes_stored\":%lld}",
 			    (unsigned long long)u.capacity, (unsigned long long)u.used,
-			    (unsigned long long)u.free);
+			    (unsigned long long)u.free, (long long)b->store.dirs[i].n_objects,
+			    (long long)b->store.dirs[i].n_bytes);
+		stored += (uint64_t)b->store.dirs[i].n_bytes;
 	}
-	dstr_printf(&d, "],\"objects\":%lld,\"requests\":%llu,\"errors\":%llu}\n",
-		    (long long)b->store.objects, (unsigned long long)b->requests,
-		    (unsigned long long)b->errors);
+	dstr_printf(&d, "],\"objects\":%lld,\"bytes_stored\":%llu,\"requests\":%llu,"
+			"\"errors\":%llu,\"slowdowns\":%llu,\"connections\":%llu,"
+			"\"connections_open\":%lld,\"bytes_in\":%llu,\"bytes_out\":%llu,"
+			"\"max_connections\":%u,\"max_object_size\":%llu}\n",
+		    (long long)b->store.objects, (unsigned long long)stored,
+		    (unsigned long long)b->requests, (unsigned long long)b->errors,
+		    (unsigned long long)b->slowdowns, (unsigned long long)b->connections,
+		    (long long)b->connections_open, (unsigned long long)b->bytes_in,
+		    (unsigned long long)b->bytes_out, b->cfg.max_connections,
+		    (unsigned long long)b->cfg.max_object_size);
 	return reply_text(r, c, &d, "application/json");
 }
 
@@ -438,36 +514,86 @@ static enum MHD_Result reply_metrics(struct bd_req *r, struct MHD_Connection *c)
 {
 	struct blockd *b = r->b;
 	struct dstr d = { .max = 1u << 20 };
-	static const char *const names[] = { "capacity", "used", "free" };
+	static const char *const gauges[] = { "capacity_bytes", "used_bytes", "free_bytes",
+					      "objects", "stored_bytes" };
+	uint64_t cum = 0;
 
+	dstr_printf(&d, "# HELP tessera_blockd_requests_total Requests by method and HTTP status "
+			"(status 0: not answered).\n"
+			"# TYPE tessera_blockd_requests_total counter\n");
+	for (unsigned m = 0; m < BD_N_METHODS; m++) {
+		for (unsigned st = 0; st < BD_N_STATUSES; st++) {
+			uint64_t v = b->by_status[m][st];
+			char code[16] = "other";
+			if (!v)
+				continue;
+			if (st < BD_N_STATUSES - 1)
+				snprintf(code, sizeof(code), "%u", bd_statuses[st]);
+			dstr_printf(&d, "tessera_blockd_requests_total{method=\"%s\",status=\"%s\"} "
+					"%llu\n", bd_methods[m], code, (unsigned long long)v);
+		}
+	}
 	dstr_printf(&d,
-		    "# HELP tessera_blockd_requests_total Requests received.\n"
-		    "# TYPE tessera_blockd_requests_total counter\n"
-		    "tessera_blockd_requests_total %llu\n"
 		    "# HELP tessera_blockd_errors_total Requests answered with an error or aborted.\n"
 		    "# TYPE tessera_blockd_errors_total counter\n"
 		    "tessera_blockd_errors_total %llu\n"
+		    "# HELP tessera_blockd_slowdowns_total Requests refused with SlowDown.\n"
+		    "# TYPE tessera_blockd_slowdowns_total counter\n"
+		    "tessera_blockd_slowdowns_total %llu\n"
+		    "# HELP tessera_blockd_connections_total TCP connections accepted.\n"
+		    "# TYPE tessera_blockd_connections_total counter\n"
+		    "tessera_blockd_connections_total %llu\n"
+		    "# HELP tessera_blockd_connections_open TCP connections open.\n"
+		    "# TYPE tessera_blockd_connections_open gauge\n"
+		    "tessera_blockd_connections_open %lld\n"
+		    "# HELP tessera_blockd_received_bytes_total Request body bytes received.\n"
+		    "# TYPE tessera_blockd_received_bytes_total counter\n"
+		    "tessera_blockd_received_bytes_total %llu\n"
+		    "# HELP tessera_blockd_sent_bytes_total Response body bytes sent.\n"
+		    "# TYPE tessera_blockd_sent_bytes_total counter\n"
+		    "tessera_blockd_sent_bytes_total %llu\n"
 		    "# HELP tessera_blockd_objects Objects stored.\n"
 		    "# TYPE tessera_blockd_objects gauge\n"
 		    "tessera_blockd_objects %lld\n"
 		    "# HELP tessera_blockd_uptime_seconds Seconds since start.\n"
 		    "# TYPE tessera_blockd_uptime_seconds gauge\n"
-		    "tessera_blockd_uptime_seconds %llu\n",
-		    (unsigned long long)b->requests, (unsigned long long)b->errors,
+		    "tessera_blockd_uptime_seconds %llu\n"
+		    "# HELP tessera_blockd_request_duration_seconds From the request line to the "
+		    "end of the response.\n"
+		    "# TYPE tessera_blockd_request_duration_seconds histogram\n",
+		    (unsigned long long)b->errors, (unsigned long long)b->slowdowns,
+		    (unsigned long long)b->connections, (long long)b->connections_open,
+		    (unsigned long long)b->bytes_in, (unsigned long long)b->bytes_out,
 		    (long long)b->store.objects,
 		    (unsigned long long)((tclock_monotonic_ns() - b->start_ns) / 1000000000ull));
-	for (int k = 0; k < 3; k++) {
-		dstr_printf(&d, "# HELP tessera_blockd_dir_%s_bytes Data directory %s bytes.\n"
-				"# TYPE tessera_blockd_dir_%s_bytes gauge\n",
-			    names[k], names[k], names[k]);
+	for (unsigned i = 0; i <= BD_N_LAT; i++) {
+		char le[32] = "+Inf";
+		cum += b->latency[i];
+		if (i < BD_N_LAT)
+			snprintf(le, sizeof(le), "%g", bd_lat_bounds[i]);
+		dstr_printf(&d, "tessera_blockd_request_duration_seconds_bucket{le=\"%s\"} %llu\n",
+			    le, (unsigned long long)cum);
+	}
+	dstr_printf(&d, "tessera_blockd_request_duration_seconds_sum %.6f\n"
+			"tessera_blockd_request_duration_seconds_count %llu\n",
+		    (double)b->latency_sum_us / 1e6, (unsigned long long)cum);
+	for (unsigned k = 0; k < TESSERA_ARRAY_SIZE(gauges); k++) {
+		dstr_printf(&d, "# HELP tessera_blockd_dir_%s Per data directory: %s.\n"
+				"# TYPE tessera_blockd_dir_%s gauge\n", gauges[k], gauges[k], gauges[k]);
 		for (unsigned i = 0; i < b->store.n_dirs; i++) {
 			struct dir_usage u;
-			uint64_t v;
+			int64_t v;
 			dir_usage(&b->store.dirs[i], &u);
-			v = k == 0 ? u.capacity : k == 1 ? u.used : u.free;
-			dstr_printf(&d, "tessera_blockd_dir_%s_bytes{path=", names[k]);
+			switch (k) {
+			case 0: v = (int64_t)u.capacity; break;
+			case 1: v = (int64_t)u.used; break;
+			case 2: v = (int64_t)u.free; break;
+			case 3: v = b->store.dirs[i].n_objects; break;
+			default: v = b->store.dirs[i].n_bytes; break;
+			}
+			dstr_printf(&d, "tessera_blockd_dir_%s{path=", gauges[k]);
 			dstr_quoted(&d, b->store.dirs[i].root);
-			dstr_printf(&d, "} %llu\n", (unsigned long long)v);
+			dstr_printf(&d, "} %lld\n", (long long)v);
 		}
 	}
 	return reply_text(r, c, &d, "text/plain; version=0.0.4");
@@ -579,7 +705,13 @@ static enum MHD_Result serve_object(struct bd_req *r, struct MHD_Connection *c)
 		close(o.fd);
 		resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
 	} else {
+		/* Zero-copy: libmicrohttpd sends the file with sendfile(2). The whole range is
+		 * wanted at once: ask the kernel to read it ahead in one go rather than in
+		 * 128 KiB readahead steps. */
+		(void)posix_fadvise(o.fd, (off_t)off, (off_t)len, POSIX_FADV_WILLNEED);
 		resp = MHD_create_response_from_fd_at_offset64(len, o.fd, off);
+		if (!method_is(r, "HEAD"))
+			r->bytes_out = len;
 		if (!resp)
 			close(o.fd);
 	}
@@ -611,15 +743,125 @@ static enum MHD_Result delete_object(struct bd_req *r, struct MHD_Connection *c)
 	return reply_empty(r, c, MHD_HTTP_NO_CONTENT);
 }
 
+/* ---------------------------------------------------------------- PUT: digests */
+
+static const struct {
+	const char *header;
+	enum bd_cksum algo;
+} bd_cksum_headers[] = {
+	{ "x-amz-checksum-crc32", BD_CK_CRC32 },
+	{ "x-amz-checksum-crc32c", BD_CK_CRC32C },
+	{ "x-amz-checksum-sha256", BD_CK_SHA256 },
+};
+
+static enum bd_cksum cksum_algo(const char *name)
+{
+	for (size_t i = 0; i < TESSERA_ARRAY_SIZE(bd_cksum_headers); i++)
+		if (strcasecmp(name, bd_cksum_headers[i].header) == 0)
+			return bd_cksum_headers[i].algo;
+	return BD_CK_NONE;
+}
+
+static int hex_nibble(char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
+}
+
+/* Base64 of n bytes (n <= 32) into out (at least 48 bytes). */
+static void base64_of(const uint8_t *in, size_t n, char out[48])
+{
+	EVP_EncodeBlock((unsigned char *)out, in, (int)n);
+}
+
+/* Base64 of the binary digest whose lowercase hex is given (n bytes). */
+static void base64_of_hex(const char *hex, size_t n, char out[48])
+{
+	uint8_t bin[32];
+
+	for (size_t i = 0; i < n && i < sizeof(bin); i++)
+		bin[i] = (uint8_t)(hex_nibble(hex[2 * i]) << 4 | hex_nibble(hex[2 * i + 1]));
+	base64_of(bin, n, out);
+}
+
+/* Compares the body's digests with what the client claimed (Content-MD5, a flexible
+ * checksum). Returns 0, -BD_EINVALDIGEST (not base64 of the right size) or -BD_EBADDIGEST. */
+static int check_digests(struct bd_req *r)
+{
+	char mine[48];
+
+	if (r->content_md5[0]) {
+		if (strlen(r->content_md5) != 24 || r->content_md5[22] != '=' ||
+		    r->content_md5[23] != '=') {
+			set_detail(r, "malformed Content-MD5 '%s'", r->content_md5);
+			return -BD_EINVALDIGEST;
+		}
+		base64_of_hex(r->put.md5_hex, 16, mine);
+		if (strcmp(mine, r->content_md5) != 0) {
+			set_detail(r, "Content-MD5 '%s' does not match the body's '%s'",
+				   r->content_md5, mine);
+			return -BD_EBADDIGEST;
+		}
+	}
+	if (r->ck_algo == BD_CK_NONE)
+		return 0;
+	if (!r->ck_value[0]) {
+		set_detail(r, "the checksum announced in x-amz-trailer did not arrive");
+		return -BD_EBADDIGEST;
+	}
+	if (r->ck_algo == BD_CK_SHA256) {
+		base64_of_hex(r->put.sha256_hex, 32, mine);
+	} else {
+		uint8_t be[4];
+		be_put32(be, r->ck_crc);
+		base64_of(be, 4, mine);
+	}
+	if (strcmp(mine, r->ck_value) != 0) {
+		set_detail(r, "checksum '%s' does not match the body's '%s'", r->ck_value, mine);
+		return -BD_EBADDIGEST;
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------------- PUT: the body */
+
 static enum MHD_Result begin_put(struct bd_req *r, struct MHD_Connection *c)
 {
 	const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
 						     MHD_HTTP_HEADER_CONTENT_LENGTH);
 	const char *sha = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-amz-content-sha256");
+	const char *md5 = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-MD5");
+	const char *trailer = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-amz-trailer");
 	uint64_t len;
 	int rr;
 
-	if (cl) {
+	r->decoded_len = UINT64_MAX;
+	if (sha && strcmp(sha, BD_STREAMING_UNSIGNED_TRAILER) == 0) {
+		/* aws-chunked: the length that counts is the decoded one. */
+		const char *dl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+							     "x-amz-decoded-content-length");
+		r->aws_chunked = true;
+		if (!dl)
+			return reply_error(r, c, -BD_ENOLENGTH, "An aws-chunked upload needs "
+								"x-amz-decoded-content-length.");
+		rr = parse_u64(dl, &r->decoded_len);
+		if (rr == -EINVAL)
+			return reply_error(r, c, -EINVAL, "Invalid x-amz-decoded-content-length.");
+		if (rr == -ERANGE || r->decoded_len > r->b->cfg.max_object_size) {
+			set_detail(r, "decoded content-length %s exceeds the limit of %llu bytes",
+				   dl, (unsigned long long)r->b->cfg.max_object_size);
+			return reply_error(r, c, -EFBIG, NULL);
+		}
+	} else if (sha && strncmp(sha, "STREAMING-", 10) == 0) {
+		return reply_error(r, c, -BD_ENOTIMPL, "Only the unsigned aws-chunked encoding "
+						       "(STREAMING-UNSIGNED-PAYLOAD-TRAILER) is "
+						       "implemented.");
+	} else if (cl) {
 		rr = parse_u64(cl, &len);
 		if (rr == -EINVAL)
 			return reply_error(r, c, -EINVAL, "Invalid Content-Length.");
@@ -633,8 +875,35 @@ static enum MHD_Result begin_put(struct bd_req *r, struct MHD_Connection *c)
 		r->check_sha = true;
 		memcpy(r->claimed_sha, sha, 65);
 	}
-	rr = bd_put_begin(&r->b->store, r->bucket, r->key, r->check_sha || r->verify_deferred,
-			  &r->put);
+	if (md5) {
+		if (strlen(md5) >= sizeof(r->content_md5))
+			return reply_error(r, c, -BD_EINVALDIGEST, NULL);
+		strcpy(r->content_md5, md5);
+		if (!r->content_md5[0])
+			return reply_error(r, c, -BD_EINVALDIGEST, NULL);
+	}
+	for (size_t i = 0; i < TESSERA_ARRAY_SIZE(bd_cksum_headers); i++) {
+		const char *v = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+							    bd_cksum_headers[i].header);
+		if (!v)
+			continue;
+		if (r->ck_algo != BD_CK_NONE || !*v || strlen(v) >= sizeof(r->ck_value))
+			return reply_error(r, c, -BD_EINVALDIGEST, "Invalid or repeated "
+								   "x-amz-checksum header.");
+		r->ck_algo = bd_cksum_headers[i].algo;
+		strcpy(r->ck_value, v);
+	}
+	if (trailer) {
+		if (!r->aws_chunked)
+			return reply_error(r, c, -EINVAL, "x-amz-trailer needs an aws-chunked body.");
+		if (r->ck_algo != BD_CK_NONE && cksum_algo(trailer) != BD_CK_NONE)
+			return reply_error(r, c, -BD_EINVALDIGEST, "A checksum both in a header "
+								   "and in the trailer.");
+		if (r->ck_algo == BD_CK_NONE)
+			r->ck_algo = cksum_algo(trailer); /* others are not verified (doc/blockd.md) */
+	}
+	rr = bd_put_begin(&r->b->store, r->bucket, r->key,
+			  r->check_sha || r->verify_deferred || r->ck_algo == BD_CK_SHA256, &r->put);
 	if (rr < 0) {
 		set_detail(r, "cannot create a temp file for '%s/%s': %s", r->bucket, r->key,
 			   strerror(-rr));
@@ -643,6 +912,129 @@ static enum MHD_Result begin_put(struct bd_req *r, struct MHD_Connection *c)
 	r->put_open = true;
 	r->phase = BD_BODY;
 	return MHD_YES;
+}
+
+/* Payload bytes (after any aws-chunked decoding): size limit, temp file, running CRC. */
+static int put_payload(struct bd_req *r, const char *data, size_t n)
+{
+	int rr;
+
+	if (n == 0)
+		return 0;
+	if (r->put.size + n > r->b->cfg.max_object_size ||
+	    (r->decoded_len != UINT64_MAX && r->put.size + n > r->decoded_len)) {
+		set_detail(r, "body exceeds the %s of %llu bytes",
+			   r->put.size + n > r->b->cfg.max_object_size ? "limit" :
+									  "decoded content-length",
+			   (unsigned long long)TESSERA_MIN(r->b->cfg.max_object_size,
+							   r->decoded_len));
+		return r->put.size + n > r->b->cfg.max_object_size ? -EFBIG : -BD_EINCOMPLETE;
+	}
+	if ((rr = bd_put_write(&r->put, data, n)) < 0) {
+		set_detail(r, "cannot write '%s': %s", r->put.tmp_path, strerror(-rr));
+		return rr;
+	}
+	if (r->ck_algo == BD_CK_CRC32)
+		r->ck_crc = crc32_gzip_refl(r->ck_crc, (const unsigned char *)data, n);
+	else if (r->ck_algo == BD_CK_CRC32C)
+		r->ck_crc = tcrc32c(r->ck_crc, data, n);
+	return 0;
+}
+
+/* One complete line of the chunk framing (without CRLF). */
+static int chunk_line(struct bd_req *r, char *line)
+{
+	struct bd_chunked *k = &r->ck;
+	uint64_t size = 0;
+	char *colon;
+	int d;
+
+	switch (k->state) {
+	case BD_CK_SIZE:
+		line[strcspn(line, ";")] = '\0'; /* chunk extensions carry nothing we use */
+		if (!line[0] || strlen(line) > 15)
+			return -EINVAL;
+		for (char *p = line; *p; p++) {
+			if ((d = hex_nibble(*p)) < 0)
+				return -EINVAL;
+			size = size << 4 | (uint64_t)d;
+		}
+		k->left = size;
+		k->state = size ? BD_CK_DATA : BD_CK_TRAILER;
+		return 0;
+	case BD_CK_DATA_END:
+		if (line[0])
+			return -EINVAL;
+		k->state = BD_CK_SIZE;
+		return 0;
+	case BD_CK_TRAILER:
+		if (!line[0]) {
+			k->state = BD_CK_END;
+			return 0;
+		}
+		if (++k->trailers > BD_CHUNK_MAX_TRAILERS || !(colon = strchr(line, ':')))
+			return -EINVAL;
+		*colon = '\0';
+		if (r->ck_algo != BD_CK_NONE && cksum_algo(line) == r->ck_algo) {
+			const char *v = colon + 1;
+			while (*v == ' ')
+				v++;
+			if (strlen(v) >= sizeof(r->ck_value))
+				return -BD_EINVALDIGEST;
+			strcpy(r->ck_value, v);
+			r->ck_value[strcspn(r->ck_value, " \t")] = '\0';
+		}
+		return 0;
+	default:
+		return -EINVAL;
+	}
+}
+
+/* Feeds raw aws-chunked bytes; payload goes to put_payload(). Returns 0 or -errno. */
+static int chunked_feed(struct bd_req *r, const char *data, size_t n)
+{
+	struct bd_chunked *k = &r->ck;
+	int rr;
+
+	while (n > 0) {
+		if (k->state == BD_CK_END) {
+			set_detail(r, "bytes after the end of the aws-chunked body");
+			return -EINVAL;
+		}
+		if (k->state == BD_CK_DATA) {
+			size_t take = (size_t)TESSERA_MIN((uint64_t)n, k->left);
+			if ((rr = put_payload(r, data, take)) < 0)
+				return rr;
+			data += take;
+			n -= take;
+			k->left -= take;
+			if (k->left == 0)
+				k->state = BD_CK_DATA_END;
+			continue;
+		}
+		char ch = *data++;
+		n--;
+		if (ch == '\n') {
+			if (k->line_len == 0 || k->line[k->line_len - 1] != '\r') {
+				set_detail(r, "malformed aws-chunked framing (bare LF)");
+				return -EINVAL;
+			}
+			k->line[k->line_len - 1] = '\0';
+			k->line_len = 0;
+			if ((rr = chunk_line(r, k->line)) < 0) {
+				if (!r->detail[0])
+					set_detail(r, "malformed aws-chunked framing");
+				return rr;
+			}
+			continue;
+		}
+		if (k->line_len + 1 >= sizeof(k->line)) {
+			set_detail(r, "aws-chunked line longer than %d bytes", BD_CHUNK_LINE_MAX);
+			return -EINVAL;
+		}
+		k->line[k->line_len++] = ch;
+	}
+	return 0;
 }
 
 static bool put_body(struct bd_req *r, const char *data, size_t n)
@@ -656,15 +1048,9 @@ static bool put_body(struct bd_req *r, const char *data, size_t n)
 		r->discarded += n;
 		return r->discarded <= r->b->cfg.max_object_size + BD_DISCARD_SLACK;
 	}
-	if (r->put.size + n > r->b->cfg.max_object_size) {
-		set_detail(r, "body exceeds the limit of %llu bytes",
-			   (unsigned long long)r->b->cfg.max_object_size);
-		r->err = -EFBIG;
-	} else if ((rr = bd_put_write(&r->put, data, n)) < 0) {
-		set_detail(r, "cannot write '%s': %s", r->put.tmp_path, strerror(-rr));
+	rr = r->aws_chunked ? chunked_feed(r, data, n) : put_payload(r, data, n);
+	if (rr < 0) {
 		r->err = rr;
-	}
-	if (r->err) {
 		bd_put_abort(&r->put);
 		r->put_open = false;
 	}
@@ -679,6 +1065,12 @@ static enum MHD_Result finish_put(struct bd_req *r, struct MHD_Connection *c)
 
 	if (r->err)
 		return reply_error(r, c, r->err, NULL);
+	if (r->aws_chunked && (r->ck.state != BD_CK_END || r->put.size != r->decoded_len)) {
+		set_detail(r, "aws-chunked body ended after %llu of %llu bytes",
+			   (unsigned long long)r->put.size, (unsigned long long)r->decoded_len);
+		rr = -BD_EINCOMPLETE;
+		goto fail;
+	}
 	rr = bd_put_finish(&r->put);
 	if (rr < 0) {
 		set_detail(r, "digest failed");
@@ -691,6 +1083,8 @@ static enum MHD_Result finish_put(struct bd_req *r, struct MHD_Connection *c)
 		rr = -EILSEQ;
 		goto fail;
 	}
+	if ((rr = check_digests(r)) < 0)
+		goto fail;
 	r->put_open = false;
 	rr = bd_put_commit(&r->put, r->bucket, r->key);
 	if (rr < 0) {
@@ -703,6 +1097,9 @@ static enum MHD_Result finish_put(struct bd_req *r, struct MHD_Connection *c)
 	if (!resp)
 		return MHD_NO;
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, etag);
+	if (r->ck_algo != BD_CK_NONE)
+		MHD_add_response_header(resp, bd_cksum_headers[r->ck_algo - 1].header,
+					r->ck_value);
 	return queue(r, c, MHD_HTTP_OK, resp);
 fail:
 	bd_put_abort(&r->put);
@@ -874,6 +1271,15 @@ static enum MHD_Result begin_request(struct bd_req *r, struct MHD_Connection *c,
 	if (is_get && strcmp(r->path, "/metrics") == 0)
 		return reply_metrics(r, c);
 
+	/* Over the connection limit (the slack libmicrohttpd still accepts): tell the client to
+	 * back off, and close so that the slot frees. */
+	if (r->b->connections_open > (int64_t)r->b->cfg.max_connections) {
+		r->b->slowdowns++;
+		set_detail(r, "%lld connections open, limit %u", (long long)r->b->connections_open,
+			   r->b->cfg.max_connections);
+		return reply_error_hdr(r, c, -EAGAIN, NULL, MHD_HTTP_HEADER_CONNECTION, "close");
+	}
+
 	/* Authenticate before looking at anything else (invariant 1). */
 	rr = authenticate(r, c, NULL);
 	if (rr == -EBADMSG && method_is(r, "PUT") &&
@@ -989,6 +1395,41 @@ static const char *toe_name(enum MHD_RequestTerminationCode toe)
 	return "unknown";
 }
 
+static void record_stats(struct blockd *b, const struct bd_req *r)
+{
+	uint64_t us = (tclock_monotonic_ns() - r->start_ns) / 1000;
+	unsigned m = 0, st = 0, l = 0;
+
+	while (m < BD_N_METHODS - 1 && strcmp(bd_methods[m], r->method) != 0)
+		m++;
+	while (st < BD_N_STATUSES - 1 && bd_statuses[st] != r->status)
+		st++;
+	while (l < BD_N_LAT && (double)us / 1e6 > bd_lat_bounds[l])
+		l++;
+	b->by_status[m][st]++;
+	b->latency[l]++;
+	b->latency_sum_us += us;
+	b->bytes_in += r->bytes_in;
+	if (r->status != 0)
+		b->bytes_out += r->bytes_out;
+}
+
+/* Counts connections: the proof that keep-alive works is /-/status "connections". */
+static void bd_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+			  enum MHD_ConnectionNotificationCode toe)
+{
+	struct blockd *b = cls;
+
+	(void)c;
+	(void)socket_context;
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+		b->connections++;
+		b->connections_open++;
+	} else {
+		b->connections_open--;
+	}
+}
+
 static void bd_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 			 enum MHD_RequestTerminationCode toe)
 {
@@ -1013,6 +1454,7 @@ static void bd_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 	}
 	if (r->status == 0 || r->status >= 400)
 		b->errors++;
+	record_stats(b, r);
 	if (b->cfg.on_request) {
 		info.method = r->method[0] ? r->method : "-";
 		info.uri = r->uri;
@@ -1130,7 +1572,9 @@ int blockd_start(const struct blockd_config *cfg, struct blockd **ret)
 				  0, NULL, NULL, bd_handler, b,
 				  MHD_OPTION_EXTERNAL_LOGGER, bd_mhd_log, b,
 				  MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
-				  MHD_OPTION_CONNECTION_LIMIT, (unsigned int)b->cfg.max_connections,
+				  MHD_OPTION_CONNECTION_LIMIT,
+				  (unsigned int)(b->cfg.max_connections + BD_CONN_SLACK),
+				  MHD_OPTION_NOTIFY_CONNECTION, bd_connection, b,
 				  MHD_OPTION_CONNECTION_TIMEOUT,
 				  (unsigned int)b->cfg.connection_timeout_s,
 				  MHD_OPTION_URI_LOG_CALLBACK, bd_uri_log, b,

@@ -211,8 +211,8 @@ static int clean_tmp(const char *tmp)
 	return r;
 }
 
-/* Counts regular files below the directory fd (consumed). */
-static int64_t count_files(int fd, unsigned depth)
+/* Counts regular files below the directory fd (consumed) and adds their sizes to *bytes. */
+static int64_t count_files(int fd, unsigned depth, int64_t *bytes)
 {
 	DIR *d = fdopendir(fd);
 	struct dirent *de;
@@ -230,11 +230,12 @@ static int64_t count_files(int fd, unsigned depth)
 			continue;
 		if (S_ISREG(st.st_mode)) {
 			n++;
+			*bytes += st.st_size;
 		} else if (S_ISDIR(st.st_mode) && depth < BD_LIST_MAX_DEPTH) {
 			int sub = openat(dirfd(d), de->d_name,
 					 O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 			if (sub >= 0)
-				n += count_files(sub, depth + 1);
+				n += count_files(sub, depth + 1, bytes);
 		}
 	}
 	closedir(d);
@@ -276,7 +277,10 @@ int bd_store_open(struct bd_store *s, const char (*dirs)[4096], unsigned n_dirs,
 			r = -errno;
 			goto fail;
 		}
-		s->objects += count_files(fd, 0);
+		int64_t bytes = 0;
+		d->n_objects = count_files(fd, 0, &bytes);
+		d->n_bytes = bytes;
+		s->objects += d->n_objects;
 	}
 	return 0;
 fail:
@@ -445,6 +449,8 @@ int bd_put_commit(struct bd_put *p, const char *bucket, const char *key)
 
 	pthread_mutex_lock(lock);
 	existed = lstat(path, &st) == 0 && S_ISREG(st.st_mode);
+	bool here = existed;
+	int64_t old_size = existed ? st.st_size : 0;
 	for (int attempt = 0;; attempt++) {
 		if ((r = mkdir_parents(s->dirs[p->dir].objects, path)) < 0)
 			break;
@@ -465,11 +471,18 @@ int bd_put_commit(struct bd_put *p, const char *bucket, const char *key)
 		for (unsigned i = 0; i < s->n_dirs; i++) {
 			if (i == p->dir || obj_path(s, i, bucket, key, other) < 0)
 				continue;
-			if (unlink(other) == 0) {
+			struct stat ost;
+			bool had = lstat(other, &ost) == 0 && S_ISREG(ost.st_mode);
+			if (had && unlink(other) == 0) {
 				existed = true;
+				s->dirs[i].n_objects--;
+				s->dirs[i].n_bytes -= ost.st_size;
 				(void)fsync_parent(other);
 			}
 		}
+		if (!here)
+			s->dirs[p->dir].n_objects++;
+		s->dirs[p->dir].n_bytes += (int64_t)p->size - old_size;
 		if (!existed)
 			s->objects++;
 	}
@@ -595,6 +608,15 @@ int bd_store_delete(struct bd_store *s, const char *bucket, const char *key)
 		if ((r = obj_path(s, i, bucket, key, path)) < 0 ||
 		    (r = path_join(stop, sizeof(stop), s->dirs[i].objects, bucket, NULL)) < 0)
 			break;
+		struct stat st;
+		if (lstat(path, &st) < 0) {
+			if (errno == ENOENT || errno == ENOTDIR)
+				continue;
+			r = -errno;
+			break;
+		}
+		if (!S_ISREG(st.st_mode))
+			continue; /* a directory: the prefix of other keys, not an object */
 		if (unlink(path) < 0) {
 			if (errno == ENOENT || errno == ENOTDIR || errno == EISDIR)
 				continue;
@@ -602,6 +624,8 @@ int bd_store_delete(struct bd_store *s, const char *bucket, const char *key)
 			break;
 		}
 		removed = true;
+		s->dirs[i].n_objects--;
+		s->dirs[i].n_bytes -= st.st_size;
 		if ((r = fsync_parent(path)) < 0)
 			break;
 		prune_empty_parents(stop, path);

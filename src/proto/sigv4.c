@@ -10,7 +10,8 @@
  *       unreserved set (uppercase hex), sorted by name then value, "name=value" joined by '&';
  *     - canonical headers: for each name of SignedHeaders (lowercase, sorted), "name:value\n",
  *       the value trimmed with inner whitespace runs collapsed, repeated headers joined by ',';
- *     - hashed payload: the x-amz-content-sha256 value as sent, or when that header is absent
+ *     - hashed payload: the x-amz-content-sha256 value as sent (a hex hash, "UNSIGNED-PAYLOAD"
+ *       or "STREAMING-UNSIGNED-PAYLOAD-TRAILER"), or when that header is absent
  *       the SHA-256 of the body the server computed (of the empty string without a body).
  *   string to sign = "AWS4-HMAC-SHA256" \n x-amz-date \n scope \n hex(SHA-256(canonical))
  *   signing key = HMAC("AWS4"+secret, date) -> region -> service -> "aws4_request"
@@ -42,6 +43,10 @@
 #define SIGV4_MAX_QUERY_PARAMS 128
 #define SIGV4_MAX_SIGNED_HEADERS 64
 #define SIGV4_CANON_MAX (64u << 10)
+/* aws-chunked body, chunks unsigned, trailing checksum: signed like UNSIGNED-PAYLOAD (the
+ * value itself is the canonical payload hash); the server decodes the chunks. The signed
+ * chunk modes (STREAMING-AWS4-HMAC-SHA256-PAYLOAD...) are refused as malformed. */
+#define SIGV4_STREAMING_UNSIGNED "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
 
 static const char empty_sha256[] =
 	"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
@@ -278,8 +283,9 @@ int proto_sigv4_parse(const struct proto_request *req, struct proto_sigv4 *ret)
 
 	v = header_find(req, "x-amz-content-sha256");
 	if (v) {
-		if (strcmp(v, PROTO_SIGV4_UNSIGNED) != 0 && !(strlen(v) == 64 && is_hex64(v)))
-			return -EINVAL; /* includes the unsupported STREAMING-* chunked modes */
+		if (strcmp(v, PROTO_SIGV4_UNSIGNED) != 0 && strcmp(v, SIGV4_STREAMING_UNSIGNED) != 0 &&
+		    !(strlen(v) == 64 && is_hex64(v)))
+			return -EINVAL; /* includes the unsupported signed STREAMING-* modes */
 		memcpy(s.payload_hash, v, strlen(v) + 1);
 	}
 	*ret = s;
@@ -600,7 +606,8 @@ int proto_sigv4_verify(const struct proto_request *req, int64_t now_s,
 	}
 	if (r < 0)
 		goto out;
-	if (strcmp(s.payload_hash, PROTO_SIGV4_UNSIGNED) != 0 && body_sha256_hex &&
+	if (strcmp(s.payload_hash, PROTO_SIGV4_UNSIGNED) != 0 &&
+	    strcmp(s.payload_hash, SIGV4_STREAMING_UNSIGNED) != 0 && body_sha256_hex &&
 	    strcasecmp(s.payload_hash, body_sha256_hex) != 0)
 		r = -EILSEQ;
 out:

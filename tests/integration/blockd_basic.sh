@@ -158,13 +158,35 @@ code=$(s3 -I -D "$WORK/hdr" "$(url tessera/dir/sub/obj1)")
 check "HEAD -> 200 with Content-Length and ETag" eval \
 	'test "$code" = 200 && grep -qi "^content-length: 300000" "$WORK/hdr" && grep -qi "^etag: \"$etag\"" "$WORK/hdr"'
 
-# keep-alive: several requests over one connection
-timeout 20 curl -sS --max-time 15 -v --aws-sigv4 "$SIGV4" --user "$AK:$SK" \
-	-o /dev/null "$(url tessera/dir/sub/obj1)" -o /dev/null "$(url tessera/dir/sub/obj1)" \
-	-o /dev/null "$(url tessera/nothing)" -o /dev/null "$(url tessera/dir/sub/obj1)" \
-	2>"$WORK/keepalive" || true
-check "HTTP/1.1 keep-alive reuses the connection" \
-	test "$(grep -c 'Re-using existing connection' "$WORK/keepalive")" -ge 3
+# Connection reuse, counted by the server: a run of PUT, GET, ranged GET, HEAD, a 404, list,
+# DELETE and GET again in one curl invocation (--next keeps the connection cache) must use
+# one TCP connection. /-/status "connections" counts accepts; the two status requests
+# around the run use one connection each.
+conns() { req "$(url -/status)" >/dev/null; grep -o '"connections":[0-9]*' "$OUT" | cut -d: -f2; }
+c0=$(conns)
+A=(--aws-sigv4 "$SIGV4" --user "$AK:$SK" -o /dev/null -w '%{http_code}:%{num_connects} ')
+timeout 20 curl -sS --max-time 15 \
+	"${A[@]}" -T "$WORK/obj" "$(url tessera/ka/1)" --next \
+	"${A[@]}" "$(url tessera/ka/1)" --next \
+	"${A[@]}" -H "Range: bytes=0-9" "$(url tessera/ka/1)" --next \
+	"${A[@]}" -I "$(url tessera/ka/1)" --next \
+	"${A[@]}" "$(url tessera/ka/none)" --next \
+	"${A[@]}" -X PUT --data-binary @"$WORK/obj" "$(url tessera/ka/2)" --next \
+	"${A[@]}" "$(url 'tessera?list-type=2&prefix=ka%2F')" --next \
+	"${A[@]}" -X DELETE "$(url tessera/ka/1)" --next \
+	"${A[@]}" -X DELETE "$(url tessera/ka/2)" --next \
+	"${A[@]}" -I "$(url tessera/ka/1)" >"$WORK/keepalive" 2>&1 || true
+c1=$(conns)
+check "keep-alive: 10 requests (PUT GET range HEAD 404 PUT list DELETE DELETE HEAD) answered: $(cat "$WORK/keepalive")" \
+	eval '[[ $(cat "$WORK/keepalive") == "200:1 200:0 206:0 200:0 404:0 200:0 200:0 204:0 204:0 404:0 " ]]'
+check "keep-alive: the server accepted 1 connection for the run ($((c1 - c0 - 1)))" \
+	test "$((c1 - c0 - 1))" -eq 1
+req "$(url metrics)" >/dev/null
+check "/metrics counts connections, requests by method and status, a latency histogram" eval \
+	'grep -q "^tessera_blockd_connections_total [0-9]" "$OUT" &&
+	 grep -q "^tessera_blockd_requests_total{method=\"PUT\",status=\"200\"} [1-9]" "$OUT" &&
+	 grep -q "^tessera_blockd_request_duration_seconds_bucket{le=\"+Inf\"} [1-9]" "$OUT" &&
+	 grep -q "^tessera_blockd_dir_free_bytes{path=" "$OUT"'
 
 code=$(s3 "$(url 'tessera?list-type=2&prefix=dir%2F')")
 check "ListObjectsV2 lists the key" eval 'test "$code" = 200 && grep -q "<Key>dir/sub/obj1</Key>" "$OUT"'
