@@ -9,6 +9,8 @@
  *   system    key ascii name ("superblock", "next_ino")   value encoded records; the server
  *             map is part of the superblock record ("servers" is reserved)
  *   garbage   key sequence(8, BE)                   value struct meta_garbage (encoded)
+ *   chunks    key ino(8, BE) + stripe index(8, BE)  value the chunk sums of the stripe's data
+ *             fragments (see meta_batch_chunks_put)
  *   inline    key ino(8, BE)                        value raw bytes: the whole contents of a
  *             small file kept in the metadata instead of stripes, or a symlink's target
  *
@@ -195,6 +197,18 @@ int meta_xattr_list(struct meta *m, uint64_t ino, meta_xattr_fn fn, void *ctx);
 /* Largest inline value (small-file contents, symlink target). */
 #define META_INLINE_MAX (64u << 10)
 
+/* Chunk sums: the crc32c of every META_CHUNK_SIZE bytes of each data fragment's payload (the
+ * last chunk of a fragment may be shorter), so that part of a fragment can be read and checked
+ * without fetching it whole. Kept per stripe with the version they describe; deleted with the
+ * stripe record (meta_batch_stripe_del). */
+#define META_CHUNK_SIZE (64u << 10)
+#define META_CHUNKS_PER_FRAG_MAX 1024
+
+/* The crc of chunk `chunk` of data fragment `frag` of the given stripe version. Returns 0 and
+ * *ret, -ENOENT (no sums, or sums of another version), -EIO. */
+int meta_chunk_crc_get(struct meta *m, uint64_t ino, uint64_t stripe, uint64_t version,
+		       unsigned frag, unsigned chunk, uint32_t *ret);
+
 /* Reads the inline value of ino. Returns 0 and *ret_len, copying into buf when buf != NULL;
  * -ERANGE when buf != NULL and size < the length, -ENOENT when absent, -EIO. */
 int meta_inline_get(struct meta *m, uint64_t ino, void *buf, size_t size, size_t *ret_len);
@@ -212,7 +226,12 @@ void meta_batch_dentry_del(struct meta_batch *b, uint64_t parent, const char *na
 			   size_t name_len);
 void meta_batch_stripe_put(struct meta_batch *b, uint64_t ino, uint64_t stripe,
 			   const struct meta_stripe *s);
+/* Deletes the stripe record and its chunk sums. */
 void meta_batch_stripe_del(struct meta_batch *b, uint64_t ino, uint64_t stripe);
+/* crcs: k * per_frag values, fragment-major (crcs[frag * per_frag + chunk]);
+ * 1 <= per_frag <= META_CHUNKS_PER_FRAG_MAX. */
+void meta_batch_chunks_put(struct meta_batch *b, uint64_t ino, uint64_t stripe,
+			   uint64_t version, unsigned k, unsigned per_frag, const uint32_t *crcs);
 /* name_len <= META_XATTR_NAME_MAX and value_len <= META_XATTR_SIZE_MAX (caller checks). */
 void meta_batch_xattr_put(struct meta_batch *b, uint64_t ino, const char *name,
 			  size_t name_len, const void *value, size_t value_len);

@@ -646,6 +646,8 @@ static int store_stripe(struct data_file *f, uint64_t idx, const uint8_t *data,
 	uint16_t ids[64];
 	uint8_t hdrs[64][PROTO_FRAG_HDR_SIZE];
 	uint8_t *parity = NULL, *frags[64];
+	uint32_t *chunks = NULL;
+	unsigned per_frag;
 	struct meta_stripe rec, old;
 	struct meta_batch *batch = NULL;
 	bool have_old;
@@ -686,6 +688,17 @@ static int store_stripe(struct data_file *f, uint64_t idx, const uint8_t *data,
 	for (unsigned i = 0; i < n; i++)
 		frags[i] = i < k ? (uint8_t *)data + (size_t)i * fl : parity + (size_t)(i - k) * fl;
 	codec_encode(d->codec, frags, frags + k, fl);
+
+	/* Chunk sums of the data fragments, for reads of part of a fragment. Without them
+	 * (out of memory) such reads fetch the whole stripe: slower, still checked. */
+	per_frag = (unsigned)((fl + META_CHUNK_SIZE - 1) / META_CHUNK_SIZE);
+	if (per_frag <= META_CHUNKS_PER_FRAG_MAX && (chunks = malloc(sizeof(*chunks) * k * per_frag)))
+		for (unsigned i = 0; i < k; i++)
+			for (unsigned c = 0; c < per_frag; c++)
+				chunks[i * per_frag + c] = tcrc32c(
+					0, frags[i] + (size_t)c * META_CHUNK_SIZE,
+					TESSERA_MIN((size_t)META_CHUNK_SIZE,
+						    fl - (size_t)c * META_CHUNK_SIZE));
 
 	for (unsigned i = 0; i < (unsigned)chosen; i++) {
 		struct proto_frag_hdr h = {
@@ -731,6 +744,8 @@ static int store_stripe(struct data_file *f, uint64_t idx, const uint8_t *data,
 		goto out;
 	}
 	meta_batch_stripe_put(batch, f->ino, idx, &rec);
+	if (chunks)
+		meta_batch_chunks_put(batch, f->ino, idx, rec.version, k, per_frag, chunks);
 	if (have_old)
 		queue_garbage(batch, f->ino, idx, &old); /* D2 */
 	if (idx == 0)
@@ -748,6 +763,7 @@ static int store_stripe(struct data_file *f, uint64_t idx, const uint8_t *data,
 		data_gc_kick(d);
 out:
 	meta_batch_free(batch);
+	free(chunks);
 	free(parity);
 	return r;
 }
@@ -1037,6 +1053,66 @@ out:
 	return done > 0 || r == 0 ? (ssize_t)done : r;
 }
 
+/* A small read that is not part of a sequential run, of a stripe not in memory: fetches only
+ * the chunks of the one data fragment that hold [off, off + len) and checks them against
+ * their chunk sums (D4). Returns 0 with out filled, or -EAGAIN when this path does not apply
+ * or did not work (no sums, server down, a bad chunk...): the caller then reads the whole
+ * stripe, which decodes around damage. Called without the file lock. */
+static int read_ranged(struct data_file *f, uint64_t off, size_t len, uint8_t *out)
+{
+	struct data *d = f->d;
+	const uint64_t idx = off / d->stripe_size;
+	const size_t so = (size_t)(off % d->stripe_size);
+	struct meta_stripe rec;
+	struct blockclient_op op;
+	char key[PROTO_KEY_MAX];
+	uint8_t *buf;
+	int r;
+
+	if (meta_stripe_get(d->meta, f->ino, idx, &rec) < 0 || rec.k != d->k ||
+	    rec.frag_len == 0 || so + len > rec.data_len)
+		return -EAGAIN;
+	const size_t fl = rec.frag_len;
+	const unsigned frag = (unsigned)(so / fl);
+	const size_t fo = so % fl; /* offset inside the fragment's payload */
+	if (frag >= rec.k || fo + len > fl || !(rec.present & (1ull << frag)) ||
+	    !blockclient_server_up(d->bc, rec.servers[frag]))
+		return -EAGAIN;
+	const unsigned c0 = (unsigned)(fo / META_CHUNK_SIZE);
+	const unsigned c1 = (unsigned)((fo + len - 1) / META_CHUNK_SIZE);
+	const size_t lo = (size_t)c0 * META_CHUNK_SIZE;
+	const size_t hi = TESSERA_MIN((size_t)(c1 + 1) * META_CHUNK_SIZE, fl);
+	uint32_t want[2];
+	if (c1 - c0 > 1)
+		return -EAGAIN;
+	for (unsigned c = c0; c <= c1; c++)
+		if (meta_chunk_crc_get(d->meta, f->ino, idx, rec.version, frag, c,
+				       &want[c - c0]) < 0)
+			return -EAGAIN;
+	buf = malloc(hi - lo);
+	if (!buf)
+		return -EAGAIN;
+	frag_key(d, key, sizeof(key), f->ino, idx, rec.version, frag);
+	op = (struct blockclient_op){ .method = BC_GET, .server = rec.servers[frag], .key = key,
+				      .buf = buf, .buf_size = hi - lo,
+				      .range_off = PROTO_FRAG_HDR_SIZE + lo, .range_len = hi - lo,
+				      .timeout_ms = d->cfg.hedge_ms };
+	blockclient_run(d->bc, &op, 1, false);
+	r = op.result == 0 && op.result_len == hi - lo ? 0 : -EAGAIN;
+	for (unsigned c = c0; r == 0 && c <= c1; c++) {
+		size_t a = (size_t)c * META_CHUNK_SIZE - lo;
+		size_t n = TESSERA_MIN((size_t)META_CHUNK_SIZE, fl - (size_t)c * META_CHUNK_SIZE);
+		if (tcrc32c(0, buf + a, n) != want[c - c0])
+			r = -EAGAIN;
+	}
+	if (r == 0)
+		memcpy(out, buf + (fo - lo), len);
+	else if (op.result == 0)
+		mark_degraded(d, f->ino, idx, rec.version); /* answered, but with bad bytes */
+	free(buf);
+	return r;
+}
+
 int data_read_with(struct data_file *f, uint64_t off, size_t len, data_read_fn fn, void *ctx)
 {
 	struct data *d = f->d;
@@ -1053,6 +1129,27 @@ int data_read_with(struct data_file *f, uint64_t off, size_t len, data_read_fn f
 	}
 	len = (size_t)TESSERA_MIN((uint64_t)len, size - off);
 	uint64_t first = off / S, last = (off + len - 1) / S;
+	if (first == last && off != f->seq_next && len <= META_CHUNK_SIZE && !find_buf(f, first)) {
+		/* A small random read: fetch just its bytes, without the lock. */
+		f->seq_next = off + len;
+		pthread_mutex_unlock(&f->lock);
+		uint8_t *tmp = malloc(len);
+		if (tmp && read_ranged(f, off, len, tmp) == 0) {
+			struct iovec one = { .iov_base = tmp, .iov_len = len };
+			r = fn(ctx, &one, 1);
+			free(tmp);
+			return r;
+		}
+		free(tmp);
+		pthread_mutex_lock(&f->lock);
+		size = atomic_load(&f->size);
+		if (off >= size) {
+			pthread_mutex_unlock(&f->lock);
+			return fn(ctx, iov, 0);
+		}
+		len = (size_t)TESSERA_MIN((uint64_t)len, size - off);
+		last = (off + len - 1) / S;
+	}
 	if (last - first > 1) {
 		/* Spans more stripes than can be pinned at once (a tiny stripe size): copy. */
 		pthread_mutex_unlock(&f->lock);

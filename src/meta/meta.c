@@ -64,11 +64,12 @@ enum meta_cf {
 	CF_SYSTEM,
 	CF_GARBAGE,
 	CF_INLINE,
+	CF_CHUNKS,
 	CF_COUNT
 };
 
 static const char *const cf_names[CF_COUNT] = {
-	"default", "inodes", "dentries", "stripes", "xattrs", "system", "garbage", "inline",
+	"default", "inodes", "dentries", "stripes", "xattrs", "system", "garbage", "inline", "chunks",
 };
 
 struct meta {
@@ -938,6 +939,68 @@ void meta_batch_stripe_del(struct meta_batch *b, uint64_t ino, uint64_t stripe)
 
 	meta_stripe_key(key, ino, stripe);
 	batch_del(b, CF_STRIPES, key, sizeof(key));
+	batch_del(b, CF_CHUNKS, key, sizeof(key)); /* the stripe's chunk sums go with it */
+}
+
+/* chunks value: version(8) k(1) per_frag(2) then k * per_frag crc32c (4 each), big-endian,
+ * fragment-major. */
+void meta_batch_chunks_put(struct meta_batch *b, uint64_t ino, uint64_t stripe,
+			   uint64_t version, unsigned k, unsigned per_frag, const uint32_t *crcs)
+{
+	uint8_t key[16], *val;
+	size_t n = (size_t)k * per_frag, len = 11 + 4 * n;
+
+	if (k == 0 || k > 64 || per_frag == 0 || per_frag > META_CHUNKS_PER_FRAG_MAX) {
+		batch_poison(b, "chunks");
+		return;
+	}
+	val = malloc(len);
+	if (!val) {
+		batch_poison(b, "chunks");
+		return;
+	}
+	be_put64(val, version);
+	val[8] = (uint8_t)k;
+	be_put16(val + 9, (uint16_t)per_frag);
+	for (size_t i = 0; i < n; i++)
+		be_put32(val + 11 + 4 * i, crcs[i]);
+	meta_stripe_key(key, ino, stripe);
+	batch_put(b, CF_CHUNKS, key, sizeof(key), val, len);
+	free(val);
+}
+
+int meta_chunk_crc_get(struct meta *m, uint64_t ino, uint64_t stripe, uint64_t version,
+		       unsigned frag, unsigned chunk, uint32_t *ret)
+{
+	rocksdb_pinnableslice_t *v = NULL;
+	uint8_t key[16];
+	const uint8_t *p;
+	size_t len;
+	int r;
+
+	meta_stripe_key(key, ino, stripe);
+	r = db_get(m, CF_CHUNKS, key, sizeof(key), &v);
+	if (r < 0)
+		goto out;
+	p = slice_value(v, &len);
+	if (len < 11) {
+		r = -EIO;
+		goto out;
+	}
+	unsigned k = p[8], per = be_get16(p + 9);
+	if (len != 11 + 4 * (size_t)k * per) {
+		r = -EIO;
+		goto out;
+	}
+	if (be_get64(p) != version || frag >= k || chunk >= per) {
+		r = -ENOENT; /* sums of another version, or no such chunk */
+		goto out;
+	}
+	*ret = be_get32(p + 11 + 4 * ((size_t)frag * per + chunk));
+out:
+	if (v)
+		rocksdb_pinnableslice_destroy(v);
+	return r;
 }
 
 void meta_batch_xattr_put(struct meta_batch *b, uint64_t ino, const char *name,

@@ -4,6 +4,9 @@
  *
  *   datagen write FILE SIZE [SEED]    write SIZE bytes in 1 MiB writes, fsync, close
  *   datagen verify FILE SIZE [SEED]   check the size and every byte
+ *   datagen randverify FILE SIZE [SEED]  pread DATAGEN_READS (default 300) blocks of 1 byte to
+ *                                     8 KiB at random offsets (the small random reads that
+ *                                     fetch part of one fragment) and check each
  *   datagen byte OFFSET [SEED]        print the expected byte at OFFSET (two hex digits)
  *
  * SIZE and OFFSET accept binary units ("4M", "64k"); SEED is a decimal or 0x number (default 1).
@@ -213,6 +216,42 @@ out:
 	return rc;
 }
 
+static int datagen_randverify(const char *path, uint64_t size, uint64_t seed)
+{
+	uint64_t reads = datagen_env_size("DATAGEN_READS", 300), rng = seed ^ 0x5eed;
+	uint8_t buf[8192], want[8192];
+	int fd, rc = 1;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		fprintf(stderr, "datagen: cannot open '%s': %s\n", path, strerror(errno));
+		return errno == EIO ? 3 : 1;
+	}
+	for (uint64_t i = 0; i < reads && size > 0; i++) {
+		rng = datagen_mix(rng, i);
+		uint64_t off = rng % size;
+		size_t len = (size_t)TESSERA_MIN((uint64_t)(datagen_mix(rng, 1) % sizeof(buf)) + 1,
+						 size - off);
+		ssize_t n = pread(fd, buf, len, (off_t)off);
+		if (n < 0) {
+			fprintf(stderr, "datagen: pread '%s' at %" PRIu64 ": %s\n", path, off,
+				strerror(errno));
+			rc = 3;
+			goto out;
+		}
+		datagen_fill(seed, off, want, len);
+		if ((size_t)n != len || memcmp(buf, want, len) != 0) {
+			fprintf(stderr, "datagen: '%s' wrong data in a read of %zu bytes at offset %" PRIu64
+				" (got %zd bytes)\n", path, len, off, n);
+			goto out;
+		}
+	}
+	rc = 0;
+out:
+	close(fd);
+	return rc;
+}
+
 static int datagen_parse_u64(const char *s, uint64_t *ret)
 {
 	char *end;
@@ -230,6 +269,7 @@ static int datagen_usage(void)
 {
 	fprintf(stderr, "usage: datagen write FILE SIZE [SEED]\n"
 			"       datagen verify FILE SIZE [SEED]\n"
+			"       datagen randverify FILE SIZE [SEED]\n"
 			"       datagen byte OFFSET [SEED]\n");
 	return 2;
 }
@@ -259,5 +299,7 @@ int main(int argc, char **argv)
 		return datagen_write(argv[2], size, seed);
 	if (strcmp(argv[1], "verify") == 0)
 		return datagen_verify(argv[2], size, seed);
+	if (strcmp(argv[1], "randverify") == 0)
+		return datagen_randverify(argv[2], size, seed);
 	return datagen_usage();
 }

@@ -47,6 +47,7 @@ check "stop server 4" lib_local stop-server 4
 drop_caches
 check "directory listing with 2 servers down" test "$(ls "$M" | wc -l)" -eq "${#NAMES[@]}"
 verify_all "2 servers down"
+check "random small reads with 2 servers down" "$DATAGEN" randverify "$M/big" $((50 << 20)) 704
 
 # ---- m + 1 servers down: striped files fail with EIO, promptly, never with wrong bytes
 check "stop server 2" lib_local stop-server 2

@@ -111,6 +111,9 @@ BEFORE=$(snapshot)
 check "remount" lib_local remount
 M=$TESSERA_MNT
 verify_sizes "after remount"
+# Small random reads fetch only the chunks they need (data.c read_ranged), checked against
+# the chunk sums: a cold mount, so none is served from a whole-stripe buffer.
+check "random small reads of the 50 MiB file" "$DATAGEN" randverify "$M/f$LAST" "${SIZES[LAST]}" $((100 + LAST))
 check "the copy verifies after remount" "$DATAGEN" verify "$M/copy" "${SIZES[LAST]}" $((100 + LAST))
 check "cp'd file after remount" cmp "$REF/outside" "$M/outside"
 check "overwritten file after remount" cmp "$REF/mid" "$M/mid"

@@ -812,6 +812,38 @@ START_TEST(test_inline)
 }
 END_TEST
 
+/* Chunk sums: read back by (version, fragment, chunk); another version's sums are not
+ * returned; they go with the stripe record. */
+START_TEST(test_chunks)
+{
+	char dir[128];
+	struct meta *m = fresh_fs(dir, sizeof(dir));
+	struct meta_batch *b = meta_batch_new(m);
+	struct meta_stripe st = { .version = 7, .data_len = 100, .frag_len = 64, .k = 2, .m = 1,
+				  .present = 7 };
+	uint32_t crcs[6] = { 10, 11, 12, 20, 21, 22 }, v = 0;
+
+	ck_assert_int_eq(meta_chunk_crc_get(m, 3, 0, 7, 0, 0, &v), -ENOENT);
+	meta_batch_stripe_put(b, 3, 0, &st);
+	meta_batch_chunks_put(b, 3, 0, 7, 2, 3, crcs);
+	ck_assert_int_eq(meta_commit(m, b, false), 0);
+	ck_assert_int_eq(meta_chunk_crc_get(m, 3, 0, 7, 0, 2, &v), 0);
+	ck_assert_uint_eq(v, 12);
+	ck_assert_int_eq(meta_chunk_crc_get(m, 3, 0, 7, 1, 0, &v), 0);
+	ck_assert_uint_eq(v, 20);
+	ck_assert_int_eq(meta_chunk_crc_get(m, 3, 0, 8, 1, 0, &v), -ENOENT);
+	ck_assert_int_eq(meta_chunk_crc_get(m, 3, 0, 7, 2, 0, &v), -ENOENT);
+	ck_assert_int_eq(meta_chunk_crc_get(m, 3, 0, 7, 0, 3, &v), -ENOENT);
+	meta_batch_stripe_del(b, 3, 0);
+	ck_assert_int_eq(meta_commit(m, b, false), 0);
+	ck_assert_int_eq(meta_chunk_crc_get(m, 3, 0, 7, 0, 0, &v), -ENOENT);
+	meta_batch_chunks_put(b, 3, 0, 7, 0, 3, crcs); /* k = 0: refused */
+	ck_assert_int_eq(meta_commit(m, b, false), -EINVAL);
+	meta_batch_free(b);
+	meta_close(m);
+}
+END_TEST
+
 START_TEST(test_xattrs)
 {
 	char dir[128], buf[64], list[256] = "";
@@ -1056,6 +1088,7 @@ static Suite *meta_suite(void)
 	tcase_add_test(tc, test_alloc_ino_threads);
 	tcase_add_test(tc, test_garbage);
 	tcase_add_test(tc, test_inline);
+	tcase_add_test(tc, test_chunks);
 	tcase_add_test(tc, test_persistence);
 	suite_add_tcase(s, tc);
 	return s;
