@@ -94,6 +94,21 @@ int data_flush(struct data_file *f);
  * Commits at once (with the inode's size, mtime and ctime). Returns 0 or -errno. */
 int data_truncate(struct data_file *f, uint64_t size);
 
+/* fallocate without KEEP_SIZE: grows the file to end when it is shorter (the new range reads
+ * as zeros). No space is reserved: servers allocate on write, and a hole costs nothing.
+ * Returns 0 or -errno. */
+int data_allocate(struct data_file *f, uint64_t end);
+/* Makes [off, off + len) read as zeros without changing the size (FALLOC_FL_PUNCH_HOLE):
+ * stripes wholly inside are released (a hole costs nothing on the servers), partial ones at
+ * the edges are rewritten with zeros. The range is cut at the end of the file.
+ * Returns 0 or -EIO, -ENOSPC, -ENOMEM. */
+int data_punch_hole(struct data_file *f, uint64_t off, uint64_t len);
+/* SEEK_DATA (data = true) or SEEK_HOLE: the first offset >= off in a stripe that holds data
+ * (stored, inline or buffered) or in a hole (a stripe never written or released, or the end of
+ * the file), at stripe granularity. Returns the offset, or -ENXIO when off is at or past the
+ * end (or no data follows), -EIO. */
+int64_t data_seek(struct data_file *f, uint64_t off, bool data);
+
 /* Adds to b the deletion of every stripe record of ino and the garbage entries for their
  * fragments (for unlink). Returns 0 or -EIO. */
 int data_release_stripes(struct data *d, uint64_t ino, struct meta_batch *b);

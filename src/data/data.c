@@ -1289,18 +1289,22 @@ int data_flush(struct data_file *f)
 struct trunc_ctx {
 	struct meta_batch *b;
 	uint64_t ino;
+	uint64_t end; /* first stripe index not to release; 0 = no bound */
 };
 
 static int trunc_one(void *arg, uint64_t stripe, const struct meta_stripe *s)
 {
 	struct trunc_ctx *t = arg;
 
+	if (t->end && stripe >= t->end)
+		return 1;
 	meta_batch_stripe_del(t->b, t->ino, stripe);
 	queue_garbage(t->b, t->ino, stripe, s);
 	return 0;
 }
 
-int data_truncate(struct data_file *f, uint64_t size)
+/* Sets the size; file lock held. */
+static int truncate_locked(struct data_file *f, uint64_t size)
 {
 	struct data *d = f->d;
 	const uint64_t S = d->stripe_size;
@@ -1310,9 +1314,6 @@ int data_truncate(struct data_file *f, uint64_t size)
 	size_t inl_len;
 	int r;
 
-	if (size > DATA_MAX_FILE_SIZE)
-		return -EFBIG;
-	pthread_mutex_lock(&f->lock);
 	wait_idle(f); /* no store or load may run across the change */
 	batch = meta_batch_new(d->meta);
 	if (!batch) {
@@ -1369,6 +1370,181 @@ int data_truncate(struct data_file *f, uint64_t size)
 out:
 	free(inl);
 	meta_batch_free(batch);
+	return r;
+}
+
+int data_truncate(struct data_file *f, uint64_t size)
+{
+	int r;
+
+	if (size > DATA_MAX_FILE_SIZE)
+		return -EFBIG;
+	pthread_mutex_lock(&f->lock);
+	r = truncate_locked(f, size);
+	pthread_mutex_unlock(&f->lock);
+	return r;
+}
+
+int data_allocate(struct data_file *f, uint64_t end)
+{
+	int r = 0;
+
+	if (end > DATA_MAX_FILE_SIZE)
+		return -EFBIG;
+	pthread_mutex_lock(&f->lock);
+	if (end > atomic_load(&f->size))
+		r = truncate_locked(f, end);
+	pthread_mutex_unlock(&f->lock);
+	return r;
+}
+
+int data_punch_hole(struct data_file *f, uint64_t off, uint64_t len)
+{
+	struct data *d = f->d;
+	const uint64_t S = d->stripe_size;
+	struct meta_batch *batch = NULL;
+	uint8_t *zeros = NULL;
+	int r = 0;
+
+	uint64_t size = atomic_load(&f->size);
+	if (off >= size || len == 0)
+		return 0;
+	uint64_t end = off + TESSERA_MIN(len, size - off);
+	uint64_t first_whole = (off + S - 1) / S, end_whole = end / S; /* [first, end) */
+
+	/* The partial stripes at the edges: zeros written like any data. */
+	uint64_t edges[2][2] = { { off, TESSERA_MIN(end, first_whole * S) },
+				 { TESSERA_MAX(off, end_whole * S), end } };
+	for (int e = 0; e < 2; e++) {
+		uint64_t a = edges[e][0], b = edges[e][1];
+		if (a >= b || (e == 1 && a < edges[0][1]))
+			continue;
+		if (!zeros && !(zeros = calloc(1, S))) {
+			r = -ENOMEM;
+			goto out;
+		}
+		ssize_t n = data_write(f, a, zeros, (size_t)(b - a));
+		if (n < 0) {
+			r = (int)n;
+			goto out;
+		}
+	}
+	if (first_whole >= end_whole)
+		goto out;
+
+	/* The whole stripes: released like a truncation of the middle of the file. */
+	pthread_mutex_lock(&f->lock);
+	wait_idle(f);
+	batch = meta_batch_new(d->meta);
+	if (!batch) {
+		r = -ENOMEM;
+		goto unlock;
+	}
+	struct trunc_ctx t = { .b = batch, .ino = f->ino, .end = end_whole };
+	r = meta_stripe_list(d->meta, f->ino, first_whole, trunc_one, &t);
+	if (r < 0)
+		goto unlock;
+	if (first_whole == 0)
+		meta_batch_inline_del(batch, f->ino);
+	atomic_store(&f->mtime_ns, tclock_realtime_ns());
+	r = commit_with_attr(f, batch, UINT64_MAX, true);
+	if (r < 0)
+		goto unlock;
+	f->attr_dirty = false;
+	f->unsynced = true;
+	for (int i = 0; i < DATA_FILE_BUFFERS; i++) {
+		struct sbuf *b = &f->bufs[i];
+		if (b->state != SB_FREE && b->idx >= first_whole && b->idx < end_whole) {
+			b->state = SB_FREE;
+			b->error = 0;
+		}
+	}
+	data_gc_kick(d);
+unlock:
+	pthread_mutex_unlock(&f->lock);
+out:
+	meta_batch_free(batch);
+	free(zeros);
+	return r;
+}
+
+struct seek_ctx {
+	uint64_t next;  /* the next stripe index expected in a run of stored stripes */
+	uint64_t found; /* SEEK_DATA: first stored stripe; SEEK_HOLE: first missing one */
+	bool data;
+	bool done;
+};
+
+static int seek_one(void *arg, uint64_t stripe, const struct meta_stripe *s)
+{
+	struct seek_ctx *c = arg;
+
+	if (c->data) {
+		c->found = stripe;
+		c->done = true;
+		return 1;
+	}
+	if (stripe != c->next) {
+		c->found = c->next;
+		c->done = true;
+		return 1;
+	}
+	c->next = stripe + 1;
+	return 0;
+}
+
+int64_t data_seek(struct data_file *f, uint64_t off, bool data)
+{
+	struct data *d = f->d;
+	const uint64_t S = d->stripe_size;
+	int64_t r;
+
+	pthread_mutex_lock(&f->lock);
+	uint64_t size = atomic_load(&f->size);
+	if (off >= size) {
+		r = -ENXIO;
+		goto out;
+	}
+	/* Walk stripe by stripe from off: buffered stripes are data, then stored ones. */
+	for (uint64_t idx = off / S; idx * S < size;) {
+		bool is_data = find_buf(f, idx) != NULL;
+		size_t len;
+		if (!is_data && idx == 0 && meta_inline_get(d->meta, f->ino, NULL, 0, &len) == 0)
+			is_data = true;
+		if (!is_data) {
+			struct seek_ctx c = { .next = idx, .data = data };
+			int lr = meta_stripe_list(d->meta, f->ino, idx, seek_one, &c);
+			if (lr < 0) {
+				r = -EIO;
+				goto out;
+			}
+			if (data) {
+				/* The next stored stripe, unless a buffered one comes first. */
+				uint64_t next = c.done ? c.found : UINT64_MAX;
+				for (int i = 0; i < DATA_FILE_BUFFERS; i++)
+					if (f->bufs[i].state != SB_FREE && f->bufs[i].idx >= idx &&
+					    f->bufs[i].idx < next)
+						next = f->bufs[i].idx;
+				if (next == UINT64_MAX || next * S >= size) {
+					r = -ENXIO;
+					goto out;
+				}
+				idx = next;
+				is_data = true;
+			} else if (c.next > idx) {
+				/* A run of stored stripes: go on after it. */
+				idx = c.next;
+				continue;
+			}
+		}
+		if (is_data == data) {
+			r = (int64_t)TESSERA_MAX(off, idx * S);
+			goto out;
+		}
+		idx++;
+	}
+	r = data ? -ENXIO : (int64_t)size; /* the end of the file is a hole */
+out:
 	pthread_mutex_unlock(&f->lock);
 	return r;
 }

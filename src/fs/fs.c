@@ -35,6 +35,7 @@
 
 #include <errno.h>
 #include <fuse_lowlevel.h>
+#include <linux/falloc.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -2025,6 +2026,49 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_statfs(req, &sv);
 }
 
+static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
+			 struct fuse_file_info *fi)
+{
+	int r;
+
+	if (off < 0 || len <= 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if ((mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE)) ||
+	    ((mode & FALLOC_FL_PUNCH_HOLE) && !(mode & FALLOC_FL_KEEP_SIZE))) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
+	if (mode & FALLOC_FL_PUNCH_HOLE)
+		r = data_punch_hole(file_of(fi), (uint64_t)off, (uint64_t)len);
+	else if (!(mode & FALLOC_FL_KEEP_SIZE))
+		r = data_allocate(file_of(fi), (uint64_t)off + (uint64_t)len);
+	else
+		r = 0; /* nothing to reserve: servers allocate on write */
+	fuse_reply_err(req, -r);
+}
+
+static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+		     struct fuse_file_info *fi)
+{
+	int64_t r;
+
+	if (whence != SEEK_DATA && whence != SEEK_HOLE) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (off < 0) {
+		fuse_reply_err(req, ENXIO);
+		return;
+	}
+	r = data_seek(file_of(fi), (uint64_t)off, whence == SEEK_DATA);
+	if (r < 0)
+		fuse_reply_err(req, (int)-r);
+	else
+		fuse_reply_lseek(req, (off_t)r);
+}
+
 static const struct fuse_lowlevel_ops ops = {
 	.init = op_init,
 	.lookup = op_lookup,
@@ -2053,6 +2097,8 @@ static const struct fuse_lowlevel_ops ops = {
 	.releasedir = op_releasedir,
 	.fsyncdir = op_fsyncdir,
 	.statfs = op_statfs,
+	.fallocate = op_fallocate,
+	.lseek = op_lseek,
 	.setxattr = op_setxattr,
 	.getxattr = op_getxattr,
 	.listxattr = op_listxattr,
