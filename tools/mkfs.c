@@ -40,7 +40,7 @@ static const char *prog = "tessera-mkfs";
 struct mkfs_settings {
 	const char *servers[META_MAX_SERVERS];
 	unsigned n_servers;
-	const char *k, *m, *stripe_size, *quorum, *bucket, *region;
+	const char *k, *m, *stripe_size, *quorum, *bucket, *region, *inline_max;
 	const char *access_key, *secret_key, *uuid;
 };
 
@@ -60,6 +60,8 @@ static void usage(FILE *f)
 		"                      k*64M; default 4M, rounded down to a multiple of k*64)\n"
 		"  --quorum Q          fragments stored before a write succeeds\n"
 		"                      (default k+1, k <= Q <= k+m)\n"
+		"  --inline-max SIZE   files up to SIZE keep their data in the metadata instead\n"
+		"                      of on the servers (default 4k, at most 64k; 0 = never)\n"
 		"  --bucket NAME       S3 bucket on every server (default tessera)\n"
 		"  --region R          SigV4 region (default us-east-1)\n"
 		"  --access-key A      S3 access key (else $TESSERA_ACCESS_KEY)\n"
@@ -238,6 +240,7 @@ static int config_set(struct mkfs_settings *st, const char *path, unsigned line,
 		{ "m", offsetof(struct mkfs_settings, m) },
 		{ "stripe-size", offsetof(struct mkfs_settings, stripe_size) },
 		{ "quorum", offsetof(struct mkfs_settings, quorum) },
+		{ "inline-max", offsetof(struct mkfs_settings, inline_max) },
 		{ "bucket", offsetof(struct mkfs_settings, bucket) },
 		{ "region", offsetof(struct mkfs_settings, region) },
 		{ "access-key", offsetof(struct mkfs_settings, access_key) },
@@ -354,6 +357,10 @@ static int build_superblock(const struct mkfs_settings *st, struct meta_superblo
 		return usage_error("invalid --quorum '%s'", st->quorum);
 	if (q < k || q > k + m)
 		return usage_error("--quorum %u is outside k..k+m = %u..%u", q, k, k + m);
+	uint64_t inl = 4096;
+	if (st->inline_max && (tparse_size(st->inline_max, &inl) < 0 || inl > META_INLINE_MAX))
+		return usage_error("invalid --inline-max '%s' (at most %u)", st->inline_max,
+				   META_INLINE_MAX);
 	if (!valid_bucket(st->bucket))
 		return usage_error("invalid --bucket '%s' (S3 rules: 3..63 of [a-z0-9.-])",
 				   st->bucket);
@@ -395,6 +402,7 @@ static int build_superblock(const struct mkfs_settings *st, struct meta_superblo
 	sb->m = m;
 	sb->stripe_size = (uint32_t)stripe;
 	sb->write_quorum = q;
+	sb->inline_max = (uint32_t)inl;
 	sb->create_time_ns = tclock_realtime_ns();
 	strcpy(sb->bucket, st->bucket);
 	strcpy(sb->region, st->region);
@@ -412,6 +420,7 @@ static void print_summary(const char *dir, const struct meta_superblock *sb)
 	printf("  uuid          %s\n", uuid);
 	printf("  erasure code  k=%u m=%u (%u+%u fragments per stripe), write quorum %u\n",
 	       sb->k, sb->m, sb->k, sb->m, sb->write_quorum);
+	printf("  inline files  up to %u bytes kept in the metadata\n", sb->inline_max);
 	if (s % (1u << 20) == 0)
 		printf("  stripe size   %u MiB\n", s >> 20);
 	else if (s % 1024 == 0)
@@ -446,13 +455,14 @@ static int write_credentials(const char *dir, const char *access, const char *se
 int main(int argc, char **argv)
 {
 	enum { OPT_SERVER = 256, OPT_K, OPT_M, OPT_STRIPE, OPT_QUORUM, OPT_BUCKET, OPT_REGION,
-	       OPT_ACCESS, OPT_SECRET, OPT_CONFIG, OPT_UUID };
+	       OPT_ACCESS, OPT_SECRET, OPT_CONFIG, OPT_UUID, OPT_INLINE };
 	static const struct option longopts[] = {
 		{ "server", required_argument, NULL, OPT_SERVER },
 		{ "k", required_argument, NULL, OPT_K },
 		{ "m", required_argument, NULL, OPT_M },
 		{ "stripe-size", required_argument, NULL, OPT_STRIPE },
 		{ "quorum", required_argument, NULL, OPT_QUORUM },
+		{ "inline-max", required_argument, NULL, OPT_INLINE },
 		{ "bucket", required_argument, NULL, OPT_BUCKET },
 		{ "region", required_argument, NULL, OPT_REGION },
 		{ "access-key", required_argument, NULL, OPT_ACCESS },
@@ -483,6 +493,7 @@ int main(int argc, char **argv)
 		case OPT_M: cli.m = optarg; break;
 		case OPT_STRIPE: cli.stripe_size = optarg; break;
 		case OPT_QUORUM: cli.quorum = optarg; break;
+		case OPT_INLINE: cli.inline_max = optarg; break;
 		case OPT_BUCKET: cli.bucket = optarg; break;
 		case OPT_REGION: cli.region = optarg; break;
 		case OPT_ACCESS: cli.access_key = optarg; break;
@@ -524,6 +535,7 @@ int main(int argc, char **argv)
 	MERGE(m, "2");
 	MERGE(stripe_size, NULL);
 	MERGE(quorum, NULL);
+	MERGE(inline_max, NULL);
 	MERGE(bucket, "tessera");
 	MERGE(region, "us-east-1");
 	MERGE(access_key, getenv("TESSERA_ACCESS_KEY"));

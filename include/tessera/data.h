@@ -42,12 +42,15 @@ struct data_config {
 	unsigned write_quorum;   /* 0 = from the superblock */
 	unsigned workers;        /* background store/prefetch threads; 0 = default (8) */
 	unsigned readahead;      /* stripes prefetched ahead of a sequential reader; 0 = none */
-	uint32_t inline_max;     /* files up to this size live in the metadata; 0 = never */
+	uint32_t inline_max;     /* files up to this size live in the metadata; 0 = never;
+	                            DATA_INLINE_FROM_SB = the filesystem's (tessera-mkfs) */
 	uint64_t buffer_budget;  /* bytes of stripe buffers over all open files (each file may
 	                            always use two); 0 = default (256 MiB) */
 	unsigned hedge_ms;       /* a data fragment slower than this is read around (parity
 	                            fetched instead); 0 = default (2000) */
 };
+
+#define DATA_INLINE_FROM_SB UINT32_MAX
 
 /* The defaults used for a NULL or zeroed config. */
 void data_config_defaults(struct data_config *cfg);

@@ -81,6 +81,8 @@ struct meta_superblock {
 	uint32_t k, m;
 	uint32_t stripe_size;   /* bytes of file data per stripe, a multiple of k*64 */
 	uint32_t write_quorum;  /* fragments that must be stored, k <= q <= k+m */
+	uint32_t inline_max;    /* files up to this size keep their data in the metadata
+	                           (0 = never; at most META_INLINE_MAX) */
 	uint64_t create_time_ns;
 	char bucket[64];
 	char region[32];
@@ -115,7 +117,7 @@ void meta_stripe_key(uint8_t out[16], uint64_t ino, uint64_t stripe);
  * Decoders return 0 and *ret, or -EBADMSG on a short, long or inconsistent record. */
 #define META_INODE_ENC_SIZE 85
 #define META_STRIPE_ENC_MAX (31 + 64 * 6)
-#define META_SUPERBLOCK_ENC_MAX (45 + 64 + 32 + 257 + 2 + META_MAX_SERVERS * 331 + 4)
+#define META_SUPERBLOCK_ENC_MAX (45 + 4 + 64 + 32 + 257 + 2 + META_MAX_SERVERS * 331 + 4)
 size_t meta_inode_encode(const struct meta_inode *in, uint8_t *out, size_t size);
 int meta_inode_decode(const uint8_t *buf, size_t len, struct meta_inode *ret);
 size_t meta_stripe_encode(const struct meta_stripe *s, uint8_t *out, size_t size);
@@ -142,6 +144,16 @@ void meta_close(struct meta *m);
 const struct meta_superblock *meta_superblock(const struct meta *m);
 /* The metadata directory given to meta_open() (borrowed, valid until meta_close()). */
 const char *meta_dir(const struct meta *m);
+
+/* Reads the S3 access key that sb->credentials names: "file:NAME" (relative to meta_dir unless
+ * absolute; the file holds "ACCESS_KEY SECRET_KEY", at most 4 KiB) or "env"
+ * (TESSERA_ACCESS_KEY and TESSERA_SECRET_KEY). Shared by tesserafs and tessera-scrub. Writes
+ * both NUL-terminated keys (only on success). Returns 0, -errno reading the file
+ * (-ENOENT, -EACCES...), -ENAMETOOLONG (the path), -EINVAL (no key pair, or a key too long
+ * for its buffer). Logs nothing. */
+int meta_load_credentials(const char *meta_dir, const struct meta_superblock *sb,
+			  char *access_key, size_t access_key_size, char *secret_key,
+			  size_t secret_key_size);
 
 /* ---- reads ---- */
 

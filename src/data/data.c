@@ -150,7 +150,7 @@ void data_config_defaults(struct data_config *cfg)
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->workers = 8;
 	cfg->readahead = 4;
-	cfg->inline_max = 4096;
+	cfg->inline_max = DATA_INLINE_FROM_SB;
 	cfg->buffer_budget = 256ull << 20;
 	cfg->hedge_ms = 2000;
 }
@@ -180,6 +180,8 @@ int data_new(struct meta *meta, struct blockclient *bc, pthread_mutex_t *inode_l
 		d->cfg.buffer_budget = 256ull << 20;
 	if (!d->cfg.hedge_ms)
 		d->cfg.hedge_ms = 2000;
+	if (d->cfg.inline_max == DATA_INLINE_FROM_SB)
+		d->cfg.inline_max = sb->inline_max;
 	if (d->cfg.inline_max > META_INLINE_MAX)
 		d->cfg.inline_max = META_INLINE_MAX;
 	if (d->cfg.readahead > DATA_FILE_BUFFERS - DATA_MIN_BUFFERS)

@@ -15,6 +15,8 @@
 #define META_REC_STRIPE_V1 1
 #define META_REC_GARBAGE_V1 1
 #define META_REC_SUPERBLOCK_V1 1
+#define META_REC_SUPERBLOCK_V2 2 /* V1 + inline_max after write_quorum */
+#define META_INLINE_DEFAULT 4096 /* inline_max of a V1 superblock */
 
 #define META_GARBAGE_ENC_SIZE 28
 #define META_DENTRY_VAL_SIZE 12 /* child ino(8) + S_IFMT bits(4) */

@@ -216,6 +216,8 @@ static bool superblock_valid(const struct meta_superblock *sb)
 		return false;
 	if (sb->write_quorum < sb->k || sb->write_quorum > sb->k + sb->m)
 		return false;
+	if (sb->inline_max > META_INLINE_MAX)
+		return false;
 	if (str_field_len(sb->bucket, sizeof(sb->bucket)) < 0 ||
 	    str_field_len(sb->region, sizeof(sb->region)) < 0 ||
 	    str_field_len(sb->credentials, sizeof(sb->credentials)) < 0)
@@ -249,7 +251,7 @@ static uint8_t *put_str(uint8_t *p, const char *s, unsigned len_bytes)
 
 size_t meta_superblock_encode(const struct meta_superblock *sb, uint8_t *out, size_t size)
 {
-	size_t len = 45 + 2 + 4;
+	size_t len = 45 + 4 + 2 + 4;
 	uint8_t *p = out;
 
 	if (!superblock_valid(sb))
@@ -260,13 +262,14 @@ size_t meta_superblock_encode(const struct meta_superblock *sb, uint8_t *out, si
 	if (size < len)
 		return len;
 
-	*p++ = META_REC_SUPERBLOCK_V1;
+	*p++ = META_REC_SUPERBLOCK_V2;
 	be_put32(p, sb->format_version), p += 4;
 	memcpy(p, sb->fs_uuid, 16), p += 16;
 	be_put32(p, sb->k), p += 4;
 	be_put32(p, sb->m), p += 4;
 	be_put32(p, sb->stripe_size), p += 4;
 	be_put32(p, sb->write_quorum), p += 4;
+	be_put32(p, sb->inline_max), p += 4;
 	be_put64(p, sb->create_time_ns), p += 8;
 	p = put_str(p, sb->bucket, 1);
 	p = put_str(p, sb->region, 1);
@@ -360,7 +363,8 @@ int meta_superblock_decode(const uint8_t *buf, size_t len, struct meta_superbloc
 	sb = calloc(1, sizeof(*sb));
 	if (!sb)
 		return -ENOMEM;
-	if (len < 45 + 4 || buf[0] != META_REC_SUPERBLOCK_V1 ||
+	if (len < 45 + 4 ||
+	    (buf[0] != META_REC_SUPERBLOCK_V1 && buf[0] != META_REC_SUPERBLOCK_V2) ||
 	    be_get32(buf + len - 4) != tcrc32c(0, buf, len - 4))
 		goto out;
 	r.end = buf + len - 4;
@@ -373,6 +377,7 @@ int meta_superblock_decode(const uint8_t *buf, size_t len, struct meta_superbloc
 	sb->m = rd_u32(&r);
 	sb->stripe_size = rd_u32(&r);
 	sb->write_quorum = rd_u32(&r);
+	sb->inline_max = buf[0] == META_REC_SUPERBLOCK_V1 ? META_INLINE_DEFAULT : rd_u32(&r);
 	sb->create_time_ns = rd_u64(&r);
 	rd_str(&r, sb->bucket, sizeof(sb->bucket), 1);
 	rd_str(&r, sb->region, sizeof(sb->region), 1);

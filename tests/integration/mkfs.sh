@@ -71,6 +71,8 @@ expect 2 "k > 32" "$MKFS" "${servers[@]}" "${keys[@]}" --k 33 --m 1 "$WORK/x"
 expect 2 "m > 16" "$MKFS" "${servers[@]}" "${keys[@]}" --k 1 --m 17 "$WORK/x"
 expect 2 "quorum below k" "$MKFS" "${servers[@]}" "${keys[@]}" --quorum 3 "$WORK/x"
 expect 2 "quorum above k+m" "$MKFS" "${servers[@]}" "${keys[@]}" --quorum 7 "$WORK/x"
+expect 2 "inline-max above 64k" "$MKFS" "${servers[@]}" "${keys[@]}" --inline-max 65537 "$WORK/x"
+expect 2 "inline-max not a size" "$MKFS" "${servers[@]}" "${keys[@]}" --inline-max 4q "$WORK/x"
 expect 2 "stripe size not a multiple of k*64" \
 	"$MKFS" "${servers[@]}" "${keys[@]}" --stripe-size 1000 "$WORK/x"
 expect 2 "stripe size above k*64M" \

@@ -310,11 +310,33 @@ START_TEST(test_superblock_codec)
 	size_t len;
 
 	ck_assert_ptr_nonnull(out);
+	sb->inline_max = 1234;
 	len = meta_superblock_encode(sb, buf, META_SUPERBLOCK_ENC_MAX);
 	ck_assert_uint_gt(len, 0);
 	ck_assert_uint_eq(meta_superblock_encode(sb, buf, 3), len);
 	ck_assert_int_eq(meta_superblock_decode(buf, len, out), 0);
 	ck_assert_mem_eq(sb, out, sizeof(*sb));
+
+	/* A version 1 record (no inline_max, 4 bytes after write_quorum) still reads, with the
+	 * threshold version 1 filesystems had. */
+	{
+		uint8_t *v1 = malloc(len);
+		const size_t at = 1 + 4 + 16 + 4 + 4 + 4 + 4;
+		memcpy(v1, buf, at);
+		memcpy(v1 + at, buf + at + 4, len - 4 - at - 4);
+		v1[0] = 1;
+		be_put32(v1 + len - 8, tcrc32c(0, v1, len - 8));
+		ck_assert_int_eq(meta_superblock_decode(v1, len - 4, out), 0);
+		ck_assert_uint_eq(out->inline_max, 4096);
+		ck_assert_uint_eq(out->write_quorum, sb->write_quorum);
+		ck_assert_uint_eq(out->create_time_ns, sb->create_time_ns);
+		free(v1);
+	}
+	/* Beyond META_INLINE_MAX: refused. */
+	sb->inline_max = META_INLINE_MAX + 1;
+	ck_assert_uint_eq(meta_superblock_encode(sb, buf, META_SUPERBLOCK_ENC_MAX), 0);
+	sb->inline_max = 1234;
+	len = meta_superblock_encode(sb, buf, META_SUPERBLOCK_ENC_MAX);
 
 	for (size_t n = 0; n < len; n++)
 		ck_assert_int_eq(meta_superblock_decode(buf, n, out), -EBADMSG);
