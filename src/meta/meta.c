@@ -728,27 +728,20 @@ int meta_garbage_list(struct meta *m, meta_garbage_fn fn, void *ctx)
 	return db_scan(m, CF_GARBAGE, NULL, NULL, 0, false, garbage_scan_one, &s);
 }
 
-int meta_xattr_get(struct meta *m, uint64_t ino, const char *name, size_t name_len, void *buf,
-		   size_t size, size_t *ret_len)
+/* Reads a raw value of at most max bytes (longer: a damaged record, -EIO) into buf (when
+ * not NULL; -ERANGE when size is too small). Returns 0 and *ret_len, -ENOENT, -EIO. */
+static int get_bytes(struct meta *m, int cf, const uint8_t *key, size_t klen, size_t max,
+		     void *buf, size_t size, size_t *ret_len)
 {
 	rocksdb_pinnableslice_t *v = NULL;
-	uint8_t key[META_XATTR_KEY_MAX];
 	const uint8_t *p;
-	size_t klen, len;
-	int r;
+	size_t len;
+	int r = db_get(m, cf, key, klen, &v);
 
-	if (name_len > META_XATTR_NAME_MAX)
-		return -ENAMETOOLONG;
-	if (name_len == 0)
-		return -ENODATA;
-	klen = meta_dentry_key(key, ino, name, name_len); /* same layout: ino + name */
-	r = db_get(m, CF_XATTRS, key, klen, &v);
-	if (r == -ENOENT)
-		r = -ENODATA;
 	if (r < 0)
 		goto out;
 	p = slice_value(v, &len);
-	if (len > META_XATTR_SIZE_MAX) {
+	if (len > max) {
 		r = -EIO;
 		goto out;
 	}
@@ -765,6 +758,22 @@ out:
 	if (v)
 		rocksdb_pinnableslice_destroy(v);
 	return r;
+}
+
+int meta_xattr_get(struct meta *m, uint64_t ino, const char *name, size_t name_len, void *buf,
+		   size_t size, size_t *ret_len)
+{
+	uint8_t key[META_XATTR_KEY_MAX];
+	size_t klen;
+	int r;
+
+	if (name_len > META_XATTR_NAME_MAX)
+		return -ENAMETOOLONG;
+	if (name_len == 0)
+		return -ENODATA;
+	klen = meta_dentry_key(key, ino, name, name_len); /* same layout: ino + name */
+	r = get_bytes(m, CF_XATTRS, key, klen, META_XATTR_SIZE_MAX, buf, size, ret_len);
+	return r == -ENOENT ? -ENODATA : r;
 }
 
 struct xattr_scan {
@@ -1033,34 +1042,10 @@ void meta_batch_xattr_del(struct meta_batch *b, uint64_t ino, const char *name,
 
 int meta_inline_get(struct meta *m, uint64_t ino, void *buf, size_t size, size_t *ret_len)
 {
-	rocksdb_pinnableslice_t *v = NULL;
 	uint8_t key[8];
-	const uint8_t *p;
-	size_t len;
-	int r;
 
 	be_put64(key, ino);
-	r = db_get(m, CF_INLINE, key, sizeof(key), &v);
-	if (r < 0)
-		goto out;
-	p = slice_value(v, &len);
-	if (len > META_INLINE_MAX) {
-		r = -EIO;
-		goto out;
-	}
-	if (buf) {
-		if (size < len) {
-			r = -ERANGE;
-			goto out;
-		}
-		if (len)
-			memcpy(buf, p, len);
-	}
-	*ret_len = len;
-out:
-	if (v)
-		rocksdb_pinnableslice_destroy(v);
-	return r;
+	return get_bytes(m, CF_INLINE, key, sizeof(key), META_INLINE_MAX, buf, size, ret_len);
 }
 
 void meta_batch_inline_put(struct meta_batch *b, uint64_t ino, const void *data, size_t len)
