@@ -34,4 +34,13 @@ uint64_t placement_seed(uint64_t ino, uint64_t stripe);
 int placement_choose(const struct placement_server *servers, size_t n, uint64_t seed,
 		     unsigned count, unsigned max_per_zone, uint16_t *ret_ids);
 
+/* Top-count selection by rendezvous scores is not proportional to the weights once count > 1:
+ * a heavy server can hold at most one fragment of a stripe, so light servers win more than
+ * their share. This rewrites the weights of servers[] in place to effective weights, found by
+ * a few rounds of deterministic sampling (the same input always gives the same output), such
+ * that choosing `count` of them puts fragments on each server in proportion to its original
+ * weight, as far as that is possible (no server can hold more than one fragment per stripe).
+ * Zones are not considered. Returns 0 or -EINVAL, -ENOMEM. */
+int placement_calibrate(struct placement_server *servers, size_t n, unsigned count);
+
 #endif

@@ -207,6 +207,12 @@ int data_new(struct meta *meta, struct blockclient *bc, pthread_mutex_t *inode_l
 		d->servers[i].zone = sb->servers[i].zone;
 		d->servers[i].up = true;
 	}
+	/* Fragments in proportion to the servers' weights (capacities). */
+	r = placement_calibrate(d->servers, d->n_servers, d->k + d->m);
+	if (r < 0) {
+		free(d);
+		return r;
+	}
 	r = codec_new(d->k, d->m, &d->codec);
 	if (r < 0) {
 		free(d);

@@ -10,6 +10,8 @@
  */
 #include "tessera/placement.h"
 
+#include "tessera/common.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -109,4 +111,99 @@ int placement_choose(const struct placement_server *servers, size_t n, uint64_t 
 	free(sc);
 	free(taken);
 	return (int)chosen;
+}
+
+#define CALIBRATE_SAMPLES 8000
+#define CALIBRATE_ROUNDS 8
+#define CALIBRATE_SCALE 1048576.0
+
+int placement_calibrate(struct placement_server *servers, size_t n, unsigned count)
+{
+	double *target = NULL, *eff = NULL, *corr = NULL;
+	uint64_t *servers_w = NULL; /* the original weights */
+	unsigned *hits = NULL;
+	uint16_t *ids = NULL;
+	double total = 0;
+	int r = 0;
+
+	if (!servers || n == 0 || count == 0)
+		return -EINVAL;
+	if (count >= n)
+		return 0; /* every server is in every stripe: nothing to balance */
+	target = calloc(n, sizeof(*target));
+	eff = calloc(n, sizeof(*eff));
+	hits = calloc(n, sizeof(*hits));
+	ids = calloc(count, sizeof(*ids));
+	servers_w = calloc(n, sizeof(*servers_w));
+	corr = calloc(n, sizeof(*corr));
+	if (!target || !eff || !hits || !ids || !servers_w || !corr) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++)
+		total += (double)servers[i].weight;
+	if (total <= 0) {
+		r = -EINVAL;
+		goto out;
+	}
+	/* Each server's expected fragments per stripe, capped at one; what the cap removes is
+	 * shared among the others (water filling). */
+	for (int pass = 0; pass < 8; pass++) {
+		double capped = 0, free_w = 0;
+		for (size_t i = 0; i < n; i++) {
+			if (target[i] >= 1.0)
+				capped += 1.0;
+			else
+				free_w += (double)servers[i].weight;
+		}
+		for (size_t i = 0; i < n; i++)
+			if (target[i] < 1.0)
+				target[i] = TESSERA_MIN(1.0, ((double)count - capped) *
+								 (double)servers[i].weight / free_w);
+	}
+	for (size_t i = 0; i < n; i++) {
+		eff[i] = (double)servers[i].weight;
+		servers_w[i] = servers[i].weight;
+	}
+
+	for (int round = 0; round < CALIBRATE_ROUNDS; round++) {
+		struct placement_server *tmp = servers;
+		for (size_t i = 0; i < n; i++) {
+			tmp[i].weight = (uint64_t)(eff[i] / total * CALIBRATE_SCALE * (double)n) + 1;
+			hits[i] = 0;
+		}
+		for (uint64_t s = 0; s < CALIBRATE_SAMPLES; s++) {
+			int got = placement_choose(tmp, n, placement_seed(0x7e55e4a, s), count, 0, ids);
+			for (int j = 0; j < got; j++)
+				for (size_t i = 0; i < n; i++)
+					if (servers[i].id == ids[j])
+						hits[i]++;
+		}
+		/* Servers of equal weight are interchangeable: correct them by their average
+		 * share, which is what sampling noise cannot skew. */
+		for (size_t i = 0; i < n; i++) {
+			double sum = 0;
+			unsigned members = 0;
+			for (size_t j = 0; j < n; j++) {
+				if (servers_w[j] != servers_w[i])
+					continue;
+				sum += hits[j];
+				members++;
+			}
+			double share = sum / members / CALIBRATE_SAMPLES;
+			corr[i] = share > 0 && target[i] < 1.0 ? pow(target[i] / share, 0.8) : 1.0;
+		}
+		for (size_t i = 0; i < n; i++)
+			eff[i] *= corr[i];
+	}
+	for (size_t i = 0; i < n; i++)
+		servers[i].weight = (uint64_t)(eff[i] / total * CALIBRATE_SCALE * (double)n) + 1;
+out:
+	free(target);
+	free(eff);
+	free(hits);
+	free(ids);
+	free(servers_w);
+	free(corr);
+	return r;
 }

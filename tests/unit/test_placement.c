@@ -71,6 +71,58 @@ START_TEST(test_weights_proportional)
 }
 END_TEST
 
+/* The issue's case: capacities 1:2:4 (six servers of each), 10 000 stripes of k+m = 6
+ * fragments, three zones: after calibration every server's fragment count lands within 10% of
+ * its share of the capacity, no stripe has two fragments on one server or more than m = 2 in
+ * one zone. */
+START_TEST(test_weights_calibrated)
+{
+	static const char *zones[3] = { "z0", "z1", "z2" };
+	struct placement_server s[18];
+	uint64_t orig[18];
+	unsigned count[18] = { 0 };
+	double total = 0;
+	uint16_t ids[6];
+
+	for (int i = 0; i < 18; i++) {
+		s[i] = (struct placement_server){ .id = (uint16_t)(100 + i),
+						  .weight = (uint64_t)(1u << (i / 6)) << 40,
+						  .zone = zones[i % 3], .up = true };
+		orig[i] = s[i].weight;
+		total += (double)orig[i];
+	}
+	ck_assert_int_eq(placement_calibrate(s, 18, 6), 0);
+	for (uint64_t st = 0; st < 10000; st++) {
+		int per_zone[3] = { 0 };
+		ck_assert_int_eq(placement_choose(s, 18, placement_seed(11, st), 6, 2, ids), 6);
+		for (int j = 0; j < 6; j++) {
+			for (int t = j + 1; t < 6; t++)
+				ck_assert_uint_ne(ids[j], ids[t]);
+			count[ids[j] - 100]++;
+			per_zone[(ids[j] - 100) % 3]++;
+		}
+		for (int z = 0; z < 3; z++)
+			ck_assert_int_le(per_zone[z], 2);
+	}
+	for (int i = 0; i < 18; i++) {
+		double expect = 60000.0 * (double)orig[i] / total;
+		double dev = ((double)count[i] - expect) / expect;
+		ck_assert_msg(dev < 0.10 && dev > -0.10, "server %d (weight %d): %u fragments, expected %.0f",
+			      i, 1 << (i / 6), count[i], expect);
+	}
+	/* Deterministic: the same input gives the same weights. */
+	struct placement_server again[18];
+	for (int i = 0; i < 18; i++) {
+		again[i] = s[i];
+		again[i].weight = orig[i];
+	}
+	ck_assert_int_eq(placement_calibrate(again, 18, 6), 0);
+	for (int i = 0; i < 18; i++)
+		ck_assert_uint_eq(again[i].weight, s[i].weight);
+	ck_assert_int_eq(placement_calibrate(s, 0, 6), -EINVAL);
+}
+END_TEST
+
 START_TEST(test_zones_spread)
 {
 	/* Three zones of three servers, 4+2: at most m = 2 fragments in one zone. */
@@ -107,6 +159,7 @@ int main(void)
 	tcase_add_test(tc, test_down_servers_skipped);
 	tcase_add_test(tc, test_weights_proportional);
 	tcase_add_test(tc, test_zones_spread);
+	tcase_add_test(tc, test_weights_calibrated);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
