@@ -72,6 +72,13 @@ void blockclient_free(struct blockclient *bc);
  * Returns the number of ops that succeeded (result == 0). */
 int blockclient_run(struct blockclient *bc, struct blockclient_op *ops, size_t n, bool force);
 
+/* Like blockclient_run(), for at most 64 ops, but once `need` of them have succeeded it waits
+ * at most grace_ms more for the others, then abandons them (result -ETIMEDOUT, their servers
+ * marked down): a hung server does not hold up a write that already has its quorum.
+ * Returns the number of ops that succeeded, or -EINVAL (n > 64). */
+int blockclient_run_quorum(struct blockclient *bc, struct blockclient_op *ops, size_t n,
+			   bool force, unsigned need, unsigned grace_ms);
+
 /* Whether a server is currently considered up (not in back-off). Unknown id: false. */
 bool blockclient_server_up(struct blockclient *bc, uint16_t id);
 

@@ -163,9 +163,13 @@ static void mark_locked(struct bc_server *s, bool up)
 		s->backoff_ns = 0;
 		return;
 	}
+	uint64_t now = tclock_monotonic_ns();
+	if (s->down_until_ns > now)
+		return; /* already backing off: failures of requests sent meanwhile (forced, or
+			   started before) say nothing new, and must not stretch the back-off */
 	s->backoff_ns = s->backoff_ns ? TESSERA_MIN(s->backoff_ns * 2, BC_BACKOFF_MAX_NS)
 				      : BC_BACKOFF_MIN_NS;
-	s->down_until_ns = tclock_monotonic_ns() + s->backoff_ns;
+	s->down_until_ns = now + s->backoff_ns;
 	tlog_debug("server %u marked down for %llu ms", s->id,
 		   (unsigned long long)(s->backoff_ns / 1000000));
 }
@@ -363,6 +367,8 @@ static int setup_easy(struct blockclient *bc, CURL *e, struct bc_xfer *x, const 
 		 * payload is not hashed (UNSIGNED-PAYLOAD): every fragment carries its own crc32c,
 		 * checked on every read, and hashing 1.5x the written bytes costs CPU. */
 		x->headers = curl_slist_append(x->headers, "Content-Type: application/octet-stream");
+		/* Fragments are never checked against ETags: blockd may skip the MD5 (doc/blockd.md). */
+		x->headers = curl_slist_append(x->headers, "x-tessera-etag: no-md5");
 		break;
 	case BC_GET:
 		curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
@@ -386,7 +392,37 @@ static int setup_easy(struct blockclient *bc, CURL *e, struct bc_xfer *x, const 
 	return 0;
 }
 
-int blockclient_run(struct blockclient *bc, struct blockclient_op *ops, size_t n, bool force)
+/* Records the result of a finished transfer. Returns its result. */
+static int finish_op(struct blockclient *bc, CURL *easy, CURLcode rc)
+{
+	struct bc_xfer *x = NULL;
+
+	curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
+	if (!x)
+		return -EIO;
+	struct blockclient_op *op = x->op;
+	if (rc == CURLE_OK) {
+		curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &op->http_status);
+		op->result = map_status(op->http_status);
+		if (op->method == BC_HEAD && op->result == 0) {
+			curl_off_t cl = -1;
+			curl_easy_getinfo(easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
+			op->result_len = cl > 0 ? (size_t)cl : 0;
+		}
+	} else {
+		op->result = x->overflow ? -EMSGSIZE : map_curl(rc);
+	}
+	bool transport_failure = rc != CURLE_OK && !x->overflow;
+	tlog_debug("%s %s on server %u: %d (http %ld, curl %d)",
+		   op->method == BC_PUT ? "put" : op->method == BC_GET ? "get" :
+		   op->method == BC_HEAD ? "head" : "delete",
+		   op->key, op->server, op->result, op->http_status, (int)rc);
+	blockclient_mark(bc, op->server, !transport_failure);
+	return op->result;
+}
+
+static int run_batch(struct blockclient *bc, struct blockclient_op *ops, size_t n, bool force,
+		     unsigned need, unsigned grace_ms)
 {
 	struct bc_xfer xs[BC_BATCH_MAX];
 	bool added[BC_BATCH_MAX] = { false };
@@ -396,13 +432,13 @@ int blockclient_run(struct blockclient *bc, struct blockclient_op *ops, size_t n
 	if (n > BC_BATCH_MAX) {
 		/* Larger batches run in slices; each slice is parallel. */
 		for (size_t i = 0; i < n; i += BC_BATCH_MAX)
-			ok += blockclient_run(bc, ops + i, TESSERA_MIN(n - i, (size_t)BC_BATCH_MAX),
-					      force);
+			ok += run_batch(bc, ops + i, TESSERA_MIN(n - i, (size_t)BC_BATCH_MAX), force,
+					0, 0);
 		return ok;
 	}
 	memset(xs, 0, sizeof(xs));
 	for (size_t i = 0; i < n; i++) {
-		ops[i].result = -EIO;
+		ops[i].result = -EINPROGRESS;
 		ops[i].http_status = 0;
 		ops[i].result_len = 0;
 	}
@@ -450,45 +486,42 @@ int blockclient_run(struct blockclient *bc, struct blockclient_op *ops, size_t n
 		added[i] = true;
 	}
 
+	uint64_t quorum_at = 0; /* when `need` ops had succeeded */
+	int done_ok = 0;
 	do {
 		CURLMcode mc = curl_multi_perform(c->multi, &running);
 		if (mc != CURLM_OK)
 			break;
+		CURLMsg *msg;
+		int left;
+		while ((msg = curl_multi_info_read(c->multi, &left))) {
+			if (msg->msg != CURLMSG_DONE)
+				continue;
+			if (finish_op(bc, msg->easy_handle, msg->data.result) == 0)
+				done_ok++;
+		}
+		if (running && need && done_ok >= (int)need) {
+			/* Enough: give the others grace_ms to finish, then stop waiting. */
+			uint64_t now = tclock_monotonic_ns();
+			if (!quorum_at)
+				quorum_at = now;
+			else if (now - quorum_at >= (uint64_t)grace_ms * 1000000)
+				break;
+		}
 		if (running)
-			mc = curl_multi_poll(c->multi, NULL, 0, 1000, NULL);
+			mc = curl_multi_poll(c->multi, NULL, 0, quorum_at ? 50 : 1000, NULL);
 		if (mc != CURLM_OK)
 			break;
 	} while (running);
 
-	CURLMsg *msg;
-	int left;
-	while ((msg = curl_multi_info_read(c->multi, &left))) {
-		struct bc_xfer *x = NULL;
-		if (msg->msg != CURLMSG_DONE)
+	/* Requests still running were abandoned: their servers are too slow to wait for. */
+	for (size_t i = 0; i < n; i++) {
+		if (!added[i] || ops[i].result != -EINPROGRESS)
 			continue;
-		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
-		if (!x)
-			continue;
-		struct blockclient_op *op = x->op;
-		CURLcode rc = msg->data.result;
-		if (rc == CURLE_OK) {
-			curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &op->http_status);
-			op->result = map_status(op->http_status);
-			if (op->method == BC_HEAD && op->result == 0) {
-				curl_off_t cl = -1;
-				curl_easy_getinfo(msg->easy_handle,
-						  CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
-				op->result_len = cl > 0 ? (size_t)cl : 0;
-			}
-		} else {
-			op->result = x->overflow ? -EMSGSIZE : map_curl(rc);
-		}
-		bool transport_failure = rc != CURLE_OK && !x->overflow;
-		tlog_debug("%s %s on server %u: %d (http %ld, curl %d)",
-			   op->method == BC_PUT ? "put" : op->method == BC_GET ? "get" :
-			   op->method == BC_HEAD ? "head" : "delete",
-			   op->key, op->server, op->result, op->http_status, (int)rc);
-		blockclient_mark(bc, op->server, !transport_failure);
+		ops[i].result = -ETIMEDOUT;
+		tlog_debug("request %s to server %u abandoned after the quorum", ops[i].key,
+			   ops[i].server);
+		blockclient_mark(bc, ops[i].server, false);
 	}
 
 	for (size_t i = 0; i < n; i++) {
@@ -500,6 +533,19 @@ int blockclient_run(struct blockclient *bc, struct blockclient_op *ops, size_t n
 	}
 	ctx_put(bc, c);
 	return ok;
+}
+
+int blockclient_run(struct blockclient *bc, struct blockclient_op *ops, size_t n, bool force)
+{
+	return run_batch(bc, ops, n, force, 0, 0);
+}
+
+int blockclient_run_quorum(struct blockclient *bc, struct blockclient_op *ops, size_t n,
+			   bool force, unsigned need, unsigned grace_ms)
+{
+	if (n > BC_BATCH_MAX)
+		return -EINVAL;
+	return run_batch(bc, ops, n, force, need, grace_ms);
 }
 
 /* ---------------------------------------------------------------- listing */

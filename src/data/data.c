@@ -144,6 +144,7 @@ struct data {
 
 static void *gc_main(void *arg);
 static void *worker_main(void *arg);
+static int fetch_status(struct data *d, uint64_t *cap, uint64_t *avail);
 
 void data_config_defaults(struct data_config *cfg)
 {
@@ -207,7 +208,19 @@ int data_new(struct meta *meta, struct blockclient *bc, pthread_mutex_t *inode_l
 		d->servers[i].zone = sb->servers[i].zone;
 		d->servers[i].up = true;
 	}
-	/* Fragments in proportion to the servers' weights (capacities). */
+	/* Weights: as tessera-mkfs was told; when it was told none (all 1), the capacity each
+	 * server reports, if every one of them answers now. Fragments then go in proportion. */
+	bool weights_given = false;
+	for (size_t i = 0; i < sb->n_servers; i++)
+		weights_given |= sb->servers[i].weight > 1;
+	if (!weights_given && d->n_servers > 0) {
+		uint64_t cap[META_MAX_SERVERS], fr[META_MAX_SERVERS];
+		bool all = fetch_status(d, cap, fr) == (int)d->n_servers;
+		for (size_t i = 0; all && i < d->n_servers; i++)
+			all = cap[i] > 0;
+		for (size_t i = 0; all && i < d->n_servers; i++)
+			d->servers[i].weight = cap[i] >> 20 ? cap[i] >> 20 : 1; /* MiB */
+	}
 	r = placement_calibrate(d->servers, d->n_servers, d->k + d->m);
 	if (r < 0) {
 		free(d);
@@ -682,6 +695,16 @@ static int store_stripe(struct data_file *f, uint64_t idx, const uint8_t *data,
 		servers[i].up = blockclient_server_up(d->bc, servers[i].id);
 	chosen = placement_choose(servers, d->n_servers, placement_seed(f->ino, idx), n, d->m,
 				  ids);
+	bool probe = false;
+	if (chosen >= 0 && chosen < (int)d->quorum) {
+		/* Too few servers believed up for a quorum: rather than fail at once, try them
+		 * all; the ones in back-off may be back (a refused connection costs little). */
+		for (size_t i = 0; i < d->n_servers; i++)
+			servers[i].up = true;
+		chosen = placement_choose(servers, d->n_servers, placement_seed(f->ino, idx), n,
+					  d->m, ids);
+		probe = true;
+	}
 	if (chosen < (int)d->quorum) {
 		tlog_debug("inode %llu stripe %llu: only %d servers up, quorum %u",
 			   (unsigned long long)f->ino, (unsigned long long)idx, chosen, d->quorum);
@@ -726,7 +749,9 @@ static int store_stripe(struct data_file *f, uint64_t idx, const uint8_t *data,
 						  .head_len = PROTO_FRAG_HDR_SIZE, .body = frags[i],
 						  .body_len = fl };
 	}
-	blockclient_run(d->bc, ops, (size_t)chosen, false);
+	/* Once the quorum is stored, a hung server gets hedge_ms more before it is left out
+	 * (the stripe is then recorded degraded, for the scrubber). */
+	blockclient_run_quorum(d->bc, ops, (size_t)chosen, probe, d->quorum, d->cfg.hedge_ms);
 	for (unsigned i = 0; i < (unsigned)chosen; i++) {
 		if (ops[i].result == 0) {
 			rec.present |= 1ull << i;
@@ -1675,13 +1700,47 @@ static uint64_t json_sum(const char *json, const char *name)
 	return sum;
 }
 
-int data_statfs(struct data *d, uint64_t *ret_total, uint64_t *ret_free)
+/* Asks every server for its /-/status: capacity and free bytes of its data directories
+ * (cap[i], avail[i]; 0 for a server that did not answer). Returns how many answered, or
+ * -ENOMEM. */
+static int fetch_status(struct data *d, uint64_t *cap, uint64_t *avail)
 {
 	enum { STATUS_MAX = 16384 };
-	struct blockclient_op ops[META_MAX_SERVERS];
-	char *bufs = NULL;
-	uint64_t total = 0, avail = 0, now = tclock_monotonic_ns();
+	struct blockclient_op *ops = calloc(d->n_servers, sizeof(*ops));
+	char *bufs = calloc(d->n_servers, STATUS_MAX + 1);
 	int ok = 0;
+
+	if (!ops || !bufs) {
+		free(ops);
+		free(bufs);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < d->n_servers; i++)
+		ops[i] = (struct blockclient_op){ .method = BC_GET, .server = d->servers[i].id,
+						  .key = "-/status", .raw_path = true,
+						  .buf = bufs + i * (STATUS_MAX + 1),
+						  .buf_size = STATUS_MAX };
+	blockclient_run(d->bc, ops, d->n_servers, false);
+	for (size_t i = 0; i < d->n_servers; i++) {
+		cap[i] = avail[i] = 0;
+		if (ops[i].result != 0)
+			continue;
+		char *s = bufs + i * (STATUS_MAX + 1);
+		s[ops[i].result_len] = '\0';
+		cap[i] = json_sum(s, "capacity");
+		avail[i] = json_sum(s, "free");
+		ok++;
+	}
+	free(bufs);
+	free(ops);
+	return ok;
+}
+
+int data_statfs(struct data *d, uint64_t *ret_total, uint64_t *ret_free)
+{
+	uint64_t total = 0, avail = 0, now = tclock_monotonic_ns();
+	uint64_t cap[META_MAX_SERVERS], fr[META_MAX_SERVERS];
+	int ok;
 
 	pthread_mutex_lock(&d->statfs_lock);
 	if (d->statfs_at_ns && now - d->statfs_at_ns < DATA_STATFS_CACHE_NS) {
@@ -1692,27 +1751,15 @@ int data_statfs(struct data *d, uint64_t *ret_total, uint64_t *ret_free)
 	}
 	pthread_mutex_unlock(&d->statfs_lock);
 
-	bufs = calloc(d->n_servers, STATUS_MAX + 1);
-	if (!bufs)
-		return -ENOMEM;
-	for (size_t i = 0; i < d->n_servers; i++)
-		ops[i] = (struct blockclient_op){ .method = BC_GET, .server = d->servers[i].id,
-						  .key = "-/status", .raw_path = true,
-						  .buf = bufs + i * (STATUS_MAX + 1),
-						  .buf_size = STATUS_MAX };
-	blockclient_run(d->bc, ops, d->n_servers, false);
-	for (size_t i = 0; i < d->n_servers; i++) {
-		if (ops[i].result != 0)
-			continue;
-		char *s = bufs + i * (STATUS_MAX + 1);
-		s[ops[i].result_len] = '\0';
-		total += json_sum(s, "capacity");
-		avail += json_sum(s, "free");
-		ok++;
-	}
-	free(bufs);
-	if (!ok)
+	ok = fetch_status(d, cap, fr);
+	if (ok < 0)
+		return ok;
+	if (ok == 0)
 		return -EIO;
+	for (size_t i = 0; i < d->n_servers; i++) {
+		total += cap[i];
+		avail += fr[i];
+	}
 	/* Usable bytes after the erasure-code overhead. */
 	total = total / (d->k + d->m) * d->k;
 	avail = avail / (d->k + d->m) * d->k;
