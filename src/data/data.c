@@ -77,6 +77,9 @@ struct sbuf {
 	enum sb_state state;
 	int error;           /* last failed store (state DIRTY), else 0 */
 	unsigned pins;       /* data_read_with() is handing its bytes out: not evictable */
+	size_t filled;       /* data[0, filled) is real; the rest reads as zeros and is zeroed
+	                        only when touched (ensure_filled): a small file's buffer costs
+	                        its size, not the stripe size */
 	uint64_t last_use;
 	uint8_t *data;       /* stripe_size bytes, or NULL until first used */
 };
@@ -430,11 +433,11 @@ static void mark_degraded(struct data *d, uint64_t ino, uint64_t stripe, uint64_
 	pthread_mutex_unlock(d->inode_lock);
 }
 
-/* Reads stripe `stripe` of ino as described by rec into out (stripe_size bytes; bytes past
- * rec->data_len are zeroed). Data fragments land in place in out; parity, when needed, in a
- * scratch buffer. */
+/* Reads stripe `stripe` of ino as described by rec into out (stripe_size bytes): the file data
+ * and zeros up to *ret_filled (k * frag_len); out is not touched past that. Data fragments land
+ * in place in out; parity, when needed, in a scratch buffer. */
 static int fetch_stripe(struct data *d, uint64_t ino, uint64_t stripe,
-			const struct meta_stripe *rec, uint8_t *out)
+			const struct meta_stripe *rec, uint8_t *out, size_t *ret_filled)
 {
 	const unsigned n = (unsigned)rec->k + rec->m;
 	const size_t fl = rec->frag_len;
@@ -521,35 +524,48 @@ static int fetch_stripe(struct data *d, uint64_t ino, uint64_t stripe,
 		if (r < 0)
 			goto out;
 	}
-	memset(out + rec->data_len, 0, d->stripe_size - rec->data_len);
+	/* Bytes past data_len within the fragments are padding, or stale after a truncation. */
+	memset(out + rec->data_len, 0, (size_t)rec->k * fl - rec->data_len);
+	if (ret_filled)
+		*ret_filled = (size_t)rec->k * fl;
 out:
 	free(parity);
 	return r;
 }
 
 /* Reads the current contents of stripe idx of ino into out (stripe_size bytes): from its
- * fragments, from the metadata when stripe 0 is inline, or zeros for a hole. */
-static int load_stripe(struct data *d, uint64_t ino, uint64_t idx, uint8_t *out)
+ * fragments, from the metadata when stripe 0 is inline, or nothing for a hole. *ret_filled
+ * gets how much of out was written; the rest is to read as zeros. */
+static int load_stripe(struct data *d, uint64_t ino, uint64_t idx, uint8_t *out,
+		       size_t *ret_filled)
 {
 	struct meta_stripe rec;
 	size_t len;
 	int r = meta_stripe_get(d->meta, ino, idx, &rec);
 
 	if (r == 0)
-		return fetch_stripe(d, ino, idx, &rec, out);
+		return fetch_stripe(d, ino, idx, &rec, out, ret_filled);
 	if (r != -ENOENT)
 		return r;
+	*ret_filled = 0;
 	if (idx == 0) {
 		r = meta_inline_get(d->meta, ino, out, d->stripe_size, &len);
-		if (r == 0) {
-			memset(out + len, 0, d->stripe_size - len);
-			return 0;
-		}
-		if (r != -ENOENT)
+		if (r == 0)
+			*ret_filled = len;
+		else if (r != -ENOENT)
 			return r == -ERANGE ? -EIO : r;
 	}
-	memset(out, 0, d->stripe_size);
 	return 0;
+}
+
+/* Makes data[0, upto) real: zeros what lies past the filled part. File lock held (or the
+ * buffer owned by a job). */
+static void ensure_filled(struct sbuf *b, size_t upto)
+{
+	if (upto > b->filled) {
+		memset(b->data + b->filled, 0, upto - b->filled);
+		b->filled = upto;
+	}
 }
 
 /* Adds garbage entries for every stored fragment of rec. */
@@ -835,8 +851,10 @@ static void *worker_main(void *arg)
 			if (r == 0)
 				f->unsynced = true;
 		} else {
-			r = load_stripe(d, f->ino, b->idx, b->data);
+			size_t filled = 0;
+			r = load_stripe(d, f->ino, b->idx, b->data, &filled);
 			pthread_mutex_lock(&f->lock);
+			b->filled = filled;
 			b->state = r == 0 ? SB_CLEAN : SB_FREE;
 		}
 		f->pending--;
@@ -862,6 +880,9 @@ static int submit(struct data_file *f, struct sbuf *b, enum job_kind kind)
 		uint64_t size = atomic_load(&f->size), start = b->idx * d->stripe_size;
 		j->data_len = (uint32_t)TESSERA_MIN((uint64_t)d->stripe_size, size - start);
 		j->inline_ok = b->idx == 0 && size <= d->cfg.inline_max;
+		/* The store reads the whole data fragments: k * frag_len bytes. */
+		ensure_filled(b, j->inline_ok ? j->data_len
+					      : d->k * codec_frag_len(d->codec, j->data_len));
 	}
 	f->pending++;
 	pthread_mutex_lock(&d->queue_lock);
@@ -1009,14 +1030,16 @@ static int get_buf(struct data_file *f, uint64_t idx, bool load, struct sbuf **r
 		if (load && idx * d->stripe_size < atomic_load(&f->size)) {
 			b->state = SB_LOADING;
 			pthread_mutex_unlock(&f->lock);
-			r = load_stripe(d, f->ino, idx, b->data);
+			size_t filled = 0;
+			r = load_stripe(d, f->ino, idx, b->data, &filled);
 			pthread_mutex_lock(&f->lock);
+			b->filled = filled;
 			b->state = r == 0 ? SB_CLEAN : SB_FREE;
 			pthread_cond_broadcast(&f->cond);
 			if (r < 0)
 				return r;
 		} else {
-			memset(b->data, 0, d->stripe_size);
+			b->filled = 0; /* all zeros, none of them written yet */
 			b->state = SB_CLEAN;
 		}
 	}
@@ -1075,6 +1098,7 @@ ssize_t data_read(struct data_file *f, uint64_t off, void *buf, size_t len)
 		r = get_buf(f, idx, true, &b);
 		if (r < 0)
 			break;
+		ensure_filled(b, so + n);
 		memcpy((uint8_t *)buf + done, b->data + so, n);
 		done += n;
 	}
@@ -1201,6 +1225,7 @@ int data_read_with(struct data_file *f, uint64_t off, size_t len, data_read_fn f
 			goto out;
 		b[count]->pins++;
 		uint64_t lo = TESSERA_MAX(off, idx * S), hi = TESSERA_MIN(off + len, (idx + 1) * S);
+		ensure_filled(b[count], (size_t)(hi - idx * S));
 		iov[count].iov_base = b[count]->data + (lo - idx * S);
 		iov[count].iov_len = (size_t)(hi - lo);
 		count++;
@@ -1235,7 +1260,9 @@ ssize_t data_write(struct data_file *f, uint64_t off, const void *buf, size_t le
 		r = get_buf(f, idx, !whole, &b);
 		if (r < 0)
 			break;
+		ensure_filled(b, so);
 		memcpy(b->data + so, (const uint8_t *)buf + done, n);
+		b->filled = TESSERA_MAX(b->filled, so + n);
 		b->state = SB_DIRTY;
 		done += n;
 		if (pos + n > atomic_load(&f->size))
@@ -1396,7 +1423,7 @@ static int truncate_locked(struct data_file *f, uint64_t size)
 			b->state = SB_FREE;
 			b->error = 0;
 		} else if ((b->idx + 1) * S > size) {
-			memset(b->data + (size - b->idx * S), 0, (size_t)((b->idx + 1) * S - size));
+			b->filled = TESSERA_MIN(b->filled, (size_t)(size - b->idx * S));
 		}
 	}
 	data_gc_kick(d);
