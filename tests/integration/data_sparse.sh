@@ -108,6 +108,28 @@ check "SEEK_DATA / SEEK_HOLE" python3 -c "$PY" seek
 check "fallocate PUNCH_HOLE / KEEP_SIZE" python3 -c "$PY" punch
 sleep 1 # the garbage thread deletes the released fragments
 check "the punched stripes' fragments are released" test "$(frags_of_stripe "$ino" 1)$(frags_of_stripe "$ino" 2)" = "00"
+# Shared writable mmap: pages written through the mapping reach the stripes (msync, fsync).
+MMAP_PY=$(cat <<'PYEOF'
+import mmap, os, sys
+p, S = sys.argv[1], int(sys.argv[2])
+size = 2 * S + 123
+offs = (0, 3 * 4096 + 5, S - 2, 2 * S + 113)
+if sys.argv[3] == "write":
+    fd = os.open(p, os.O_CREAT | os.O_RDWR, 0o644)
+    os.ftruncate(fd, size)
+    m = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    for o in offs:
+        m[o:o + 10] = b"0123456789"
+    m.flush()
+    m.close()
+    os.fsync(fd)
+    os.close(fd)
+d = open(p, "rb").read()
+sys.exit(0 if len(d) == size and all(d[o:o + 10] == b"0123456789" for o in offs) else 1)
+PYEOF
+)
+check "shared writable mmap" python3 -c "$MMAP_PY" "$M/mapped" "$S" write
 check "remount" "$TESSERA_LOCAL" remount "$LIB_WORK"
 check "after remount: contents, growth, beyond 4 GiB" python3 -c "$PY" after-remount
+check "the mmap-written file after remount" python3 -c "$MMAP_PY" "$M/mapped" "$S" read
 lib_finish
