@@ -43,12 +43,43 @@ bool stripe_frag_check(const uint8_t fs_uuid[16], const uint8_t *obj, size_t len
 		       uint64_t ino, uint64_t stripe, const struct meta_stripe *rec, unsigned index,
 		       struct proto_frag_hdr *ret_hdr);
 
+/* The same for a fragment received in two parts: its header (PROTO_FRAG_HDR_SIZE bytes) and
+ * its payload (rec->frag_len bytes, or NULL to check the header only); len is the number of
+ * bytes received in all. */
+bool stripe_frag_check_parts(const uint8_t fs_uuid[16], const uint8_t *hdr, const uint8_t *payload,
+			     size_t len, uint64_t ino, uint64_t stripe, const struct meta_stripe *rec,
+			     unsigned index, struct proto_frag_hdr *ret_hdr);
+
 /* Fills the header of fragment `index` in obj (whose payload of frag_len bytes is already in
  * place after the header): computes the payload crc32c, encodes the header. stripe_len is the
  * header's "stripe data length". Returns the payload crc. */
 uint32_t stripe_frag_seal(uint8_t *obj, const uint8_t fs_uuid[16], uint64_t ino, uint64_t stripe,
 			  uint64_t version, unsigned index, unsigned k, unsigned m,
 			  uint32_t frag_len, uint64_t stripe_len);
+
+/* Writes the header (PROTO_FRAG_HDR_SIZE bytes at hdr) of fragment `index` whose payload of
+ * frag_len bytes is at payload. Returns the payload crc. */
+uint32_t stripe_frag_seal_parts(uint8_t *hdr, const uint8_t *payload, const uint8_t fs_uuid[16],
+				uint64_t ino, uint64_t stripe, uint64_t version, unsigned index,
+				unsigned k, unsigned m, uint32_t frag_len, uint64_t stripe_len);
+
+struct stripe_fetch_opts {
+	uint64_t avoid_mask; /* fragments never to fetch (known bad) */
+	uint64_t want_mask;  /* fragments to rebuild when they are not good */
+	unsigned hedge_ms;   /* timeout of the first round (data fragments); 0 = the client's */
+};
+
+/* The general form of stripe_fetch(): fragment i's header goes to hdrs[i] (PROTO_FRAG_HDR_SIZE
+ * bytes) and its payload to dest[i] (rec->frag_len bytes); dest[i] may be NULL for a fragment
+ * not in want_mask (a scratch buffer is used if it must be fetched). *ret_good as for
+ * stripe_fetch(); *ret_bad (may be NULL) the fetched fragments that were unusable, and
+ * *ret_damaged (may be NULL) those of them whose server answered (missing or corrupt, as
+ * opposed to a server that did not answer). Returns as stripe_fetch(), also -EINVAL when a
+ * wanted fragment has no dest. */
+int stripe_fetch_into(struct blockclient *bc, struct codec *codec, const uint8_t fs_uuid[16],
+		      uint64_t ino, uint64_t stripe, const struct meta_stripe *rec,
+		      const struct stripe_fetch_opts *o, uint8_t *const *hdrs, uint8_t *const *dest,
+		      uint64_t *ret_good, uint64_t *ret_bad, uint64_t *ret_damaged);
 
 /* Fetches fragments of rec's stripe into buf (stripe_buf_size(rec) bytes) until k good ones
  * are there, then decodes every fragment of want_mask that is not good (payload only: the

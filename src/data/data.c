@@ -62,6 +62,7 @@
 #include "tessera/meta.h"
 #include "tessera/placement.h"
 #include "tessera/proto.h"
+#include "tessera/stripe_io.h"
 
 #define DATA_HASH 256
 #define DATA_GC_BATCH 128
@@ -396,23 +397,6 @@ static int frag_key(struct data *d, char *out, size_t size, uint64_t ino, uint64
 	return proto_frag_key(out, size, d->sb->fs_uuid, ino, stripe, version, index);
 }
 
-/* Checks one fetched fragment (its header and payload arrived separately; got is the number of
- * bytes received) against what the stripe map says (D4). */
-static bool frag_good(struct data *d, const uint8_t *hdr, const uint8_t *payload, size_t got,
-		      uint64_t ino, uint64_t stripe, const struct meta_stripe *rec, unsigned index)
-{
-	struct proto_frag_hdr h;
-
-	if (got != PROTO_FRAG_HDR_SIZE + (size_t)rec->frag_len ||
-	    proto_frag_hdr_decode(hdr, PROTO_FRAG_HDR_SIZE, &h) < 0)
-		return false;
-	return memcmp(h.fs_uuid, d->sb->fs_uuid, 16) == 0 && h.ino == ino &&
-	       h.stripe == stripe && h.version == rec->version && h.index == index &&
-	       h.k == rec->k && h.m == rec->m && h.payload_len == rec->frag_len &&
-	       h.payload_crc == rec->crcs[index] &&
-	       tcrc32c(0, payload, rec->frag_len) == h.payload_crc;
-}
-
 /* Flags a stripe whose fragment was found damaged or missing, so that the scrubber repairs it
  * first (read-repair queue). Only the version that was read is flagged. */
 static void mark_degraded(struct data *d, uint64_t ino, uint64_t stripe, uint64_t version)
@@ -439,98 +423,30 @@ static void mark_degraded(struct data *d, uint64_t ino, uint64_t stripe, uint64_
 static int fetch_stripe(struct data *d, uint64_t ino, uint64_t stripe,
 			const struct meta_stripe *rec, uint8_t *out, size_t *ret_filled)
 {
-	const unsigned n = (unsigned)rec->k + rec->m;
+	const struct stripe_fetch_opts o = { .want_mask = (1ull << rec->k) - 1,
+					     .hedge_ms = d->cfg.hedge_ms };
 	const size_t fl = rec->frag_len;
-	struct blockclient_op ops[64];
-	char keys[64][PROTO_KEY_MAX];
-	uint8_t hdrs[64][PROTO_FRAG_HDR_SIZE];
-	uint8_t *frags[64], *parity = NULL;
-	unsigned idx_of_op[64];
-	uint64_t good = 0, tried = 0;
-	bool damaged = false;
-	int r = 0;
+	uint8_t hdrs[64][PROTO_FRAG_HDR_SIZE], *hp[64], *dest[64] = { NULL };
+	uint64_t good, damaged = 0;
+	int r;
 
-	if (rec->k != d->k || rec->m != d->m || n > 64 || fl == 0 || fl > PROTO_MAX_PAYLOAD ||
-	    rec->data_len > d->stripe_size || (uint64_t)fl * rec->k > d->stripe_size ||
-	    rec->data_len > (uint64_t)fl * rec->k)
+	if (rec->k != d->k || rec->m != d->m || (uint64_t)fl * rec->k > d->stripe_size)
 		return -EIO;
-	for (unsigned i = 0; i < rec->k; i++)
-		frags[i] = out + (size_t)i * fl;
-
-	/* Round 0: the data fragments on servers that are up, within the hedge timeout (a slow
-	 * one is read around). Round 1: as many other fragments on servers that are up as are
-	 * missing. Round 2: everything not tried yet, servers in back-off too. */
-	for (int round = 0; round < 3 && __builtin_popcountll(good) < (int)rec->k; round++) {
-		unsigned nops = 0;
-		int need = (int)rec->k - __builtin_popcountll(good);
-
-		for (unsigned i = 0; i < n && (round == 2 || need > 0); i++) {
-			if (!(rec->present & (1ull << i)) || (tried & (1ull << i)))
-				continue;
-			if (round == 0 && i >= rec->k)
-				break;
-			if (round < 2 && !blockclient_server_up(d->bc, rec->servers[i]))
-				continue;
-			if (i >= rec->k && !parity) {
-				parity = malloc((size_t)rec->m * fl);
-				if (!parity) {
-					r = -ENOMEM;
-					goto out;
-				}
-				for (unsigned p = 0; p < rec->m; p++)
-					frags[rec->k + p] = parity + (size_t)p * fl;
-			}
-			frag_key(d, keys[nops], sizeof(keys[nops]), ino, stripe, rec->version, i);
-			ops[nops] = (struct blockclient_op){
-				.method = BC_GET, .server = rec->servers[i], .key = keys[nops],
-				.head = hdrs[i], .head_len = PROTO_FRAG_HDR_SIZE,
-				.buf = frags[i], .buf_size = fl,
-				.timeout_ms = round == 0 ? d->cfg.hedge_ms : 0,
-			};
-			idx_of_op[nops++] = i;
-			tried |= 1ull << i;
-			if (round == 1)
-				need--;
-		}
-		if (nops == 0)
-			continue;
-		blockclient_run(d->bc, ops, nops, round == 2);
-		for (unsigned j = 0; j < nops; j++) {
-			unsigned i = idx_of_op[j];
-			if (ops[j].result == 0 && frag_good(d, hdrs[i], frags[i], ops[j].result_len,
-							    ino, stripe, rec, i)) {
-				good |= 1ull << i;
-				continue;
-			}
-			/* A server that answered with a missing or bad fragment: damage. A server
-			 * that did not answer may come back: not (yet) damage. */
-			if (ops[j].result == 0 || ops[j].result == -ENOENT ||
-			    ops[j].result == -EMSGSIZE)
-				damaged = true;
-			tlog_debug("fragment %u of inode %llu stripe %llu unusable: %d", i,
-				   (unsigned long long)ino, (unsigned long long)stripe,
-				   ops[j].result);
-		}
+	for (unsigned i = 0; i < (unsigned)rec->k + rec->m; i++) {
+		hp[i] = hdrs[i];
+		if (i < rec->k)
+			dest[i] = out + (size_t)i * fl; /* in place; parity only when needed */
 	}
+	r = stripe_fetch_into(d->bc, d->codec, d->sb->fs_uuid, ino, stripe, rec, &o, hp, dest,
+			      &good, NULL, &damaged);
 	if (damaged && !(rec->flags & META_STRIPE_F_DEGRADED))
 		mark_degraded(d, ino, stripe, rec->version);
-	if (__builtin_popcountll(good) < (int)rec->k) {
-		r = -EIO;
-		goto out;
-	}
-	uint64_t data_mask = (1ull << rec->k) - 1;
-	if ((good & data_mask) != data_mask) {
-		r = codec_decode(d->codec, frags, good, data_mask & ~good, fl);
-		if (r < 0)
-			goto out;
-	}
+	if (r < 0)
+		return r == -EINVAL ? -EIO : r;
 	/* Bytes past data_len within the fragments are padding, or stale after a truncation. */
 	memset(out + rec->data_len, 0, (size_t)rec->k * fl - rec->data_len);
-	if (ret_filled)
-		*ret_filled = (size_t)rec->k * fl;
-out:
-	free(parity);
-	return r;
+	*ret_filled = (size_t)rec->k * fl;
+	return 0;
 }
 
 /* Reads the current contents of stripe idx of ino into out (stripe_size bytes): from its
@@ -748,16 +664,9 @@ static int store_stripe(struct data_file *f, uint64_t idx, const uint8_t *data,
 						    fl - (size_t)c * META_CHUNK_SIZE));
 
 	for (unsigned i = 0; i < (unsigned)chosen; i++) {
-		struct proto_frag_hdr h = {
-			.ino = f->ino, .stripe = idx, .version = rec.version,
-			.index = (uint8_t)i, .k = (uint8_t)k, .m = (uint8_t)d->m,
-			.matrix = PROTO_MATRIX_CAUCHY, .payload_len = (uint32_t)fl,
-			.payload_crc = tcrc32c(0, frags[i], fl),
-			.stripe_len = data_len,
-		};
-		memcpy(h.fs_uuid, d->sb->fs_uuid, 16);
-		proto_frag_hdr_encode(&h, hdrs[i]);
-		rec.crcs[i] = h.payload_crc;
+		rec.crcs[i] = stripe_frag_seal_parts(hdrs[i], frags[i], d->sb->fs_uuid, f->ino, idx,
+						     rec.version, i, k, d->m, (uint32_t)fl,
+						     data_len);
 		rec.servers[i] = ids[i];
 		frag_key(d, keys[i], sizeof(keys[i]), f->ino, idx, rec.version, i);
 		ops[i] = (struct blockclient_op){ .method = BC_PUT, .server = ids[i],
