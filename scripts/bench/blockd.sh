@@ -8,22 +8,30 @@
 #     nginx_<op>_<size>_c<N>_{...}
 #     ratio_<op>_<size>_c<N> blockd/nginx                (x; latency ratios are nginx/blockd,
 #                                                          so > 1 always means blockd is better)
-# Requests to blockd are SigV4-signed (signing is part of the cost compared); nginx gets plain
-# requests: static GET, and PUT through its WebDAV module (dav_methods PUT). nginx does not
-# fsync a PUT; blockd does (temp file, fsync, rename, fsync of the directory) before it
-# answers, so the PUT ratio includes the price of durability.
+# Requests to blockd are SigV4-signed as tesserafs's block client sends them (verifying them
+# is part of the cost compared; the load generator signs with a cached signing key, see
+# tests/helpers/bcclient.c) and PUTs carry "x-tessera-etag: no-md5" as the block client's do;
+# nginx gets plain requests: static GET, and PUT through its WebDAV module (dav_methods PUT).
+# nginx does not fsync a PUT (and a PUT that replaces the previous one before writeback never
+# reaches the disk at all); blockd makes it durable (temp file, fdatasync, rename, fsync of the
+# directory, shared between concurrent PUTs) before it answers, so the PUT ratio includes the
+# price of durability, which at concurrency 1 is the disk's flush latency.
+#
+# The machine may be shared: every figure is measured BENCH_REPEAT times, blockd and nginx
+# alternately, and the median of each is reported (the ratio is of the medians).
 #
 # nginx is installed with apt-get when missing (root needed); this script starts it on
 # 127.0.0.1 with a temporary prefix and config and stops it by its PID. Environment:
 # TESSERA_BUILD, BENCH_DIR (scratch; default a new directory under /var/tmp),
-# BENCH_SECONDS (per measurement, default 3).
+# BENCH_SECONDS (per measurement, default 2), BENCH_REPEAT (default 3).
 set -euo pipefail
 
 REPO=${REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 BUILD=${TESSERA_BUILD:-$REPO/build}
 BLOCKD="$BUILD/tessera-blockd"
 BCC="$BUILD/tests/bcclient"
-SECS=${BENCH_SECONDS:-3}
+SECS=${BENCH_SECONDS:-2}
+REPEAT=${BENCH_REPEAT:-3}
 export TESSERA_ACCESS_KEY=bench TESSERA_SECRET_KEY=bench-secret
 
 for f in "$BLOCKD" "$BCC"; do
@@ -117,7 +125,7 @@ for s in 1m 4k; do
 		{ echo "bench/blockd: nginx refused a PUT: $(tail -n 3 "$W/ng/logs/error.log")" >&2; exit 1; }
 done
 
-# run SERVER OP SIZE CONC -> sets R_rate R_tput R_p50 R_p99
+# run SERVER OP SIZE CONC -> appends "rate tput p50 p99" to $W/res.SERVER
 run() {
 	local server=$1 op=$2 size=$3 conc=$4 bytes out url prefix sign=
 	bytes=$([[ $size == 1m ]] && echo 1048576 || echo 4096)
@@ -126,22 +134,27 @@ run() {
 	out=$("$BCC" bench "$url" "$prefix" "$op" "$bytes" "$conc" "$SECS" $sign 2>"$W/bench.err") || {
 		echo "# $server $op $size c$conc failed: $(head -n 3 "$W/bench.err")" >&2
 	}
-	R_rate=$(awk '$1 == "rate" { print $2 }' <<<"$out")
-	R_tput=$(awk '$1 == "throughput" { print $2 }' <<<"$out")
-	R_p50=$(awk '$1 == "p50" { print $2 }' <<<"$out")
-	R_p99=$(awk '$1 == "p99" { print $2 }' <<<"$out")
+	awk '$1 == "rate" { r = $2 } $1 == "throughput" { t = $2 } $1 == "p50" { a = $2 }
+	     $1 == "p99" { b = $2 } END { print r + 0, t + 0, a + 0, b + 0 }' <<<"$out" >>"$W/res.$server"
 }
+# median SERVER COLUMN
+median() { sort -g -k"$2,$2" "$W/res.$1" | awk -v c="$2" '{ v[NR] = $c } END { print v[int((NR + 1) / 2)] }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "nan" }'; }
+status_field() { curl -s "$BURL/-/status" | python3 -c "import json, sys; print(json.load(sys.stdin).get('$1', 0))"; }
 
-echo "# blockd $BURL vs nginx $("$NGINX" -v 2>&1 | sed 's/.*: //') $NURL, $(nproc) cores, ${SECS}s per figure"
+echo "# blockd $BURL vs nginx $("$NGINX" -v 2>&1 | sed 's/.*: //') $NURL, $(nproc) cores, ${SECS}s per figure, median of $REPEAT"
 for op in get put; do
 	for size in 1m 4k; do
 		for conc in 1 8 32; do
 			name="${op}_${size}_c${conc}"
-			run blockd "$op" "$size" "$conc"
-			b_rate=$R_rate b_tput=$R_tput b_p50=$R_p50 b_p99=$R_p99
-			run nginx "$op" "$size" "$conc"
-			n_rate=$R_rate n_tput=$R_tput n_p50=$R_p50 n_p99=$R_p99
+			rm -f "$W/res.blockd" "$W/res.nginx"
+			f0=$(status_field dir_fsyncs) w0=$(status_field dir_syncs_wanted)
+			for _ in $(seq "$REPEAT"); do
+				run blockd "$op" "$size" "$conc"
+				run nginx "$op" "$size" "$conc"
+			done
+			b_rate=$(median blockd 1) b_tput=$(median blockd 2) b_p50=$(median blockd 3) b_p99=$(median blockd 4)
+			n_rate=$(median nginx 1) n_tput=$(median nginx 2) n_p50=$(median nginx 3) n_p99=$(median nginx 4)
 			if [[ $size == 1m ]]; then
 				echo "blockd_${name}_throughput $b_tput MiB/s"
 				echo "nginx_${name}_throughput $n_tput MiB/s"
@@ -156,6 +169,11 @@ for op in get put; do
 			echo "ratio_${name} $(ratio "$b_rate" "$n_rate") x"
 			echo "ratio_${name}_p50 $(ratio "$n_p50" "$b_p50") x"
 			echo "ratio_${name}_p99 $(ratio "$n_p99" "$b_p99") x"
+			if [[ $op == put ]]; then
+				# Group commit: directory fsyncs per directory change (1 = no sharing).
+				f1=$(status_field dir_fsyncs) w1=$(status_field dir_syncs_wanted)
+				echo "blockd_${name}_dir_fsyncs_per_put $(ratio $((f1 - f0)) $((w1 - w0))) x"
+			fi
 		done
 	done
 done

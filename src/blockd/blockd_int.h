@@ -19,12 +19,45 @@
 /* ---------------------------------------------------------------- store */
 
 #define BD_LOCK_STRIPES 64
+#define BD_DSYNC_SLOTS 64
 #define BD_ETAG_XATTR "user.tessera.etag"
+#define BD_ETAG_MAX 40          /* longest ETag kept (without quotes, with NUL) */
+#define BD_DIRECT_MIN (128u << 10) /* bodies from this size are written with O_DIRECT */
+/* The aligned staging buffer of an O_DIRECT put: a whole fragment (1 MiB + header) goes to
+ * disk in one write. At most BD_STAGE_MAX are in use (128 MiB); puts beyond that, like small
+ * ones, go through the page cache. */
+#define BD_STAGE_SIZE (2u << 20)
+#define BD_STAGE_ALIGN 4096u
+#define BD_STAGE_CACHE 16          /* free staging buffers kept for reuse */
+#define BD_STAGE_MAX 64
+
+/* Group commit of directory fsyncs (store.c, "Group commit"): one entry per directory that
+ * has renames or unlinks waiting to become durable. */
+struct bd_dsync_waiter {
+	uint64_t ticket;
+	bool done;
+	int result;
+	struct bd_dsync_waiter *next;
+};
+struct bd_dsync {
+	struct bd_dsync *next;
+	uint64_t issued;        /* tickets handed out: changes announced in this directory */
+	bool running;           /* a leader is in fsync(2) */
+	unsigned refs;          /* threads holding this entry */
+	struct bd_dsync_waiter *waiters;
+	char path[];            /* the directory */
+};
+struct bd_dsync_slot {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct bd_dsync *list;
+};
 
 struct bd_dir {
 	char root[PATH_MAX];    /* the data directory as configured */
 	char objects[PATH_MAX]; /* root/objects */
 	char tmp[PATH_MAX];     /* root/tmp */
+	bool xattr_ok;          /* user xattrs work here (probed at open) */
 	atomic_int_fast64_t n_objects; /* objects in this directory (counted at open, then kept) */
 	atomic_int_fast64_t n_bytes;   /* their total size */
 };
@@ -35,7 +68,14 @@ struct bd_store {
 	unsigned n_dirs;
 	struct bd_dir dirs[BLOCKD_MAX_DIRS];
 	pthread_mutex_t locks[BD_LOCK_STRIPES];
+	struct bd_dsync_slot dsync[BD_DSYNC_SLOTS];
 	atomic_int_fast64_t objects; /* objects counted at open, then kept by put/delete */
+	pthread_mutex_t stage_lock;        /* the free staging buffers */
+	void *stages[BD_STAGE_CACHE];
+	unsigned n_stages;                 /* free, in stages[] */
+	unsigned stages_out;               /* in use by puts */
+	atomic_uint_fast64_t dir_fsyncs;   /* fsync(2) calls on directories (group commit) */
+	atomic_uint_fast64_t dir_syncs_wanted; /* changes that needed one */
 };
 
 /* An object being received: a temp file in dirs[dir].tmp plus running digests. */
@@ -44,18 +84,23 @@ struct bd_put {
 	unsigned dir;
 	int fd;                 /* -1 when closed */
 	char tmp_path[PATH_MAX];
-	uint64_t size;
-	EVP_MD_CTX *md5;
+	uint64_t size;          /* body bytes received */
+	uint64_t synced;        /* bytes whose writeback was started (buffered puts) */
+	char *stage;            /* O_DIRECT puts: aligned buffer of the bytes after "written" */
+	size_t staged;
+	uint64_t written;       /* O_DIRECT puts: bytes in the file */
+	EVP_MD_CTX *md5;        /* NULL when the MD5 is not wanted (bd_put_begin()) */
 	EVP_MD_CTX *sha256;     /* NULL unless asked for */
-	char md5_hex[33];       /* set by bd_put_finish() */
+	char md5_hex[33];       /* set by bd_put_finish() when the MD5 was computed */
 	char sha256_hex[65];    /* set by bd_put_finish() when sha256 was asked for */
+	char etag[BD_ETAG_MAX]; /* set by bd_put_finish(): md5_hex, or a unique non-MD5 tag */
 };
 
 struct bd_object {
 	int fd;                 /* open for reading; the caller closes it */
 	uint64_t size;
 	int64_t mtime_s;
-	char etag[33];          /* hex MD5 of the content */
+	char etag[BD_ETAG_MAX]; /* hex MD5 of the content, or the tag stored with it */
 };
 
 /* Creates DIR/objects and DIR/tmp in every data directory, removes temp files left by a
@@ -66,15 +111,20 @@ int bd_store_open(struct bd_store *s, const char (*dirs)[4096], unsigned n_dirs,
 void bd_store_close(struct bd_store *s);
 
 /* Starts receiving bucket/key: picks the data directory (the one already holding the key,
- * else weighted by free space) and creates the temp file. Returns 0 or -errno. */
-int bd_put_begin(struct bd_store *s, const char *bucket, const char *key, bool want_sha256,
-		 struct bd_put *p);
+ * else weighted by free space) and creates the temp file. expected_size (0: unknown) of at
+ * least BD_DIRECT_MIN writes the body with O_DIRECT, bypassing the page cache. want_md5 false lets the ETag be a
+ * unique tag that is not the MD5 ("<32 hex>-1", as S3 gives objects whose ETag is not an MD5)
+ * where the directory can store it in an xattr; elsewhere the MD5 is computed anyway.
+ * Returns 0 or -errno. */
+int bd_put_begin(struct bd_store *s, const char *bucket, const char *key,
+		 uint64_t expected_size, bool want_md5, bool want_sha256, struct bd_put *p);
 /* Appends body bytes. Returns 0 or -errno (-ENOSPC, -EIO ...). */
 int bd_put_write(struct bd_put *p, const void *buf, size_t len);
-/* Finalises the digests (md5_hex, sha256_hex). Returns 0 or -EIO. */
+/* Finalises the digests (md5_hex, sha256_hex) and the etag. Returns 0 or -EIO. */
 int bd_put_finish(struct bd_put *p);
-/* Makes the object durable and visible: fsync, rename into place, fsync the directory.
- * Requires bd_put_finish(). On failure the temp file is removed. Returns 0 or -errno. */
+/* Makes the object durable and visible: fdatasync, rename into place, fsync the directory
+ * (group commit). Requires bd_put_finish(). On failure the temp file is removed. Returns 0
+ * or -errno. */
 int bd_put_commit(struct bd_put *p, const char *bucket, const char *key);
 /* Removes the temp file and frees the digests; safe to call twice and after commit. */
 void bd_put_abort(struct bd_put *p);
@@ -121,6 +171,9 @@ const struct bd_error *bd_error_lookup(int err);
 #define BD_EBADDIGEST EBADE         /* BadDigest: Content-MD5 or x-amz-checksum-* mismatch */
 #define BD_EINVALDIGEST EBADR       /* InvalidDigest: a digest header that is not valid */
 #define BD_ENOLENGTH ENODATA        /* MissingContentLength */
+
+/* Request header of a PUT: "no-md5" lets the ETag be a unique tag instead of the MD5. */
+#define BD_ETAG_HEADER "x-tessera-etag"
 
 /* The x-amz-content-sha256 value of an unsigned aws-chunked body with trailers. */
 #define BD_STREAMING_UNSIGNED_TRAILER "STREAMING-UNSIGNED-PAYLOAD-TRAILER"

@@ -30,6 +30,11 @@
  *     requests on the connections beyond max_connections get 503 SlowDown and a close.
  *     Accepted connections are counted (/-/status "connections"): the keep-alive proof.
  *
+ * Cost notes (doc/blockd.md, "Performance"): GET bodies up to BD_SMALL_GET are copied into
+ * the response (headers and body in one send), larger ones go out with sendfile; a PUT
+ * carrying "x-tessera-etag: no-md5" and no Content-MD5 skips the MD5 (the ETag is then a
+ * unique non-MD5 tag); request ids are a random base plus a counter.
+ *
  * Bodies in the aws-chunked encoding (x-amz-content-sha256: STREAMING-UNSIGNED-PAYLOAD-
  * TRAILER, what the AWS SDKs send for streams) are decoded while streaming (chunked_feed());
  * the signed-chunk variants are refused.
@@ -70,6 +75,15 @@
 #define BD_LIST_MAX_KEYS 1000
 #define BD_DISCARD_SLACK (1u << 20)
 #define BD_THREAD_STACK (1u << 20)
+#define BD_FADVISE_MIN (128u << 10)
+#define BD_SMALL_GET (16u << 10) /* GET bodies up to this size are copied, not sendfile'd */
+/* libmicrohttpd's per-connection memory pool (headers, then the read buffer that body data
+ * arrives in): the default 32 KiB pool reads a 1 MiB body in ~70 pieces of 14 KiB, each a
+ * recv, a handler call and a write(2); 64 KiB takes about 32 (larger pools
+ * cost every request more: libmicrohttpd clears the pool between requests). It also
+ * bounds the request headers (invariant 3). */
+#define BD_CONN_MEMORY (64u << 10)
+#define BD_CONN_MEMORY_STEP (16u << 10)
 
 /* Connections beyond cfg.max_connections that libmicrohttpd still accepts, so that they can
  * be told "503 SlowDown" instead of being dropped silently. */
@@ -92,6 +106,8 @@ struct blockd {
 	uint16_t port;
 	uint64_t start_ns;
 	atomic_uint_fast64_t requests;
+	uint64_t request_id_base;              /* random, drawn at start */
+	atomic_uint_fast64_t request_seq;      /* request ids are base + seq */
 	atomic_uint_fast64_t errors;
 	atomic_uint_fast64_t connections;      /* TCP connections accepted since start */
 	atomic_int_fast64_t connections_open;  /* currently open */
@@ -500,12 +516,14 @@ static enum MHD_Result reply_status(struct bd_req *r, struct MHD_Connection *c)
 	dstr_printf(&d, "],\"objects\":%lld,\"bytes_stored\":%llu,\"requests\":%llu,"
 			"\"errors\":%llu,\"slowdowns\":%llu,\"connections\":%llu,"
 			"\"connections_open\":%lld,\"bytes_in\":%llu,\"bytes_out\":%llu,"
+			"\"dir_fsyncs\":%llu,\"dir_syncs_wanted\":%llu,"
 			"\"max_connections\":%u,\"max_object_size\":%llu}\n",
 		    (long long)b->store.objects, (unsigned long long)stored,
 		    (unsigned long long)b->requests, (unsigned long long)b->errors,
 		    (unsigned long long)b->slowdowns, (unsigned long long)b->connections,
 		    (long long)b->connections_open, (unsigned long long)b->bytes_in,
-		    (unsigned long long)b->bytes_out, b->cfg.max_connections,
+		    (unsigned long long)b->bytes_out, (unsigned long long)b->store.dir_fsyncs,
+		    (unsigned long long)b->store.dir_syncs_wanted, b->cfg.max_connections,
 		    (unsigned long long)b->cfg.max_object_size);
 	return reply_text(r, c, &d, "application/json");
 }
@@ -552,6 +570,14 @@ static enum MHD_Result reply_metrics(struct bd_req *r, struct MHD_Connection *c)
 		    "# HELP tessera_blockd_sent_bytes_total Response body bytes sent.\n"
 		    "# TYPE tessera_blockd_sent_bytes_total counter\n"
 		    "tessera_blockd_sent_bytes_total %llu\n"
+		    "# HELP tessera_blockd_dir_fsyncs_total fsync(2) calls on directories.\n"
+		    "# TYPE tessera_blockd_dir_fsyncs_total counter\n"
+		    "tessera_blockd_dir_fsyncs_total %llu\n"
+		    "# HELP tessera_blockd_dir_sync_requests_total Directory changes (renames, "
+		    "unlinks) that waited for a directory fsync; group commit shares one fsync "
+		    "between several.\n"
+		    "# TYPE tessera_blockd_dir_sync_requests_total counter\n"
+		    "tessera_blockd_dir_sync_requests_total %llu\n"
 		    "# HELP tessera_blockd_objects Objects stored.\n"
 		    "# TYPE tessera_blockd_objects gauge\n"
 		    "tessera_blockd_objects %lld\n"
@@ -564,7 +590,8 @@ static enum MHD_Result reply_metrics(struct bd_req *r, struct MHD_Connection *c)
 		    (unsigned long long)b->errors, (unsigned long long)b->slowdowns,
 		    (unsigned long long)b->connections, (long long)b->connections_open,
 		    (unsigned long long)b->bytes_in, (unsigned long long)b->bytes_out,
-		    (long long)b->store.objects,
+		    (unsigned long long)b->store.dir_fsyncs,
+		    (unsigned long long)b->store.dir_syncs_wanted, (long long)b->store.objects,
 		    (unsigned long long)((tclock_monotonic_ns() - b->start_ns) / 1000000000ull));
 	for (unsigned i = 0; i <= BD_N_LAT; i++) {
 		char le[32] = "+Inf";
@@ -704,11 +731,29 @@ static enum MHD_Result serve_object(struct bd_req *r, struct MHD_Connection *c)
 	if (len == 0) {
 		close(o.fd);
 		resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+	} else if (len <= BD_SMALL_GET && !method_is(r, "HEAD")) {
+		/* Small: copied, so that libmicrohttpd sends headers and body in one call and one
+		 * segment instead of a send and a sendfile. */
+		char *body = malloc((size_t)len);
+		ssize_t got = body ? pread(o.fd, body, (size_t)len, (off_t)off) : -1;
+		int err = got < 0 ? errno : EIO;
+		close(o.fd);
+		if (got != (ssize_t)len) {
+			free(body);
+			set_detail(r, "cannot read '%s/%s': %s", r->bucket, r->key,
+				   strerror(body ? err : ENOMEM));
+			return reply_error(r, c, body ? -err : -ENOMEM, NULL);
+		}
+		resp = MHD_create_response_from_buffer((size_t)len, body, MHD_RESPMEM_MUST_FREE);
+		if (!resp)
+			free(body);
+		r->bytes_out = len;
 	} else {
-		/* Zero-copy: libmicrohttpd sends the file with sendfile(2). The whole range is
+		/* Zero-copy: libmicrohttpd sends the file with sendfile(2). A large range is
 		 * wanted at once: ask the kernel to read it ahead in one go rather than in
-		 * 128 KiB readahead steps. */
-		(void)posix_fadvise(o.fd, (off_t)off, (off_t)len, POSIX_FADV_WILLNEED);
+		 * 128 KiB readahead steps (smaller ones are within the default readahead). */
+		if (len > BD_FADVISE_MIN)
+			(void)posix_fadvise(o.fd, (off_t)off, (off_t)len, POSIX_FADV_WILLNEED);
 		resp = MHD_create_response_from_fd_at_offset64(len, o.fd, off);
 		if (!method_is(r, "HEAD"))
 			r->bytes_out = len;
@@ -801,6 +846,8 @@ static int check_digests(struct bd_req *r)
 			set_detail(r, "malformed Content-MD5 '%s'", r->content_md5);
 			return -BD_EINVALDIGEST;
 		}
+		if (!r->put.md5_hex[0])
+			return -EIO; /* cannot happen: a Content-MD5 always asks for the MD5 */
 		base64_of_hex(r->put.md5_hex, 16, mine);
 		if (strcmp(mine, r->content_md5) != 0) {
 			set_detail(r, "Content-MD5 '%s' does not match the body's '%s'",
@@ -837,7 +884,7 @@ static enum MHD_Result begin_put(struct bd_req *r, struct MHD_Connection *c)
 	const char *sha = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-amz-content-sha256");
 	const char *md5 = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-MD5");
 	const char *trailer = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-amz-trailer");
-	uint64_t len;
+	uint64_t len = 0;
 	int rr;
 
 	r->decoded_len = UINT64_MAX;
@@ -902,7 +949,12 @@ static enum MHD_Result begin_put(struct bd_req *r, struct MHD_Connection *c)
 		if (r->ck_algo == BD_CK_NONE)
 			r->ck_algo = cksum_algo(trailer); /* others are not verified (doc/blockd.md) */
 	}
+	/* The ETag is the MD5 (S3), unless the client says it needs no MD5 and sent none to
+	 * check: then it is any unique tag, which saves hashing every byte (doc/blockd.md). */
+	const char *etag_mode = MHD_lookup_connection_value(c, MHD_HEADER_KIND, BD_ETAG_HEADER);
+	bool want_md5 = r->content_md5[0] || !etag_mode || strcmp(etag_mode, "no-md5") != 0;
 	rr = bd_put_begin(&r->b->store, r->bucket, r->key,
+			  r->aws_chunked ? r->decoded_len : (cl ? len : 0), want_md5,
 			  r->check_sha || r->verify_deferred || r->ck_algo == BD_CK_SHA256, &r->put);
 	if (rr < 0) {
 		set_detail(r, "cannot create a temp file for '%s/%s': %s", r->bucket, r->key,
@@ -1059,7 +1111,7 @@ static bool put_body(struct bd_req *r, const char *data, size_t n)
 
 static enum MHD_Result finish_put(struct bd_req *r, struct MHD_Connection *c)
 {
-	char etag[40];
+	char etag[BD_ETAG_MAX + 2];
 	struct MHD_Response *resp;
 	int rr;
 
@@ -1092,7 +1144,7 @@ static enum MHD_Result finish_put(struct bd_req *r, struct MHD_Connection *c)
 			   r->b->store.dirs[r->put.dir].root, strerror(-rr));
 		return reply_error(r, c, rr, NULL);
 	}
-	snprintf(etag, sizeof(etag), "\"%s\"", r->put.md5_hex);
+	snprintf(etag, sizeof(etag), "\"%s\"", r->put.etag);
 	resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
 	if (!resp)
 		return MHD_NO;
@@ -1356,7 +1408,6 @@ static void *bd_uri_log(void *cls, const char *uri, struct MHD_Connection *c)
 {
 	struct blockd *b = cls;
 	struct bd_req *r = calloc(1, sizeof(*r));
-	uint8_t rnd[8];
 	size_t len;
 
 	(void)c;
@@ -1365,12 +1416,9 @@ static void *bd_uri_log(void *cls, const char *uri, struct MHD_Connection *c)
 	r->b = b;
 	r->put.fd = -1;
 	r->start_ns = tclock_monotonic_ns();
-	if (trandom_bytes(rnd, sizeof(rnd)) < 0)
-		memcpy(rnd, &r->start_ns, sizeof(rnd));
-	thex_encode(rnd, sizeof(rnd), r->request_id);
-	for (int i = 0; i < 16; i++)
-		if (r->request_id[i] >= 'a')
-			r->request_id[i] = (char)(r->request_id[i] - 'a' + 'A');
+	/* Unique per process run: a random base drawn at start plus a counter. */
+	snprintf(r->request_id, sizeof(r->request_id), "%016llX",
+		 (unsigned long long)(b->request_id_base + atomic_fetch_add(&b->request_seq, 1)));
 	len = strlen(uri);
 	r->uri_too_long = len > BD_URI_MAX;
 	r->uri = strndup(uri, TESSERA_MIN(len, (size_t)BD_URI_MAX));
@@ -1552,6 +1600,8 @@ int blockd_start(const struct blockd_config *cfg, struct blockd **ret)
 	if (b->cfg.connection_timeout_s == 0)
 		b->cfg.connection_timeout_s = 60;
 	b->start_ns = tclock_monotonic_ns();
+	if (trandom_bytes(&b->request_id_base, sizeof(b->request_id_base)) < 0)
+		b->request_id_base = b->start_ns;
 
 	r = bd_store_open(&b->store, b->cfg.data_dirs, b->cfg.n_dirs, &bad_dir);
 	if (r < 0) {
@@ -1580,6 +1630,8 @@ int blockd_start(const struct blockd_config *cfg, struct blockd **ret)
 				  MHD_OPTION_URI_LOG_CALLBACK, bd_uri_log, b,
 				  MHD_OPTION_NOTIFY_COMPLETED, bd_completed, b,
 				  MHD_OPTION_THREAD_STACK_SIZE, (size_t)BD_THREAD_STACK,
+				  MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)BD_CONN_MEMORY,
+				  MHD_OPTION_CONNECTION_MEMORY_INCREMENT, (size_t)BD_CONN_MEMORY_STEP,
 				  MHD_OPTION_END);
 	if (!b->mhd) {
 		r = errno ? -errno : -EIO;

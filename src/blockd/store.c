@@ -4,8 +4,15 @@
  * Layout of each data directory DIR:
  *     DIR/objects/{bucket}/{key}   one regular file per object; the key's '/' are directories
  *     DIR/tmp/<16 hex>.tmp         objects being received; never visible as objects
- * The object's ETag (hex MD5 of its content) is kept in the xattr "user.tessera.etag" when the
- * filesystem supports user xattrs, else computed again when read.
+ * The object's ETag (hex MD5 of its content, or a unique "<32 hex>-1" tag when the client
+ * asked for no MD5) is kept in the xattr "user.tessera.etag" when the filesystem supports
+ * user xattrs (probed at open; without them the MD5 is always computed, and computed again
+ * when read).
+ *
+ * Bodies of at least BD_DIRECT_MIN bytes (by Content-Length) are written with O_DIRECT from
+ * an aligned staging buffer (the last block zero-padded, then the file truncated to its
+ * size); smaller ones, and all of them where O_DIRECT is refused, through the page cache,
+ * whose writeback is started every BD_WRITEBACK_STEP bytes while the body still arrives.
  *
  * It does not speak HTTP, parse keys or check signatures: callers pass keys that passed
  * proto_key_validate() and buckets that passed proto_bucket_validate(), which guarantees that
@@ -15,6 +22,9 @@
  * serialised by a striped mutex (locks[fnv1a(bucket/key) % BD_LOCK_STRIPES]), so that the
  * "which directory holds this key" decision and the rename are atomic with respect to other
  * writers of the same key. Readers take no lock: rename() makes each switch atomic for them.
+ * Directory fsyncs are shared between threads (group commit, below: dsync slot mutexes and
+ * condition variables, never taken while holding one another; a key lock may be held
+ * around a dsync slot lock, never the reverse). Staging buffers: stage_lock.
  *
  * Design notes: durability invariants.
  *
@@ -23,17 +33,22 @@
  *     an existing object atomically. A short body, a client that disconnects, a failed
  *     signature or digest check all end in bd_put_abort(), which unlinks the temp file.
  *  2. An acknowledged object survives a crash. bd_put_commit() returns 0 only after
- *     fsync(temp file) -> rename -> fsync(parent directory); every directory it creates on
- *     the way (mkdir -p) has its own entry fsynced in its parent first (mkdir_parents()).
- *     The caller answers 200 only after bd_put_commit() returned 0.
+ *     fdatasync(temp file) (the data and the size and block map needed to read it; the ETag
+ *     xattr may be lost, see bd_store_get()) -> rename -> an fsync of the parent directory
+ *     that started after the rename (group commit); every directory it creates on the way
+ *     (mkdir -p) has its own entry fsynced in its parent first (mkdir_parents()). The caller
+ *     answers 200 only after bd_put_commit() returned 0.
  *  3. One key, one file. A key that exists in some data directory is rewritten in that
  *     directory (bd_put_begin()); if two writers of a new key raced into two directories,
- *     the second commit removes the other copy under the key's lock. If a crash leaves two
- *     copies, bd_store_get() serves the newest (mtime) and the next put or delete cleans up.
+ *     the second commit removes the other copy under the key's lock, once its own rename is
+ *     durable and only if its file is still the one in place (remove_other_copies()). If a
+ *     crash leaves two copies, bd_store_get() serves the newest (mtime) and the next put or
+ *     delete cleans up.
  *  4. Crash leftovers are harmless and collected: temp files are removed by bd_store_open();
  *     empty directories left by deletes are pruned opportunistically (delete removes empty
  *     parents; a racing put re-creates them and retries its rename).
- *  5. Deletes are durable before they are acknowledged: unlink -> fsync(parent directory).
+ *  5. Deletes are durable before they are acknowledged: unlink -> an fsync of the parent
+ *     directory that started after the unlink (group commit).
  *
  * State diagram of a put (the function behind each arrow):
  *   (none) -bd_put_begin-> receiving (tmp) -bd_put_write*-> received -bd_put_finish->
@@ -55,6 +70,7 @@
 #include "tessera/common.h"
 
 #define BD_LIST_MAX_DEPTH (PROTO_KEY_MAX / 2 + 2)
+#define BD_WRITEBACK_STEP (256u << 10)
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -73,16 +89,14 @@ static int obj_path(const struct bd_store *s, unsigned dir, const char *bucket, 
 	return path_join(out, PATH_MAX, s->dirs[dir].objects, bucket, key);
 }
 
+static uint32_t fnv1a(const char *str, uint32_t h);
+
 static pthread_mutex_t *key_lock(struct bd_store *s, const char *bucket, const char *key)
 {
-	uint32_t h = 2166136261u;
+	uint32_t h = fnv1a(bucket, 2166136261u);
 
-	for (const char *p = bucket; *p; p++)
-		h = (h ^ (uint8_t)*p) * 16777619u;
 	h = (h ^ '/') * 16777619u;
-	for (const char *p = key; *p; p++)
-		h = (h ^ (uint8_t)*p) * 16777619u;
-	return &s->locks[h % BD_LOCK_STRIPES];
+	return &s->locks[fnv1a(key, h) % BD_LOCK_STRIPES];
 }
 
 /* fsync the directory that contains path. */
@@ -102,6 +116,113 @@ static int fsync_parent(const char *path)
 	else
 		*slash = '\0';
 	return tfsync_dir(dir);
+}
+
+/* ---------------------------------------------------------------- group commit */
+
+/*
+ * Group commit of directory fsyncs. A rename (or unlink) becomes durable with an fsync of
+ * its directory that STARTS after it. Concurrent PUTs into one directory share such fsyncs:
+ *
+ *   - after its rename, a thread takes a ticket from the directory's entry (issued + 1), so
+ *     every ticket is taken after the change it stands for;
+ *   - the first thread that finds no fsync running becomes the leader: it notes
+ *     target = issued (every ticket handed out so far), runs fsync(2) without the lock, then
+ *     completes every waiter whose ticket <= target with the result, and wakes them;
+ *   - a waiter whose ticket is above the running fsync's target waits for it to finish and
+ *     then leads (or joins) the next one: an fsync already in progress when it took its
+ *     ticket may have started before its rename, so it never counts.
+ * Hence an fsync serves exactly the changes made before it started, a failed fsync fails
+ * every change it was meant to cover (never retried on their behalf: after an error, Linux
+ * may report a later fsync as clean), and at most two fsyncs are in one thread's way.
+ * Entries live in BD_DSYNC_SLOTS hash slots (mutex + condition variable each) and are freed
+ * when no thread holds them.
+ */
+
+static uint32_t fnv1a(const char *str, uint32_t h)
+{
+	for (const char *p = str; *p; p++)
+		h = (h ^ (uint8_t)*p) * 16777619u;
+	return h;
+}
+
+/* fsync(dir) on behalf of every change made in dir before the call. Returns 0 or -errno. */
+static int dsync_dir(struct bd_store *s, const char *dir)
+{
+	struct bd_dsync_slot *slot = &s->dsync[fnv1a(dir, 2166136261u) % BD_DSYNC_SLOTS];
+	struct bd_dsync_waiter me = { 0 };
+	struct bd_dsync *e, **pe;
+	int r;
+
+	s->dir_syncs_wanted++;
+	pthread_mutex_lock(&slot->lock);
+	for (e = slot->list; e && strcmp(e->path, dir) != 0; e = e->next)
+		;
+	if (!e) {
+		e = calloc(1, sizeof(*e) + strlen(dir) + 1);
+		if (!e) {
+			pthread_mutex_unlock(&slot->lock);
+			s->dir_fsyncs++;
+			return tfsync_dir(dir); /* no memory: sync alone */
+		}
+		strcpy(e->path, dir);
+		e->next = slot->list;
+		slot->list = e;
+	}
+	e->refs++;
+	me.ticket = ++e->issued;
+	me.next = e->waiters;
+	e->waiters = &me;
+	while (!me.done) {
+		if (e->running) {
+			pthread_cond_wait(&slot->cond, &slot->lock);
+			continue;
+		}
+		/* Lead: this fsync starts after every ticket issued so far was taken. */
+		uint64_t target = e->issued;
+		e->running = true;
+		pthread_mutex_unlock(&slot->lock);
+		s->dir_fsyncs++;
+		r = tfsync_dir(dir);
+		pthread_mutex_lock(&slot->lock);
+		e->running = false;
+		for (struct bd_dsync_waiter **pw = &e->waiters; *pw;) {
+			struct bd_dsync_waiter *w = *pw;
+			if (w->ticket <= target) {
+				w->done = true;
+				w->result = r;
+				*pw = w->next;
+			} else {
+				pw = &w->next;
+			}
+		}
+		pthread_cond_broadcast(&slot->cond);
+	}
+	r = me.result;
+	if (--e->refs == 0) {
+		for (pe = &slot->list; *pe != e; pe = &(*pe)->next)
+			;
+		*pe = e->next;
+		free(e);
+	}
+	pthread_mutex_unlock(&slot->lock);
+	return r;
+}
+
+/* dsync_dir() of the directory that contains path. */
+static int dsync_parent(struct bd_store *s, const char *path)
+{
+	char dir[PATH_MAX];
+	char *slash;
+
+	if (strlen(path) >= sizeof(dir))
+		return -ENAMETOOLONG;
+	strcpy(dir, path);
+	slash = strrchr(dir, '/');
+	if (!slash || slash == dir)
+		return fsync_parent(path);
+	*slash = '\0';
+	return dsync_dir(s, dir);
 }
 
 /* Creates the missing directories between base (which exists) and the file path, fsyncing
@@ -211,6 +332,24 @@ static int clean_tmp(const char *tmp)
 	return r;
 }
 
+/* Whether the filesystem of dir keeps user xattrs (where a non-MD5 ETag can be stored). */
+static bool probe_xattr(const char *dir)
+{
+	char path[PATH_MAX];
+	bool ok;
+	int fd;
+
+	if (path_join(path, sizeof(path), dir, "xattr-probe", NULL) < 0)
+		return false;
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return false;
+	ok = fsetxattr(fd, BD_ETAG_XATTR, "probe", 5, 0) == 0;
+	close(fd);
+	unlink(path);
+	return ok;
+}
+
 /* Counts regular files below the directory fd (consumed) and adds their sizes to *bytes. */
 static int64_t count_files(int fd, unsigned depth, int64_t *bytes)
 {
@@ -253,6 +392,11 @@ int bd_store_open(struct bd_store *s, const char (*dirs)[4096], unsigned n_dirs,
 		return -EINVAL;
 	for (unsigned l = 0; l < BD_LOCK_STRIPES; l++)
 		pthread_mutex_init(&s->locks[l], NULL);
+	pthread_mutex_init(&s->stage_lock, NULL);
+	for (unsigned l = 0; l < BD_DSYNC_SLOTS; l++) {
+		pthread_mutex_init(&s->dsync[l].lock, NULL);
+		pthread_cond_init(&s->dsync[l].cond, NULL);
+	}
 	s->n_dirs = n_dirs;
 	for (i = 0; i < n_dirs; i++) {
 		struct bd_dir *d = &s->dirs[i];
@@ -272,6 +416,7 @@ int bd_store_open(struct bd_store *s, const char (*dirs)[4096], unsigned n_dirs,
 		    (r = clean_tmp(d->tmp)) < 0 || (r = tfsync_dir(d->tmp)) < 0 ||
 		    (r = tfsync_dir(d->root)) < 0)
 			goto fail;
+		d->xattr_ok = probe_xattr(d->tmp);
 		int fd = open(d->objects, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (fd < 0) {
 			r = -errno;
@@ -294,6 +439,13 @@ void bd_store_close(struct bd_store *s)
 {
 	for (unsigned i = 0; i < BD_LOCK_STRIPES; i++)
 		pthread_mutex_destroy(&s->locks[i]);
+	for (unsigned i = 0; i < BD_DSYNC_SLOTS; i++) {
+		pthread_mutex_destroy(&s->dsync[i].lock);
+		pthread_cond_destroy(&s->dsync[i].cond);
+	}
+	while (s->n_stages > 0)
+		free(s->stages[--s->n_stages]);
+	pthread_mutex_destroy(&s->stage_lock);
 }
 
 /* ---------------------------------------------------------------- put */
@@ -342,8 +494,72 @@ static int choose_dir(struct bd_store *s, const char *bucket, const char *key, u
 	return 0;
 }
 
-int bd_put_begin(struct bd_store *s, const char *bucket, const char *key, bool want_sha256,
-		 struct bd_put *p)
+/* Staging buffers of O_DIRECT puts (at most BD_STAGE_MAX in use; NULL beyond): a small free
+ * list, so that a put does not map and fault in fresh memory. */
+static void *stage_get(struct bd_store *s)
+{
+	void *buf = NULL;
+
+	pthread_mutex_lock(&s->stage_lock);
+	if (s->stages_out < BD_STAGE_MAX) {
+		if (s->n_stages > 0)
+			buf = s->stages[--s->n_stages];
+		else if (posix_memalign(&buf, BD_STAGE_ALIGN, BD_STAGE_SIZE) != 0)
+			buf = NULL;
+		if (buf)
+			s->stages_out++;
+	}
+	pthread_mutex_unlock(&s->stage_lock);
+	return buf;
+}
+
+static void stage_put(struct bd_store *s, void *buf)
+{
+	if (!buf)
+		return;
+	pthread_mutex_lock(&s->stage_lock);
+	s->stages_out--;
+	if (s->n_stages < BD_STAGE_CACHE) {
+		s->stages[s->n_stages++] = buf;
+		buf = NULL;
+	}
+	pthread_mutex_unlock(&s->stage_lock);
+	free(buf);
+}
+
+/* Writes the staged bytes of an O_DIRECT put: whole blocks, the last one padded with zeros
+ * when final (bd_put_commit() then truncates the file to its size). A filesystem that
+ * refuses the direct write (EINVAL) gets it through the page cache instead. */
+static int stage_flush(struct bd_put *p, bool final)
+{
+	size_t len = p->staged;
+	char *c = p->stage;
+
+	if (final)
+		len = (len + BD_STAGE_ALIGN - 1) / BD_STAGE_ALIGN * BD_STAGE_ALIGN;
+	memset(p->stage + p->staged, 0, len - p->staged);
+	while (len > 0) {
+		ssize_t n = pwrite(p->fd, c, len, (off_t)p->written);
+		if (n < 0 && errno == EINVAL && (fcntl(p->fd, F_GETFL) & O_DIRECT)) {
+			int fl = fcntl(p->fd, F_GETFL);
+			if (fl < 0 || fcntl(p->fd, F_SETFL, fl & ~O_DIRECT) < 0)
+				return -EINVAL;
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		c += n;
+		len -= (size_t)n;
+		p->written += (uint64_t)n;
+	}
+	p->staged = 0;
+	return 0;
+}
+
+int bd_put_begin(struct bd_store *s, const char *bucket, const char *key,
+		 uint64_t expected_size, bool want_md5, bool want_sha256, struct bd_put *p)
 {
 	uint8_t rnd[8];
 	char name[32];
@@ -360,15 +576,31 @@ int bd_put_begin(struct bd_store *s, const char *bucket, const char *key, bool w
 	strcat(name, ".tmp");
 	if ((r = path_join(p->tmp_path, sizeof(p->tmp_path), s->dirs[p->dir].tmp, name, NULL)) < 0)
 		return r;
-	p->md5 = EVP_MD_CTX_new();
+	/* Without an xattr to keep another tag in, the ETag must be the MD5 (bd_store_get()
+	 * computes it again from the content). */
+	if (want_md5 || !s->dirs[p->dir].xattr_ok)
+		p->md5 = EVP_MD_CTX_new();
 	if (want_sha256)
 		p->sha256 = EVP_MD_CTX_new();
-	if (!p->md5 || (want_sha256 && !p->sha256) || !EVP_DigestInit_ex(p->md5, EVP_md5(), NULL) ||
+	if ((p->md5 == NULL) != !(want_md5 || !s->dirs[p->dir].xattr_ok) ||
+	    (want_sha256 && !p->sha256) || (p->md5 && !EVP_DigestInit_ex(p->md5, EVP_md5(), NULL)) ||
 	    (p->sha256 && !EVP_DigestInit_ex(p->sha256, EVP_sha256(), NULL))) {
 		r = -ENOMEM;
 		goto fail;
 	}
-	p->fd = open(p->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+	/* Large bodies bypass the page cache: copying them into it, allocating its pages and
+	 * writing them back cost more CPU than the network and the digest together, and
+	 * nothing is likely to read a fresh fragment soon. Where O_DIRECT is not supported
+	 * (tmpfs), or no buffer is free, the page cache it is. */
+	if (expected_size >= BD_DIRECT_MIN && (p->stage = stage_get(s)) != NULL) {
+		p->fd = open(p->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_DIRECT, 0640);
+		if (p->fd < 0 && errno == EINVAL) {
+			stage_put(s, p->stage);
+			p->stage = NULL;
+		}
+	}
+	if (!p->stage)
+		p->fd = open(p->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
 	if (p->fd < 0) {
 		r = -errno;
 		goto fail;
@@ -386,9 +618,21 @@ int bd_put_write(struct bd_put *p, const void *buf, size_t len)
 
 	if (p->fd < 0)
 		return -EBADF;
-	EVP_DigestUpdate(p->md5, buf, len);
+	if (p->md5)
+		EVP_DigestUpdate(p->md5, buf, len);
 	if (p->sha256)
 		EVP_DigestUpdate(p->sha256, buf, len);
+	while (p->stage && len > 0) {
+		size_t take = TESSERA_MIN(len, BD_STAGE_SIZE - p->staged);
+		int r;
+		memcpy(p->stage + p->staged, c, take);
+		p->staged += take;
+		p->size += take;
+		c += take;
+		len -= take;
+		if (p->staged == BD_STAGE_SIZE && (r = stage_flush(p, false)) < 0)
+			return r;
+	}
 	while (len > 0) {
 		ssize_t n = write(p->fd, c, len);
 		if (n < 0) {
@@ -400,6 +644,14 @@ int bd_put_write(struct bd_put *p, const void *buf, size_t len)
 		len -= (size_t)n;
 		p->size += (uint64_t)n;
 	}
+	/* Start writing back what has arrived while the rest is still on its way, so that the
+	 * fdatasync() of bd_put_commit() finds most of a large body already on disk. Advisory:
+	 * errors are left to fdatasync(). */
+	if (!p->stage && p->size - p->synced >= BD_WRITEBACK_STEP) {
+		(void)sync_file_range(p->fd, (off_t)p->synced, (off_t)(p->size - p->synced),
+				      SYNC_FILE_RANGE_WRITE);
+		p->synced = p->size;
+	}
 	return 0;
 }
 
@@ -408,9 +660,19 @@ int bd_put_finish(struct bd_put *p)
 	uint8_t md[EVP_MAX_MD_SIZE];
 	unsigned int mdlen = 0;
 
-	if (!EVP_DigestFinal_ex(p->md5, md, &mdlen) || mdlen != 16)
-		return -EIO;
-	thex_encode(md, 16, p->md5_hex);
+	if (p->md5) {
+		if (!EVP_DigestFinal_ex(p->md5, md, &mdlen) || mdlen != 16)
+			return -EIO;
+		thex_encode(md, 16, p->md5_hex);
+		memcpy(p->etag, p->md5_hex, 33);
+	} else {
+		/* Unique per stored version; the "-1" says "not an MD5" as S3's multipart
+		 * ETags do, so that no client checks the body against it. */
+		if (trandom_bytes(md, 16) < 0)
+			return -EIO;
+		thex_encode(md, 16, p->etag);
+		strcat(p->etag, "-1");
+	}
 	if (p->sha256) {
 		if (!EVP_DigestFinal_ex(p->sha256, md, &mdlen) || mdlen != 32)
 			return -EIO;
@@ -419,23 +681,59 @@ int bd_put_finish(struct bd_put *p)
 	return 0;
 }
 
+/* Removes the copies of bucket/key in data directories other than p->dir, provided the file
+ * at path is still the one this put renamed there (ino): a later writer that replaced or
+ * removed it did its own cleanup, and must not lose its copy to ours (invariant 3). */
+static void remove_other_copies(struct bd_put *p, const char *bucket, const char *key,
+				const char *path, const struct stat *mine, bool *existed)
+{
+	struct bd_store *s = p->store;
+	char other[PATH_MAX];
+	struct stat st;
+
+	if (lstat(path, &st) < 0 || st.st_ino != mine->st_ino || st.st_dev != mine->st_dev)
+		return;
+	for (unsigned i = 0; i < s->n_dirs; i++) {
+		if (i == p->dir || obj_path(s, i, bucket, key, other) < 0)
+			continue;
+		struct stat ost;
+		bool had = lstat(other, &ost) == 0 && S_ISREG(ost.st_mode);
+		if (had && unlink(other) == 0) {
+			*existed = true;
+			s->dirs[i].n_objects--;
+			s->dirs[i].n_bytes -= ost.st_size;
+			(void)dsync_parent(s, other);
+		}
+	}
+}
+
 int bd_put_commit(struct bd_put *p, const char *bucket, const char *key)
 {
 	struct bd_store *s = p->store;
 	pthread_mutex_t *lock = key_lock(s, bucket, key);
-	char path[PATH_MAX], other[PATH_MAX];
-	struct stat st;
+	char path[PATH_MAX];
+	struct stat st, mine;
 	bool existed = false;
 	int r, fd = p->fd;
 
-	if (fd < 0 || !p->md5_hex[0])
+	if (fd < 0 || !p->etag[0])
 		return -EINVAL;
-	if (fsetxattr(fd, BD_ETAG_XATTR, p->md5_hex, 32, 0) < 0 && errno != ENOTSUP &&
+	if (p->stage) {
+		if ((r = stage_flush(p, true)) < 0)
+			goto fail;
+		if (p->written != p->size && ftruncate(fd, (off_t)p->size) < 0) {
+			r = -errno;
+			goto fail;
+		}
+	}
+	if (fsetxattr(fd, BD_ETAG_XATTR, p->etag, strlen(p->etag), 0) < 0 && errno != ENOTSUP &&
 	    errno != EOPNOTSUPP) {
 		r = -errno;
 		goto fail;
 	}
-	if (fsync(fd) < 0) {
+	/* The data and what is needed to read it (size, blocks). The ETag xattr may be lost
+	 * in a crash without harm: bd_store_get() then computes the MD5, a valid ETag. */
+	if (fdatasync(fd) < 0 || fstat(fd, &mine) < 0) {
 		r = -errno;
 		goto fail;
 	}
@@ -449,7 +747,6 @@ int bd_put_commit(struct bd_put *p, const char *bucket, const char *key)
 
 	pthread_mutex_lock(lock);
 	existed = lstat(path, &st) == 0 && S_ISREG(st.st_mode);
-	bool here = existed;
 	int64_t old_size = existed ? st.st_size : 0;
 	for (int attempt = 0;; attempt++) {
 		if ((r = mkdir_parents(s->dirs[p->dir].objects, path)) < 0)
@@ -465,28 +762,24 @@ int bd_put_commit(struct bd_put *p, const char *bucket, const char *key)
 	}
 	if (r == 0) {
 		p->tmp_path[0] = '\0';
-		r = fsync_parent(path);
-	}
-	if (r == 0) {
-		for (unsigned i = 0; i < s->n_dirs; i++) {
-			if (i == p->dir || obj_path(s, i, bucket, key, other) < 0)
-				continue;
-			struct stat ost;
-			bool had = lstat(other, &ost) == 0 && S_ISREG(ost.st_mode);
-			if (had && unlink(other) == 0) {
-				existed = true;
-				s->dirs[i].n_objects--;
-				s->dirs[i].n_bytes -= ost.st_size;
-				(void)fsync_parent(other);
-			}
-		}
-		if (!here)
+		if (!existed)
 			s->dirs[p->dir].n_objects++;
 		s->dirs[p->dir].n_bytes += (int64_t)p->size - old_size;
-		if (!existed)
-			s->objects++;
 	}
 	pthread_mutex_unlock(lock);
+	if (r < 0)
+		goto fail;
+	/* Durable: an fsync of the directory that started after the rename, shared with the
+	 * other puts into the same directory (group commit), without the key's lock. */
+	r = dsync_parent(s, path);
+	if (r == 0 && s->n_dirs > 1) {
+		/* Only now that the new copy is durable may an older one elsewhere go. */
+		pthread_mutex_lock(lock);
+		remove_other_copies(p, bucket, key, path, &mine, &existed);
+		pthread_mutex_unlock(lock);
+	}
+	if (r == 0 && !existed)
+		s->objects++;
 	if (r < 0)
 		goto fail;
 	bd_put_abort(p); /* frees the digests; the temp file is gone */
@@ -510,9 +803,31 @@ void bd_put_abort(struct bd_put *p)
 	EVP_MD_CTX_free(p->sha256);
 	p->md5 = NULL;
 	p->sha256 = NULL;
+	if (p->stage) {
+		stage_put(p->store, p->stage);
+		p->stage = NULL;
+	}
 }
 
 /* ---------------------------------------------------------------- get / delete / buckets */
+
+/* 32 lowercase hex digits (an MD5), optionally followed by "-<decimal>". */
+static bool etag_valid(const char *e)
+{
+	size_t i;
+
+	for (i = 0; i < 32; i++)
+		if (!((e[i] >= '0' && e[i] <= '9') || (e[i] >= 'a' && e[i] <= 'f')))
+			return false;
+	if (e[32] == '\0')
+		return true;
+	if (e[32] != '-' || !e[33])
+		return false;
+	for (i = 33; e[i]; i++)
+		if (e[i] < '0' || e[i] > '9')
+			return false;
+	return true;
+}
 
 int bd_store_bucket_exists(struct bd_store *s, const char *bucket)
 {
@@ -586,9 +901,9 @@ int bd_store_get(struct bd_store *s, const char *bucket, const char *key, struct
 			return err;
 		return bd_store_bucket_exists(s, bucket) < 0 ? -BD_ENOBUCKET : -ENOENT;
 	}
-	ssize_t n = fgetxattr(best.fd, BD_ETAG_XATTR, best.etag, 32);
-	best.etag[n == 32 ? 32 : 0] = '\0';
-	if (n != 32 && (r = md5_fd(best.fd, best.size, best.etag)) < 0) {
+	ssize_t n = fgetxattr(best.fd, BD_ETAG_XATTR, best.etag, sizeof(best.etag) - 1);
+	best.etag[n > 0 ? n : 0] = '\0';
+	if (!etag_valid(best.etag) && (r = md5_fd(best.fd, best.size, best.etag)) < 0) {
 		close(best.fd);
 		return r;
 	}
@@ -626,7 +941,7 @@ int bd_store_delete(struct bd_store *s, const char *bucket, const char *key)
 		removed = true;
 		s->dirs[i].n_objects--;
 		s->dirs[i].n_bytes -= st.st_size;
-		if ((r = fsync_parent(path)) < 0)
+		if ((r = dsync_parent(s, path)) < 0)
 			break;
 		prune_empty_parents(stop, path);
 	}

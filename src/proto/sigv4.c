@@ -22,12 +22,20 @@
  * and the raw query differs from it, the raw query is tried as well. Both forms bind every
  * byte the client sent, so this accepts no request whose query an attacker changed.
  *
- * No I/O, no globals: safe from any thread. Every input is from the network: sizes are
+ * Cost: a request's verification is one SHA-256 of its canonical request (built on the stack
+ * unless unusually large) and one HMAC; the signing key (four more HMACs) is derived once a
+ * day per secret/region/service and kept in a small table (signing_key()). SHA-256 is fetched
+ * from the OpenSSL provider once and HMAC is computed over it directly: OpenSSL 3's one-shot
+ * HMAC() and EVP_sha256() look the algorithm up on every call.
+ *
+ * No I/O. Globals: the fetched SHA-256 (pthread_once) and the signing-key table (its own
+ * mutex): safe from any thread. Every input is from the network: sizes are
  * bounded by struct proto_sigv4's fields and PROTO_SIGV4_MAX_* below; nothing asserts on input.
  */
 #include "tessera/proto.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -35,7 +43,6 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 #include "tessera/common.h"
 
@@ -43,6 +50,7 @@
 #define SIGV4_MAX_QUERY_PARAMS 128
 #define SIGV4_MAX_SIGNED_HEADERS 64
 #define SIGV4_CANON_MAX (64u << 10)
+#define SIGV4_CANON_STACK (8u << 10) /* tried first; SIGV4_CANON_MAX from the heap if needed */
 /* aws-chunked body, chunks unsigned, trailing checksum: signed like UNSIGNED-PAYLOAD (the
  * value itself is the canonical payload hash); the server decodes the chunks. The signed
  * chunk modes (STREAMING-AWS4-HMAC-SHA256-PAYLOAD...) are refused as malformed. */
@@ -491,28 +499,98 @@ int proto_sigv4_canonical_request(const struct proto_request *req, const struct 
 
 /* ---------------------------------------------------------------- verification */
 
-static int hmac_sha256(const void *key, size_t key_len, const void *msg, size_t msg_len,
-		       uint8_t out[32])
+/* SHA-256, fetched from the provider once: OpenSSL 3 looks EVP_sha256() and HMAC()'s
+ * algorithm up again on every call, which cost more than the hashing of a short request. */
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+static EVP_MD *sha256_fetched;
+
+static void sha256_fetch(void)
+{
+	sha256_fetched = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
+static const EVP_MD *sha256_md(void)
+{
+	pthread_once(&sha256_once, sha256_fetch);
+	return sha256_fetched ? sha256_fetched : EVP_sha256();
+}
+
+static int digest_parts(EVP_MD_CTX *ctx, const void *a, size_t alen, const void *b, size_t blen,
+			uint8_t out[32])
 {
 	unsigned int len = 32;
 
-	if (!HMAC(EVP_sha256(), key, (int)key_len, msg, msg_len, out, &len) || len != 32)
+	if (!EVP_DigestInit_ex(ctx, sha256_md(), NULL) || !EVP_DigestUpdate(ctx, a, alen) ||
+	    (blen && !EVP_DigestUpdate(ctx, b, blen)) || !EVP_DigestFinal_ex(ctx, out, &len) ||
+	    len != 32)
 		return -EIO;
 	return 0;
 }
 
-static int sha256_hex(const void *msg, size_t len, char out[65])
+/* HMAC-SHA256 (RFC 2104) with a caller's digest context. */
+static int hmac_sha256_ctx(EVP_MD_CTX *ctx, const void *key, size_t key_len, const void *msg,
+			   size_t msg_len, uint8_t out[32])
+{
+	uint8_t pad[64], inner[32];
+	int r;
+
+	if (key_len > sizeof(pad)) { /* a key longer than the block is hashed first */
+		if ((r = digest_parts(ctx, key, key_len, NULL, 0, inner)) < 0)
+			return r;
+		key = inner;
+		key_len = sizeof(inner);
+	}
+	memset(pad, 0x36, sizeof(pad));
+	for (size_t i = 0; i < key_len; i++)
+		pad[i] ^= ((const uint8_t *)key)[i];
+	r = digest_parts(ctx, pad, sizeof(pad), msg, msg_len, inner);
+	for (size_t i = 0; i < sizeof(pad); i++)
+		pad[i] ^= 0x36 ^ 0x5c;
+	if (r == 0)
+		r = digest_parts(ctx, pad, sizeof(pad), inner, sizeof(inner), out);
+	OPENSSL_cleanse(pad, sizeof(pad));
+	OPENSSL_cleanse(inner, sizeof(inner));
+	return r;
+}
+
+static int sha256_hex(EVP_MD_CTX *ctx, const void *msg, size_t len, char out[65])
 {
 	uint8_t md[32];
-	unsigned int mdlen = 32;
+	int r = digest_parts(ctx, msg, len, NULL, 0, md);
 
-	if (!EVP_Digest(msg, len, md, &mdlen, EVP_sha256(), NULL) || mdlen != 32)
-		return -EIO;
-	thex_encode(md, 32, out);
-	return 0;
+	if (r == 0)
+		thex_encode(md, 32, out);
+	return r;
 }
 
-static int signing_key(const char *secret, const struct proto_sigv4 *s, uint8_t key[32])
+/* Signing keys are derived once a day per (secret, region, service): four HMACs that would
+ * otherwise be the largest part of a small request's cost. A few recent keys are kept in a
+ * process-wide table (SIGV4_KEY_CACHE entries, replaced round-robin) under a mutex held only
+ * to copy 32 bytes. Entries are keyed by the secret itself, so a changed or different secret
+ * never reuses a key; the table is wiped by nothing but replacement (keys are as secret as
+ * the configuration they derive from). */
+#define SIGV4_KEY_CACHE 8
+struct sigv4_key_entry {
+	bool used;
+	char secret[257];
+	char date[9];
+	char region[64];
+	char service[32];
+	uint8_t key[32];
+};
+static pthread_mutex_t key_cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct sigv4_key_entry key_cache[SIGV4_KEY_CACHE];
+static unsigned key_cache_next;
+
+static bool key_entry_matches(const struct sigv4_key_entry *e, const char *secret,
+			      const struct proto_sigv4 *s)
+{
+	return e->used && strcmp(e->date, s->date) == 0 && strcmp(e->region, s->region) == 0 &&
+	       strcmp(e->service, s->service) == 0 && strcmp(e->secret, secret) == 0;
+}
+
+static int derive_signing_key(EVP_MD_CTX *ctx, const char *secret, const struct proto_sigv4 *s,
+			      uint8_t key[32])
 {
 	char k0[4 + 256];
 	size_t slen = strlen(secret);
@@ -522,35 +600,83 @@ static int signing_key(const char *secret, const struct proto_sigv4 *s, uint8_t 
 		return -EINVAL;
 	memcpy(k0, "AWS4", 4);
 	memcpy(k0 + 4, secret, slen);
-	r = hmac_sha256(k0, 4 + slen, s->date, strlen(s->date), key);
+	r = hmac_sha256_ctx(ctx, k0, 4 + slen, s->date, strlen(s->date), key);
 	if (r == 0)
-		r = hmac_sha256(key, 32, s->region, strlen(s->region), key);
+		r = hmac_sha256_ctx(ctx, key, 32, s->region, strlen(s->region), key);
 	if (r == 0)
-		r = hmac_sha256(key, 32, s->service, strlen(s->service), key);
+		r = hmac_sha256_ctx(ctx, key, 32, s->service, strlen(s->service), key);
 	if (r == 0)
-		r = hmac_sha256(key, 32, "aws4_request", strlen("aws4_request"), key);
+		r = hmac_sha256_ctx(ctx, key, 32, "aws4_request", strlen("aws4_request"), key);
 	OPENSSL_cleanse(k0, sizeof(k0));
 	return r;
 }
 
+static int signing_key(EVP_MD_CTX *ctx, const char *secret, const struct proto_sigv4 *s,
+		       uint8_t key[32])
+{
+	struct sigv4_key_entry *e;
+	int r;
+
+	if (strlen(secret) >= sizeof(key_cache[0].secret))
+		return -EINVAL;
+	pthread_mutex_lock(&key_cache_lock);
+	for (unsigned i = 0; i < SIGV4_KEY_CACHE; i++) {
+		if (key_entry_matches(&key_cache[i], secret, s)) {
+			memcpy(key, key_cache[i].key, 32);
+			pthread_mutex_unlock(&key_cache_lock);
+			return 0;
+		}
+	}
+	pthread_mutex_unlock(&key_cache_lock);
+	if ((r = derive_signing_key(ctx, secret, s, key)) < 0)
+		return r;
+	pthread_mutex_lock(&key_cache_lock);
+	e = &key_cache[key_cache_next++ % SIGV4_KEY_CACHE];
+	OPENSSL_cleanse(e, sizeof(*e));
+	e->used = true;
+	strcpy(e->secret, secret);
+	strcpy(e->date, s->date);
+	strcpy(e->region, s->region);
+	strcpy(e->service, s->service);
+	memcpy(e->key, key, 32);
+	pthread_mutex_unlock(&key_cache_lock);
+	return 0;
+}
+
 /* 0 when the signature over the canonical request in canon matches s->signature. */
-static int check_signature(const uint8_t key[32], const struct proto_sigv4 *s,
+static int check_signature(EVP_MD_CTX *ctx, const uint8_t key[32], const struct proto_sigv4 *s,
 			   const char *canon, size_t canon_len)
 {
 	char canon_hash[65], sts[256], sig_hex[65];
 	uint8_t mac[32];
 	int n, r;
 
-	if ((r = sha256_hex(canon, canon_len, canon_hash)) < 0)
+	if ((r = sha256_hex(ctx, canon, canon_len, canon_hash)) < 0)
 		return r;
 	n = snprintf(sts, sizeof(sts), SIGV4_ALGO "\n%s\n%s/%s/%s/aws4_request\n%s", s->amz_date,
 		     s->date, s->region, s->service, canon_hash);
 	if (n < 0 || (size_t)n >= sizeof(sts))
 		return -EINVAL;
-	if ((r = hmac_sha256(key, 32, sts, (size_t)n, mac)) < 0)
+	if ((r = hmac_sha256_ctx(ctx, key, 32, sts, (size_t)n, mac)) < 0)
 		return r;
 	thex_encode(mac, 32, sig_hex);
 	return CRYPTO_memcmp(sig_hex, s->signature, 64) == 0 ? 0 : -EBADMSG;
+}
+
+/* The canonical request into *canon: first the caller's stack buffer (enough for ordinary
+ * requests), else a heap buffer of SIGV4_CANON_MAX that *heap owns. Returns the length. */
+static int build_canonical(const struct proto_request *req, const struct proto_sigv4 *s,
+			   bool raw_query, char **canon, char **heap)
+{
+	int n = canonical_request(req, s, raw_query, *canon, SIGV4_CANON_STACK);
+
+	if (n != -ENOBUFS)
+		return n;
+	if (!*heap && !(*heap = malloc(SIGV4_CANON_MAX)))
+		return -ENOMEM;
+	*canon = *heap;
+	n = canonical_request(req, s, raw_query, *canon, SIGV4_CANON_MAX);
+	return n == -ENOBUFS ? -EINVAL : n;
 }
 
 int proto_sigv4_verify(const struct proto_request *req, int64_t now_s,
@@ -560,7 +686,9 @@ int proto_sigv4_verify(const struct proto_request *req, int64_t now_s,
 	struct proto_sigv4 s;
 	uint8_t key[32];
 	const char *secret;
-	char *canon = NULL;
+	char stack_canon[SIGV4_CANON_STACK];
+	char *canon = stack_canon, *heap = NULL;
+	EVP_MD_CTX *ctx = NULL;
 	int64_t t;
 	int r, n;
 
@@ -580,28 +708,26 @@ int proto_sigv4_verify(const struct proto_request *req, int64_t now_s,
 	if (!s.payload_hash[0])
 		memcpy(s.payload_hash, body_sha256_hex ? body_sha256_hex : empty_sha256, 65);
 
-	canon = malloc(SIGV4_CANON_MAX);
-	if (!canon)
+	ctx = EVP_MD_CTX_new();
+	if (!ctx)
 		return -ENOMEM;
-	if ((r = signing_key(secret, &s, key)) < 0)
+	if ((r = signing_key(ctx, secret, &s, key)) < 0)
 		goto out;
-	n = canonical_request(req, &s, false, canon, SIGV4_CANON_MAX);
-	if (n < 0) {
-		r = n == -ENOBUFS ? -EINVAL : n;
+	if ((n = build_canonical(req, &s, false, &canon, &heap)) < 0) {
+		r = n;
 		goto out;
 	}
-	r = check_signature(key, &s, canon, (size_t)n);
+	r = check_signature(ctx, key, &s, canon, (size_t)n);
 	if (r == -EBADMSG && req->query && *req->query) {
 		/* libcurl < 8 signs the query as sent; see the top of this file. */
 		char *nl = strchr(strchr(canon, '\n') + 1, '\n') + 1;
 		size_t qlen = strcspn(nl, "\n");
 		if (qlen != strlen(req->query) || memcmp(nl, req->query, qlen) != 0) {
-			n = canonical_request(req, &s, true, canon, SIGV4_CANON_MAX);
-			if (n < 0) {
-				r = n == -ENOBUFS ? -EINVAL : n;
+			if ((n = build_canonical(req, &s, true, &canon, &heap)) < 0) {
+				r = n;
 				goto out;
 			}
-			r = check_signature(key, &s, canon, (size_t)n);
+			r = check_signature(ctx, key, &s, canon, (size_t)n);
 		}
 	}
 	if (r < 0)
@@ -612,6 +738,7 @@ int proto_sigv4_verify(const struct proto_request *req, int64_t now_s,
 		r = -EILSEQ;
 out:
 	OPENSSL_cleanse(key, sizeof(key));
-	free(canon);
+	EVP_MD_CTX_free(ctx);
+	free(heap);
 	return r;
 }

@@ -3,7 +3,8 @@
 # signing the filesystem's block client uses).
 #
 # Starts blockd on 127.0.0.1:0 (port from --port-file) over a temporary data directory and
-# checks: object round trip, ranges, HEAD, DELETE, keep-alive, listing, the payload-hash
+# checks: object round trip, ranges, HEAD, DELETE, the non-MD5 ETag that
+# "x-tessera-etag: no-md5" allows, keep-alive, listing, the payload-hash
 # modes curl produces (none, POSTFIELDS body hash, explicit hash, UNSIGNED-PAYLOAD), that
 # unsigned, wrongly signed, skewed, traversal and oversize requests are refused without
 # storing anything, and that objects acknowledged before a SIGKILL survive a restart with
@@ -157,6 +158,28 @@ check "unsatisfiable range -> 416 InvalidRange" eval 'test "$code" = 416 && xml_
 code=$(s3 -I -D "$WORK/hdr" "$(url tessera/dir/sub/obj1)")
 check "HEAD -> 200 with Content-Length and ETag" eval \
 	'test "$code" = 200 && grep -qi "^content-length: 300000" "$WORK/hdr" && grep -qi "^etag: \"$etag\"" "$WORK/hdr"'
+
+# "x-tessera-etag: no-md5" (what tesserafs's block client sends): the ETag is a unique tag,
+# not the MD5, and GET/HEAD return the same one; with a Content-MD5 it is the MD5 again.
+# 300000 bytes go to disk with O_DIRECT (and a truncated last block), 5000 through the cache.
+for n in 300000 5000; do
+	head -c "$n" "$WORK/obj" >"$WORK/nomd5"
+	code=$(s3 -D "$WORK/hdr" -H "x-tessera-etag: no-md5" -T "$WORK/nomd5" "$(url tessera/nomd5/$n)")
+	tag=$(grep -i '^etag:' "$WORK/hdr" | tr -d '\r' | sed 's/^[^"]*//')
+	check "PUT $n bytes with x-tessera-etag: no-md5 -> 200, a non-MD5 ETag ($tag)" eval \
+		'test "$code" = 200 && [[ $tag =~ ^\"[0-9a-f]{32}-1\"$ ]]'
+	code=$(s3 -D "$WORK/hdr" "$(url tessera/nomd5/$n)")
+	check "GET of it: the same bytes and the same ETag" eval \
+		'test "$code" = 200 && cmp -s "$OUT" "$WORK/nomd5" && grep -qiF "etag: $tag" "$WORK/hdr"'
+	code=$(s3 -I -D "$WORK/hdr" "$(url tessera/nomd5/$n)")
+	check "HEAD of it: the same ETag" eval 'test "$code" = 200 && grep -qiF "etag: $tag" "$WORK/hdr"'
+done
+md5b64=$(openssl dgst -md5 -binary "$WORK/nomd5" | base64)
+code=$(s3 -D "$WORK/hdr" -H "x-tessera-etag: no-md5" -H "Content-MD5: $md5b64" -T "$WORK/nomd5" \
+	"$(url tessera/nomd5/withmd5)")
+check "no-md5 with a Content-MD5 -> the MD5 ETag" eval \
+	'test "$code" = 200 && grep -qi "^etag: \"$(md5sum <"$WORK/nomd5" | cut -c1-32)\"" "$WORK/hdr"'
+for k in 300000 5000 withmd5; do s3 -X DELETE "$(url tessera/nomd5/$k)" >/dev/null; done
 
 # Connection reuse, counted by the server: a run of PUT, GET, ranged GET, HEAD, a 404, list,
 # DELETE and GET again in one curl invocation (--next keeps the connection cache) must use

@@ -13,9 +13,15 @@
  *    exercises query canonicalisation: decoding, re-encoding, sorting, empty values.
  * Then every single change of method, path, query, signed header, date or secret must give
  * -EBADMSG, and the other failure classes their documented errno.
+ *
+ * The signing-key cache: the AWS GET example re-signed (Python hmac) for eleven (date, region)
+ * pairs, more than the cache holds, verified in turns from several threads; a changed secret
+ * is never served a cached key; a secret longer than the HMAC block (hashed first).
  */
 #include <check.h>
 #include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +36,9 @@
 #define AWS_SCOPE "Credential=" AWS_AK "/20130524/us-east-1/s3/aws4_request"
 
 static const char *wrong_secret_mode;
+#define LONG_SECRET                                                                            \
+	"LLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLL" \
+	"LLLLLLLLLLLL"
 
 static const char *lookup(void *ctx, const char *ak)
 {
@@ -40,6 +49,8 @@ static const char *lookup(void *ctx, const char *ak)
 		return "SK";
 	if (strcmp(ak, "tessera") == 0)
 		return "secret/key+42";
+	if (strcmp(ak, "LONG") == 0)
+		return LONG_SECRET;
 	return NULL;
 }
 
@@ -510,6 +521,131 @@ START_TEST(test_curl_788)
 }
 END_TEST
 
+/* ---- the signing-key cache ---- */
+
+static const struct {
+	const char *amz_date, *region;
+	int64_t now;
+	const char *signature;
+} key_vectors[] = {
+	{ "20130524T000000Z", "us-east-1", 1369353600,
+	  "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41" },
+	{ "20130525T000000Z", "eu-west-1", 1369440000,
+	  "45bb42e2ce507c1bb0a0c26d6b22336a9eace28ff81fae4f05c2ae64bd7cc409" },
+	{ "20130526T000000Z", "us-east-1", 1369526400,
+	  "d870452f64931d32ce5e4e0538cf57c40707938be3c9ca641d248700ccfe702d" },
+	{ "20130527T000000Z", "eu-west-1", 1369612800,
+	  "c678151c1e7ce28d57e4b5bb32aef1f9946dd4a49821285fde58ad758371007f" },
+	{ "20130528T000000Z", "us-east-1", 1369699200,
+	  "a67b32820d2ea7cb9edf3c27d67828666d7285918111cebd808e9db29778a571" },
+	{ "20130529T000000Z", "eu-west-1", 1369785600,
+	  "4316ba8c2a0c1f368b35cf7ae595cdc48927c1bf8a966bf22fa4e5e817c3db84" },
+	{ "20130530T000000Z", "us-east-1", 1369872000,
+	  "42f315cb205fe1d8259a6ae5ff68e0f06f4dbdd1e322c588fa9b66d426f2ce0e" },
+	{ "20130531T000000Z", "eu-west-1", 1369958400,
+	  "48ede65637fe68921246ef45933919b22e5080a2831a12d1f97ae78ed1e6790c" },
+	{ "20130601T000000Z", "us-east-1", 1370044800,
+	  "fbb371a6ab85542537665eb81cec9bb35941024bf6d52d2947d85d502cc33fab" },
+	{ "20130602T000000Z", "eu-west-1", 1370131200,
+	  "9fc585e024dbab6186e5c8ba65ba08f2dd241792ba6cdd6b3ec5dbd3d976a886" },
+	{ "20130524T000000Z", "eu-west-1", 1369353600, /* the first date in another region */
+	  "8bdd9c6217292101f488ae0d79dba625094242b560bbb2874110d9f7242d47a8" },
+};
+#define N_KEY_VECTORS (sizeof(key_vectors) / sizeof(key_vectors[0]))
+
+/* The AWS GET example dated and scoped as key_vectors[i]; buffers owned by the caller. */
+static void key_vector_req(struct treq *t, size_t i, const char *ak, char auth[512])
+{
+	const char *sig = key_vectors[i].signature;
+
+	snprintf(auth, 512, "AWS4-HMAC-SHA256 Credential=%s/%.8s/%s/s3/aws4_request,SignedHeaders="
+		 "host;range;x-amz-content-sha256;x-amz-date,Signature=%s", ak,
+		 key_vectors[i].amz_date, key_vectors[i].region, sig);
+	treq_init(t, "GET", "/test.txt", NULL);
+	treq_add(t, "Host", "examplebucket.s3.amazonaws.com");
+	treq_add(t, "Range", "bytes=0-9");
+	treq_add(t, "x-amz-content-sha256", EMPTY_SHA);
+	treq_add(t, "x-amz-date", key_vectors[i].amz_date);
+	treq_add(t, "Authorization", auth);
+}
+
+static void *key_cache_worker(void *arg)
+{
+	size_t start = (size_t)(uintptr_t)arg;
+	intptr_t bad = 0;
+
+	for (size_t round = 0; round < 200; round++) {
+		size_t i = (start + round * 3) % N_KEY_VECTORS;
+		struct treq t;
+		char auth[512];
+		key_vector_req(&t, i, AWS_AK, auth);
+		if (proto_sigv4_verify(&t.r, key_vectors[i].now, lookup, NULL, NULL) != 0)
+			bad++;
+	}
+	return (void *)bad;
+}
+
+START_TEST(test_key_cache)
+{
+	struct treq t;
+	char auth[512];
+	pthread_t th[4];
+
+	/* Twice around more (date, region) pairs than the cache holds: evicted keys are
+	 * derived again, cached ones are right. */
+	for (int round = 0; round < 2; round++) {
+		for (size_t i = 0; i < N_KEY_VECTORS; i++) {
+			key_vector_req(&t, i, AWS_AK, auth);
+			ck_assert_int_eq(proto_sigv4_verify(&t.r, key_vectors[i].now, lookup, NULL,
+							    NULL), 0);
+		}
+	}
+	/* A different secret for the same access key, date and region: no cached key. */
+	key_vector_req(&t, 0, AWS_AK, auth);
+	wrong_secret_mode = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEX";
+	ck_assert_int_eq(proto_sigv4_verify(&t.r, key_vectors[0].now, lookup, NULL, NULL),
+			 -EBADMSG);
+	wrong_secret_mode = NULL;
+	ck_assert_int_eq(proto_sigv4_verify(&t.r, key_vectors[0].now, lookup, NULL, NULL), 0);
+	/* A cached key does not outlive a signature mismatch on other input. */
+	treq_set(&t, "Range", "bytes=0-8");
+	ck_assert_int_eq(proto_sigv4_verify(&t.r, key_vectors[0].now, lookup, NULL, NULL),
+			 -EBADMSG);
+
+	/* Concurrent verifiers sharing the cache. */
+	for (size_t i = 0; i < 4; i++)
+		ck_assert_int_eq(pthread_create(&th[i], NULL, key_cache_worker, (void *)(uintptr_t)i),
+				 0);
+	for (size_t i = 0; i < 4; i++) {
+		void *bad;
+		ck_assert_int_eq(pthread_join(th[i], &bad), 0);
+		ck_assert_int_eq((intptr_t)bad, 0);
+	}
+}
+END_TEST
+
+/* A secret longer than SHA-256's 64-byte block: "AWS4" + secret is hashed to make the
+ * first HMAC key (RFC 2104); vector computed with Python's hmac. */
+START_TEST(test_long_secret)
+{
+	struct treq t;
+
+	treq_init(&t, "GET", "/test.txt", NULL);
+	treq_add(&t, "Host", "examplebucket.s3.amazonaws.com");
+	treq_add(&t, "Range", "bytes=0-9");
+	treq_add(&t, "x-amz-content-sha256", EMPTY_SHA);
+	treq_add(&t, "x-amz-date", "20130524T000000Z");
+	treq_add(&t, "Authorization",
+		 "AWS4-HMAC-SHA256 Credential=LONG/20130524/us-east-1/s3/aws4_request,SignedHeaders="
+		 "host;range;x-amz-content-sha256;x-amz-date,Signature="
+		 "8a3fe312a92996601c703447935c9bbcb71e1a091bebdbebd5479c72e364b533");
+	ck_assert_uint_gt(strlen(LONG_SECRET) + 4, 64);
+	ck_assert_int_eq(proto_sigv4_verify(&t.r, AWS_NOW, lookup, NULL, NULL), 0);
+	treq_set(&t, "Range", "bytes=0-8");
+	ck_assert_int_eq(proto_sigv4_verify(&t.r, AWS_NOW, lookup, NULL, NULL), -EBADMSG);
+}
+END_TEST
+
 static Suite *sigv4_suite(void)
 {
 	Suite *s = suite_create("sigv4");
@@ -523,6 +659,8 @@ static Suite *sigv4_suite(void)
 	tcase_add_test(tc, test_aws_bucket_queries);
 	tcase_add_test(tc, test_query_canonical);
 	tcase_add_test(tc, test_curl_788);
+	tcase_add_test(tc, test_key_cache);
+	tcase_add_test(tc, test_long_secret);
 	suite_add_tcase(s, tc);
 	return s;
 }
