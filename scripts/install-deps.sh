@@ -13,6 +13,7 @@ PACKAGES=(
 	librocksdb-dev libisal-dev libcurl4-openssl-dev libmicrohttpd-dev libssl-dev
 	check
 	rsync attr acl curl xxd util-linux procps coreutils
+	git tar fio
 )
 
 quiet=0

@@ -1,20 +1,25 @@
 /*
  * tessera-scrub (also fsck.tesserafs): verifies and repairs a tesserafs filesystem.
  *
- *   tessera-scrub [options] META_DIR
+ *   tessera-scrub [options] META_DIR|MOUNTPOINT
  *
- * Opens the metadata itself (the filesystem must not be mounted: RocksDB allows one writer),
- * connects to the block servers with the superblock's credentials and runs the scrub engine
- * (include/tessera/scrub.h, doc/scrub.md). Output: findings and a summary on stdout (or one
- * JSON document with --json), progress on stderr when it is a terminal.
+ * Unmounted: opens the metadata itself, connects to the block servers with the superblock's
+ * credentials and runs the scrub engine (include/tessera/scrub.h, doc/scrub.md). Mounted (the
+ * argument is a tesserafs mount point, or a metadata directory that a daemon holds): asks the
+ * daemon to run the engine through its control socket (include/tessera/control.h) and shows
+ * what it streams back, since RocksDB allows one writer. Either way the checkpoint of an
+ * interrupted run is META_DIR/scrub.checkpoint. Output: findings and a summary on stdout (or
+ * one JSON document with --json), progress on stderr when it is a terminal.
  * Exit status as fsck(8): 0 clean, 1 errors corrected, 4 errors left, 8 operational error,
  * 16 usage error (sums when several apply).
  * Single-threaded apart from the engine's workers, whose callbacks are serialised by it.
+ * SIGINT/SIGTERM stop the run after the stripes in flight (exit 8; the next run resumes).
  */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -25,6 +30,7 @@
 
 #include "tessera/blockclient.h"
 #include "tessera/common.h"
+#include "tessera/control.h"
 #include "tessera/meta.h"
 #include "tessera/scrub.h"
 
@@ -46,8 +52,9 @@ struct out {
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"Usage: %s [options] META_DIR\n"
+		"Usage: %s [options] META_DIR|MOUNTPOINT\n"
 		"Verify every fragment of a tesserafs filesystem and rebuild what is damaged.\n"
+		"A mounted filesystem is scrubbed by its daemon, through its control socket.\n"
 		"\n"
 		"  -n, --dry-run         report only, change nothing\n"
 		"  -y, -p, -a            repair (the default; accepted for fsck compatibility)\n"
@@ -56,6 +63,10 @@ static void usage(FILE *f)
 		"      --gc-grace SECS   keep unreferenced fragments younger than this (default 3600)\n"
 		"      --no-namespace    skip the namespace check\n"
 		"  -j, --jobs N          stripes in flight (default 8)\n"
+		"      --rate-limit SIZE fragment bytes read and written per second (e.g. 50M)\n"
+		"      --restart         ignore the checkpoint of an interrupted run\n"
+		"      --window N        stripes per round (repair and checkpoint after each;\n"
+		"                        default %d)\n"
 		"      --request-timeout SECS   per block-server request (default 30)\n"
 		"      --json            print one JSON report on stdout\n"
 		"  -v, --verbose         list every damaged fragment and every rebuild\n"
@@ -65,7 +76,7 @@ static void usage(FILE *f)
 		"\n"
 		"Exit status (fsck(8)): 0 clean, 1 errors corrected, 4 errors left uncorrected,\n"
 		"8 operational error, 16 usage error.\n",
-		prog);
+		prog, SCRUB_WINDOW_DEFAULT);
 }
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -138,6 +149,7 @@ static const char *kind_name(enum scrub_event_kind k)
 	case SCRUB_EV_NAMESPACE: return "namespace";
 	case SCRUB_EV_GC_ORPHAN: return "gc_orphan";
 	case SCRUB_EV_WARNING: return "warning";
+	case SCRUB_EV_NOTICE: return "notice";
 	}
 	return "unknown";
 }
@@ -202,7 +214,8 @@ static void on_event(void *ctx, const struct scrub_event *ev)
 	bool frag = ev->kind <= SCRUB_EV_FRAG_REBUILT;
 	if (frag && !o->verbose)
 		return;
-	if (o->quiet && (ev->fixed || ev->kind == SCRUB_EV_WARNING || ev->kind == SCRUB_EV_GC_ORPHAN))
+	if (o->quiet && (ev->fixed || ev->kind == SCRUB_EV_WARNING || ev->kind == SCRUB_EV_GC_ORPHAN ||
+			 ev->kind == SCRUB_EV_NOTICE))
 		return;
 	progress_clear(o);
 	switch (ev->kind) {
@@ -223,6 +236,9 @@ static void on_event(void *ctx, const struct scrub_event *ev)
 		break;
 	case SCRUB_EV_WARNING:
 		fprintf(stderr, "%s: warning: %s\n", prog, ev->msg);
+		break;
+	case SCRUB_EV_NOTICE:
+		fprintf(stderr, "%s: %s\n", prog, ev->msg);
 		break;
 	default:
 		fprintf(o->f, "%s: inode %" PRIu64 " stripe %" PRIu64 " fragment %d server %d: %s\n",
@@ -274,23 +290,16 @@ static void on_progress(void *ctx, const char *phase, uint64_t done, uint64_t to
 
 /* ---------------------------------------------------------------- report */
 
-#define STATS(X) \
-	X(inodes) X(files) X(dirs) X(stripes) X(fragments) X(bytes_checked) \
-	X(frags_missing) X(frags_unreachable) X(frags_corrupt) X(frags_rebuilt) X(frags_moved) \
-	X(bytes_rebuilt) X(stripes_damaged) X(stripes_repaired) X(stripes_lost) \
-	X(stripes_failed) X(ns_errors) X(ns_fixed) X(garbage_drained) X(gc_listed) \
-	X(gc_orphans) X(gc_deleted) X(gc_young) X(gc_foreign) X(warnings) X(errors_fixed) \
-	X(errors_left) X(verify_ns) X(repair_ns) X(total_ns)
-
 static void print_json(struct out *o, const char *uuid, const struct scrub_stats *st, int rc,
-		       const struct scrub_options *opt)
+		       const struct scrub_options *opt, bool mounted)
 {
-	printf("{\"filesystem\":\"%s\",\"mode\":{\"repair\":%s,\"deep\":%s,\"gc\":%s},\"exit_status\":%d,"
-	       "\"stats\":{", uuid, opt->dry_run ? "false" : "true", opt->deep ? "true" : "false",
-	       opt->gc ? "true" : "false", rc);
+	printf("{\"filesystem\":\"%s\",\"mode\":{\"repair\":%s,\"deep\":%s,\"gc\":%s,"
+	       "\"mounted\":%s},\"exit_status\":%d,\"stats\":{", uuid,
+	       opt->dry_run ? "false" : "true", opt->deep ? "true" : "false",
+	       opt->gc ? "true" : "false", mounted ? "true" : "false", rc);
 	const char *sep = "";
 #define X(f) printf("%s\"" #f "\":%" PRIu64, sep, st->f), sep = ",";
-	STATS(X)
+	SCRUB_STATS_FIELDS(X)
 #undef X
 	printf("},\"findings\":[");
 	for (size_t i = 0; i < o->n_items; i++)
@@ -314,6 +323,11 @@ static void print_summary(const struct scrub_stats *st, bool dry_run, bool gc)
 	       PRIu64 " not repaired\n", st->stripes_damaged, st->stripes_repaired,
 	       st->stripes_lost, st->stripes_failed);
 	printf("namespace: %" PRIu64 " problems, %" PRIu64 " fixed\n", st->ns_errors, st->ns_fixed);
+	if (st->stripes_changed)
+		printf("%" PRIu64 " stripes were rewritten by the filesystem while being checked\n",
+		       st->stripes_changed);
+	if (st->resumed)
+		printf("(resumed from the checkpoint of an interrupted run: the counts include it)\n");
 	if (gc)
 		printf("gc: %" PRIu64 " queued fragments deleted; %" PRIu64 " objects listed, %" PRIu64
 		       " unreferenced, %" PRIu64 " deleted, %" PRIu64 " within the grace period\n",
@@ -328,10 +342,28 @@ static void print_summary(const struct scrub_stats *st, bool dry_run, bool gc)
 		printf("%" PRIu64 " problems found (dry run: nothing changed)\n", st->errors_left);
 }
 
-/* Whether path is the mount point of a tesserafs mount; its source goes to src. */
+/* mountinfo escapes space, tab, newline and backslash as \ooo: decodes in place. */
+static void unescape_octal(char *s)
+{
+	char *w = s;
+
+	for (char *p = s; *p;) {
+		if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] >= '0' && p[2] <= '7' &&
+		    p[3] >= '0' && p[3] <= '7') {
+			*w++ = (char)((p[1] - '0') << 6 | (p[2] - '0') << 3 | (p[3] - '0'));
+			p += 4;
+		} else {
+			*w++ = *p++;
+		}
+	}
+	*w = '\0';
+}
+
+/* Whether path is the mount point of a tesserafs mount (type fuse.tesserafs); its source,
+ * which tesserafs sets to its metadata directory (fsname=), goes to src. */
 static bool is_tesserafs_mount(const char *path, char *src, size_t size)
 {
-	char real[PATH_MAX], line[4096];
+	char real[PATH_MAX], line[3 * PATH_MAX];
 	FILE *f;
 	bool found = false;
 
@@ -340,24 +372,101 @@ static bool is_tesserafs_mount(const char *path, char *src, size_t size)
 	f = fopen("/proc/self/mountinfo", "r");
 	if (!f)
 		return false;
-	while (!found && fgets(line, sizeof(line), f)) {
+	/* The last matching line wins: the mount on top. */
+	while (fgets(line, sizeof(line), f)) {
 		char mp[PATH_MAX], fstype[64], source[PATH_MAX];
 		const char *dash = strstr(line, " - ");
 		if (!dash || sscanf(line, "%*s %*s %*s %*s %4095s", mp) != 1 ||
 		    sscanf(dash + 3, "%63s %4095s", fstype, source) != 2)
 			continue;
-		if (strcmp(mp, real) == 0 && strstr(fstype, "tesserafs")) {
+		unescape_octal(mp);
+		if (strcmp(mp, real) != 0)
+			continue;
+		found = strcmp(fstype, "fuse.tesserafs") == 0;
+		if (found) {
+			unescape_octal(source);
 			snprintf(src, size, "%s", source);
-			found = true;
 		}
 	}
 	fclose(f);
 	return found;
 }
 
+static volatile sig_atomic_t stop_requested;
+static struct scrub *volatile running; /* the unmounted run, for the signal handler */
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	stop_requested = 1;
+	if (running)
+		scrub_cancel(running);
+	signal(SIGINT, SIG_DFL); /* a second ^C ends the process at once */
+	signal(SIGTERM, SIG_DFL);
+}
+
+static void report(struct out *o, const char *uuid, const struct scrub_options *opt,
+		   const struct scrub_stats *st, int rc, int r, bool mounted)
+{
+	progress_clear(o);
+	if (r == -ECANCELED)
+		fprintf(stderr, "%s: interrupted; run it again to resume from the checkpoint\n",
+			prog);
+	else if (r < 0)
+		fprintf(stderr, "%s: scrub stopped: %s\n", prog, strerror(-r));
+	if (o->json)
+		print_json(o, uuid, st, rc, opt, mounted);
+	else if (!o->quiet || rc)
+		print_summary(st, opt->dry_run, opt->gc);
+}
+
+/* Mounted mode: the daemon that holds meta_dir runs the scrub. */
+static int run_mounted(const char *meta_dir, const char *shown, struct scrub_options *opt,
+		       struct out *o)
+{
+	struct control_conn *c = NULL;
+	struct control_info info;
+	struct scrub_stats st = { 0 };
+	int r, result = 0, rc;
+
+	r = control_connect(meta_dir, &c);
+	if (r < 0) {
+		fprintf(stderr, "%s: '%s' is in use (mounted?) but its daemon's control socket "
+			"'%s/%s' does not answer: %s\n", prog, shown, meta_dir, CONTROL_SOCKET_NAME,
+			strerror(-r));
+		return SCRUB_EXIT_OPERATIONAL;
+	}
+	r = control_scrub_start(c, opt, &info);
+	if (r < 0) {
+		fprintf(stderr, "%s: the daemon of '%s' refused the scrub: %s\n", prog, shown,
+			r == -EBUSY ? "a scrub is already running" : strerror(-r));
+		control_close(c);
+		return SCRUB_EXIT_OPERATIONAL;
+	}
+	if (!o->json && !o->quiet)
+		printf("%s: filesystem %s (k=%u m=%u, %u servers), mounted: scrubbed by its "
+		       "daemon%s%s%s\n", prog, info.fs_uuid, info.k, info.m, info.n_servers,
+		       opt->dry_run ? ", dry run" : "", opt->deep ? ", deep" : "",
+		       opt->gc ? ", gc" : "");
+	fflush(stdout);
+	r = control_scrub_wait(c, opt, &stop_requested, &st, &result);
+	control_close(c); /* closing it cancels a scrub still running in the daemon */
+	if (r == -ECANCELED) {
+		result = r;
+	} else if (r < 0) {
+		progress_clear(o);
+		fprintf(stderr, "%s: lost the daemon of '%s': %s\n", prog, shown, strerror(-r));
+		return SCRUB_EXIT_OPERATIONAL;
+	}
+	rc = scrub_exit_status(&st, result);
+	report(o, info.fs_uuid, opt, &st, rc, result, true);
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
-	enum { O_DEEP = 256, O_GC, O_GRACE, O_JSON, O_NONS, O_TIMEOUT };
+	enum { O_DEEP = 256, O_GC, O_GRACE, O_JSON, O_NONS, O_TIMEOUT, O_RATE, O_RESTART,
+	       O_WINDOW };
 	static const struct option longopts[] = {
 		{ "dry-run", no_argument, NULL, 'n' },
 		{ "deep", no_argument, NULL, O_DEEP },
@@ -366,6 +475,9 @@ int main(int argc, char **argv)
 		{ "no-namespace", no_argument, NULL, O_NONS },
 		{ "jobs", required_argument, NULL, 'j' },
 		{ "request-timeout", required_argument, NULL, O_TIMEOUT },
+		{ "rate-limit", required_argument, NULL, O_RATE },
+		{ "restart", no_argument, NULL, O_RESTART },
+		{ "window", required_argument, NULL, O_WINDOW },
 		{ "json", no_argument, NULL, O_JSON },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "quiet", no_argument, NULL, 'q' },
@@ -424,6 +536,20 @@ int main(int argc, char **argv)
 			if (errno || *end || timeout_s == 0 || timeout_s > 3600)
 				return usage_error("bad --request-timeout '%s' (1..3600 s)", optarg);
 			break;
+		case O_RATE:
+			if (tparse_size(optarg, &opt.rate_limit) < 0 || opt.rate_limit == 0)
+				return usage_error("bad --rate-limit '%s' (bytes per second, e.g. 50M)",
+						   optarg);
+			break;
+		case O_RESTART:
+			opt.no_resume = true;
+			break;
+		case O_WINDOW:
+			errno = 0;
+			opt.window = strtoull(optarg, &end, 10);
+			if (errno || *end || !*optarg || opt.window == 0)
+				return usage_error("bad --window '%s' (stripes)", optarg);
+			break;
 		case O_JSON:
 			o.json = true;
 			break;
@@ -445,24 +571,32 @@ int main(int argc, char **argv)
 		}
 	}
 	if (optind != argc - 1)
-		return usage_error(optind >= argc ? "missing META_DIR" : "too many arguments");
-	const char *dir = argv[optind];
+		return usage_error(optind >= argc ? "missing META_DIR or MOUNTPOINT"
+						  : "too many arguments");
+	const char *arg = argv[optind];
 	struct stat sbuf;
-	if (stat(dir, &sbuf) < 0 || !S_ISDIR(sbuf.st_mode))
-		return usage_error("'%s' is not a directory", dir);
+	if (stat(arg, &sbuf) < 0 || !S_ISDIR(sbuf.st_mode))
+		return usage_error("'%s' is not a directory", arg);
 
-	char src[PATH_MAX];
-	if (is_tesserafs_mount(dir, src, sizeof(src))) {
-		fprintf(stderr, "%s: '%s' is a mounted tesserafs (metadata '%s'); scrubbing a mounted "
-			"filesystem is not supported yet: unmount it and run %s on its metadata "
-			"directory\n", prog, dir, src, prog);
-		return SCRUB_EXIT_OPERATIONAL;
+	o.progress = isatty(STDERR_FILENO) && !o.quiet;
+	opt.on_event = on_event;
+	opt.on_progress = on_progress;
+	opt.ctx = &o;
+	struct sigaction sa = { .sa_handler = on_signal };
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+
+	char dir[PATH_MAX];
+	if (is_tesserafs_mount(arg, dir, sizeof(dir))) {
+		rc = run_mounted(dir, arg, &opt, &o);
+		goto out;
 	}
+	snprintf(dir, sizeof(dir), "%s", arg);
 	r = meta_open(dir, &meta);
 	if (r == -EBUSY) {
-		fprintf(stderr, "%s: metadata '%s' is in use by another process (is tesserafs "
-			"mounted?); unmount it first, or pass the mount point instead\n", prog, dir);
-		return SCRUB_EXIT_OPERATIONAL;
+		rc = run_mounted(dir, dir, &opt, &o); /* a daemon holds it */
+		goto out;
 	}
 	if (r < 0) {
 		fprintf(stderr, "%s: cannot open metadata '%s': %s\n", prog, dir,
@@ -491,10 +625,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s: cannot set up the block client: %s\n", prog, strerror(-r));
 		goto out;
 	}
-	o.progress = isatty(STDERR_FILENO) && !o.quiet;
-	opt.on_event = on_event;
-	opt.on_progress = on_progress;
-	opt.ctx = &o;
+	char ckpt[PATH_MAX];
+	if (snprintf(ckpt, sizeof(ckpt), "%s/%s", dir, SCRUB_CHECKPOINT_NAME) < (int)sizeof(ckpt))
+		opt.checkpoint = ckpt;
 	r = scrub_new(meta, bc, &opt, &s);
 	if (r < 0) {
 		fprintf(stderr, "%s: cannot start: %s\n", prog, strerror(-r));
@@ -504,15 +637,13 @@ int main(int argc, char **argv)
 		printf("%s: filesystem %s (k=%u m=%u, %u servers)%s%s%s\n", prog, uuid, sb->k, sb->m,
 		       sb->n_servers, opt.dry_run ? ", dry run" : "", opt.deep ? ", deep" : "",
 		       opt.gc ? ", gc" : "");
+	running = s;
+	if (stop_requested)
+		scrub_cancel(s);
 	r = scrub_run(s, &st);
-	progress_clear(&o);
+	running = NULL;
 	rc = scrub_exit_status(&st, r);
-	if (r < 0)
-		fprintf(stderr, "%s: scrub stopped: %s\n", prog, strerror(-r));
-	if (o.json)
-		print_json(&o, uuid, &st, rc, &opt);
-	else if (!o.quiet || rc)
-		print_summary(&st, opt.dry_run, opt.gc);
+	report(&o, uuid, &opt, &st, rc, r, false);
 out:
 	scrub_free(s);
 	blockclient_free(bc);

@@ -9,6 +9,7 @@
 #ifndef TESSERA_FS_H
 #define TESSERA_FS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "tessera/data.h"
@@ -35,5 +36,14 @@ void fs_free(struct fs *fs);
 
 /* The operations table; the userdata of the session must be the struct fs. */
 const struct fuse_lowlevel_ops *fs_ops(void);
+
+/* For the control socket (control.h), which runs the scrubber inside the daemon: the opened
+ * filesystem's metadata, block client and inode lock (borrowed, valid until fs_free()). */
+struct meta *fs_meta(struct fs *fs);
+struct blockclient *fs_blockclient(struct fs *fs);
+pthread_mutex_t *fs_inode_lock(struct fs *fs);
+/* Whether ino is in use: the kernel holds a lookup on it or a file handle has it open (an
+ * unlinked inode in use must stay). May be called with the inode lock held. */
+bool fs_inode_in_use(struct fs *fs, uint64_t ino);
 
 #endif

@@ -7,7 +7,9 @@
  *   stripes   key ino(8, BE) + stripe index(8, BE)  value struct meta_stripe (encoded)
  *   xattrs    key ino(8, BE) + name bytes           value raw bytes
  *   system    key ascii name ("superblock", "next_ino")   value encoded records; the server
- *             map is part of the superblock record ("servers" is reserved)
+ *             map is part of the superblock record ("servers" is reserved);
+ *             "orphan" + ino(8, BE), empty value: the orphan index (meta_orphan_list());
+ *             "orphan_index": present when the filesystem keeps that index (made by mkfs)
  *   garbage   key sequence(8, BE)                   value struct meta_garbage (encoded)
  *   chunks    key ino(8, BE) + stripe index(8, BE)  value the chunk sums of the stripe's data
  *             fragments (see meta_batch_chunks_put)
@@ -49,7 +51,8 @@ struct meta_inode {
 	uint64_t size;
 	uint64_t rdev;     /* device number (S_IFCHR, S_IFBLK); for a directory the fs layer
 			      keeps its parent directory's inode here ('..'; 0 = the root) */
-	uint64_t atime_ns, mtime_ns, ctime_ns, btime_ns;
+	uint64_t atime_ns, mtime_ns, ctime_ns, btime_ns; /* since the epoch; a time before
+							     1970 is stored two's complement */
 	uint64_t generation;
 	uint32_t flags;    /* META_INODE_F_* */
 };
@@ -181,7 +184,7 @@ int meta_stripe_get(struct meta *m, uint64_t ino, uint64_t stripe, struct meta_s
 typedef int (*meta_stripe_fn)(void *ctx, uint64_t stripe, const struct meta_stripe *s);
 int meta_stripe_list(struct meta *m, uint64_t ino, uint64_t from, meta_stripe_fn fn, void *ctx);
 
-/* Iterates every inode (for mount-time orphan cleanup and the scrubber). */
+/* Iterates every inode (for the scrubber; a mount reads the orphan index instead). */
 typedef int (*meta_inode_fn)(void *ctx, const struct meta_inode *in);
 int meta_inode_list(struct meta *m, meta_inode_fn fn, void *ctx);
 
@@ -256,6 +259,19 @@ int meta_batch_xattr_del_all(struct meta_batch *b, uint64_t ino);
 /* len <= META_INLINE_MAX (a longer value poisons the batch: meta_commit() fails -EINVAL). */
 void meta_batch_inline_put(struct meta_batch *b, uint64_t ino, const void *data, size_t len);
 void meta_batch_inline_del(struct meta_batch *b, uint64_t ino);
+
+/* Orphans: inodes with nlink 0 kept because they are still in use (open, or looked up by the
+ * kernel). The fs layer indexes one in the batch that drops its last name and unindexes it in
+ * the batch that removes it, so that a mount finds what a crash left without reading every
+ * inode. Both are idempotent. */
+void meta_batch_orphan_put(struct meta_batch *b, uint64_t ino);
+void meta_batch_orphan_del(struct meta_batch *b, uint64_t ino);
+/* Iterates the indexed orphans in inode order; on a filesystem made before the index existed
+ * (no "orphan_index" key) every inode with nlink 0, from the inode table. An indexed inode may
+ * be gone or linked again (a crash between the commits of a caller that does not keep the
+ * index exact): the caller checks. Callback protocol as meta_dentry_list(). */
+typedef int (*meta_orphan_fn)(void *ctx, uint64_t ino);
+int meta_orphan_list(struct meta *m, meta_orphan_fn fn, void *ctx);
 /* Appends to the garbage queue (the sequence number is allocated in memory at call time,
  * from an atomic counter initialised at open past the last queued entry). */
 void meta_batch_garbage_add(struct meta_batch *b, const struct meta_garbage *g);

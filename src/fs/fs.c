@@ -9,8 +9,10 @@
  * Inode numbers are the FUSE node ids (the root is 1 on both sides). Lifetime of an inode:
  * it is removed (record, stripes, inline value, xattrs, in one batch) when it has no name
  * (nlink 0), the kernel holds no lookup on it and no file handle has it open. Until then an
- * unlinked inode stays in the metadata flagged META_INODE_F_ORPHAN, so fstat, fchmod, reads,
- * writes and /proc/self/fd reopens keep working; fs_open() removes the orphans a crash left.
+ * unlinked inode stays in the metadata flagged META_INODE_F_ORPHAN (and in meta's orphan
+ * index), so fstat, fchmod, reads, writes and /proc/self/fd reopens keep working; when the
+ * last forget or release comes, the reaper thread removes it (FS_REAP_BATCH inodes per
+ * commit), and fs_open() removes the orphans a crash left, found through the index.
  * The kernel's lookup counts live in a hash table (fs->lk, its own leaf mutex lk_lock, taken
  * after the inode lock when both are held): every reply that hands the kernel an entry
  * (lookup, create, mknod, mkdir, symlink, link, readdirplus) counts one, forget subtracts.
@@ -45,6 +47,7 @@
 #include <sys/statvfs.h>
 #include <sys/uio.h>
 #include <sys/xattr.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "tessera/blockclient.h"
@@ -59,6 +62,9 @@
 #define FS_DIR_HISTORY_MAX (32u << 20)
 #define FS_RELATIME_NS (24ull * 3600 * 1000000000ull)
 #define FS_MAX_DEPTH (1u << 20)       /* loop guard when walking up the tree */
+#define FS_REAP_BATCH 64              /* inode removals per reaper commit */
+#define FS_READDIRPLUS_MAX (32u << 10) /* bytes of entries per readdirplus reply */
+#define FS_REAP_DELAY_MS 5            /* a reaper round waits this long for more */
 
 #define ACL_ACCESS "system.posix_acl_access"
 #define ACL_DEFAULT "system.posix_acl_default"
@@ -78,6 +84,15 @@ struct fs {
 	pthread_mutex_t lk_lock; /* protects lk, lk_cap, lk_n */
 	struct lk_slot *lk;   /* open addressing, linear probing, lk_cap a power of two */
 	size_t lk_cap, lk_n;
+	/* The reaper: inodes that may have lost their last reference (forget, release), removed
+	 * by one thread in batches. rp_lock (a leaf, never held with another lock) protects
+	 * rp_q, rp_n, rp_cap and rp_stop. */
+	pthread_mutex_t rp_lock;
+	pthread_cond_t rp_cond;
+	pthread_t reaper;
+	bool reaper_started, rp_stop;
+	uint64_t *rp_q;
+	size_t rp_n, rp_cap;
 };
 
 struct fs_dir {
@@ -100,15 +115,28 @@ static struct data_file *file_of(struct fuse_file_info *fi)
 	return (struct data_file *)(uintptr_t)fi->fh;
 }
 
+/* Times are nanoseconds since the epoch, two's complement before 1970 (meta.h): tar and rsync
+ * bring files from 1960 too. */
 static struct timespec ts_of(uint64_t ns)
 {
-	return (struct timespec){ .tv_sec = (time_t)(ns / 1000000000ull),
-				  .tv_nsec = (long)(ns % 1000000000ull) };
+	int64_t t = (int64_t)ns, sec = t / 1000000000, nsec = t % 1000000000;
+
+	if (nsec < 0) {
+		sec--;
+		nsec += 1000000000;
+	}
+	return (struct timespec){ .tv_sec = (time_t)sec, .tv_nsec = (long)nsec };
 }
 
 static uint64_t ns_of(const struct timespec *ts)
 {
-	return (uint64_t)ts->tv_sec * 1000000000ull + (uint64_t)ts->tv_nsec;
+	return (uint64_t)((int64_t)ts->tv_sec * 1000000000 + (int64_t)ts->tv_nsec);
+}
+
+/* a > b for two times */
+static bool ns_after(uint64_t a, uint64_t b)
+{
+	return (int64_t)a > (int64_t)b;
 }
 
 static uint64_t dir_parent(const struct meta_inode *in)
@@ -123,9 +151,9 @@ static void stat_of(struct fs *fs, const struct meta_inode *in, struct stat *st)
 	if (S_ISREG(in->mode) && data_file_attr(fs->data, in->ino, &osize, &omtime)) {
 		/* buffered writes: their size and time are not in the record yet */
 		size = osize;
-		if (omtime > mtime)
+		if (ns_after(omtime, mtime))
 			mtime = omtime;
-		if (omtime > ctime)
+		if (ns_after(omtime, ctime))
 			ctime = omtime;
 	}
 	memset(st, 0, sizeof(*st));
@@ -137,7 +165,8 @@ static void stat_of(struct fs *fs, const struct meta_inode *in, struct stat *st)
 	if (S_ISCHR(in->mode) || S_ISBLK(in->mode))
 		st->st_rdev = (dev_t)in->rdev;
 	st->st_size = (off_t)size;
-	st->st_blksize = FS_BLKSIZE;
+	/* stripes want big I/O; a directory does not (glibc sizes readdir buffers by it) */
+	st->st_blksize = S_ISREG(in->mode) ? FS_BLKSIZE : 4096;
 	st->st_blocks = (blkcnt_t)((size + 511) / 512);
 	st->st_atim = ts_of(in->atime_ns);
 	st->st_mtim = ts_of(mtime);
@@ -457,41 +486,13 @@ static int xattr_read(struct fs *fs, uint64_t ino, const char *name, uint8_t **r
 static int load_credentials(const char *meta_dir, const struct meta_superblock *sb,
 			    struct blockclient_config *cfg)
 {
-	const char *ak = NULL, *sk = NULL;
-	char path[PATH_MAX], *buf = NULL;
-	int r = 0;
+	int r = meta_load_credentials(meta_dir, sb, cfg->access_key, sizeof(cfg->access_key),
+				      cfg->secret_key, sizeof(cfg->secret_key));
 
-	if (strncmp(sb->credentials, "file:", 5) == 0) {
-		const char *f = sb->credentials + 5;
-		if (f[0] == '/')
-			snprintf(path, sizeof(path), "%s", f);
-		else
-			snprintf(path, sizeof(path), "%s/%s", meta_dir, f);
-		r = tfile_read_all(path, 4096, &buf, NULL);
-		if (r < 0) {
-			tlog_error("cannot read credentials '%s': %s", path, strerror(-r));
-			return r;
-		}
-		char *save = NULL;
-		ak = strtok_r(buf, " \t\r\n", &save);
-		sk = ak ? strtok_r(NULL, " \t\r\n", &save) : NULL;
-	} else {
-		ak = getenv("TESSERA_ACCESS_KEY");
-		sk = getenv("TESSERA_SECRET_KEY");
-	}
-	if (!ak || !sk || strlen(ak) >= sizeof(cfg->access_key) ||
-	    strlen(sk) >= sizeof(cfg->secret_key)) {
+	if (r == -EINVAL)
 		tlog_error("no usable access key (credentials '%s')", sb->credentials);
-		r = -EINVAL;
-		goto out;
-	}
-	snprintf(cfg->access_key, sizeof(cfg->access_key), "%s", ak);
-	snprintf(cfg->secret_key, sizeof(cfg->secret_key), "%s", sk);
-out:
-	if (buf) {
-		memset(buf, 0, strlen(buf));
-		free(buf);
-	}
+	else if (r < 0)
+		tlog_error("cannot read credentials '%s': %s", sb->credentials, strerror(-r));
 	return r;
 }
 
@@ -502,6 +503,8 @@ static int remove_inode_locked(struct fs *fs, struct meta_batch *b, const struct
 
 	meta_batch_inode_del(b, in->ino);
 	meta_batch_inline_del(b, in->ino);
+	if (in->flags & META_INODE_F_ORPHAN)
+		meta_batch_orphan_del(b, in->ino);
 	r = meta_batch_xattr_del_all(b, in->ino);
 	if (r == 0 && S_ISREG(in->mode))
 		r = data_release_stripes(fs->data, in->ino, b);
@@ -510,12 +513,12 @@ static int remove_inode_locked(struct fs *fs, struct meta_batch *b, const struct
 	return r;
 }
 
-/* Removes ino when nothing refers to it any more: no name, no kernel lookup, no open file.
- * With the inode lock held. Returns 1 when removed, 0 when kept, -errno. */
-static int reap_locked(struct fs *fs, uint64_t ino)
+/* Adds to b the removal of ino when nothing refers to it any more: no name, no kernel lookup,
+ * no open file. With the inode lock held. Returns 1 when added, 0 when kept (or gone), -errno
+ * (b may then hold part of the removal: do not commit it). */
+static int reap_locked(struct fs *fs, struct meta_batch *b, uint64_t ino)
 {
 	struct meta_inode in;
-	struct meta_batch *b;
 	int r;
 
 	if (lk_held(fs, ino) || data_is_open(fs->data, ino))
@@ -525,53 +528,144 @@ static int reap_locked(struct fs *fs, uint64_t ino)
 		return 0;
 	if (r < 0 || in.nlink != 0)
 		return r;
-	b = meta_batch_new(fs->meta);
-	if (!b)
-		return -ENOMEM;
 	r = remove_inode_locked(fs, b, &in);
-	if (r == 0)
-		r = meta_commit(fs->meta, b, false);
-	meta_batch_free(b);
 	return r < 0 ? r : 1;
 }
 
+/* Removes the inodes in q (under the inode lock, FS_REAP_BATCH per commit). An error leaves
+ * that batch's inodes for the orphan cleanup of the next mount. */
+static void reap_many(struct fs *fs, const uint64_t *q, size_t n)
+{
+	struct meta_batch *b = meta_batch_new(fs->meta);
+	size_t i = 0, removed = 0;
+	int r = 0;
+
+	if (!b) {
+		tlog_warn("cannot remove %zu unlinked inode(s): out of memory", n);
+		return;
+	}
+	while (i < n) {
+		size_t added = 0, first = i;
+		pthread_mutex_lock(&fs->lock);
+		for (; i < n && added < FS_REAP_BATCH; i++) {
+			r = reap_locked(fs, b, q[i]);
+			if (r < 0)
+				break;
+			added += (size_t)r;
+		}
+		if (r == 0 && added)
+			r = meta_commit(fs->meta, b, false);
+		pthread_mutex_unlock(&fs->lock);
+		if (r < 0) {
+			tlog_warn("cannot remove unlinked inode %llu: %s (left for the next mount)",
+				  (unsigned long long)q[i < n ? i : first], strerror(-r));
+			meta_batch_free(b);
+			b = meta_batch_new(fs->meta);
+			if (!b)
+				break;
+			i += i < n; /* skip the one that failed */
+			r = 0;
+			continue;
+		}
+		removed += added;
+	}
+	meta_batch_free(b);
+	if (removed)
+		data_gc_kick(fs->data);
+}
+
+static void *reaper_main(void *arg)
+{
+	struct fs *fs = arg;
+	uint64_t *q = NULL;
+	size_t n = 0, cap = 0;
+
+	pthread_mutex_lock(&fs->rp_lock);
+	for (;;) {
+		while (!fs->rp_n && !fs->rp_stop)
+			pthread_cond_wait(&fs->rp_cond, &fs->rp_lock);
+		if (!fs->rp_n && fs->rp_stop)
+			break;
+		if (fs->rp_n < FS_REAP_BATCH && !fs->rp_stop) {
+			/* let a burst of forgets (rm -r) gather into one commit */
+			struct timespec t;
+			clock_gettime(CLOCK_REALTIME, &t);
+			t.tv_nsec += FS_REAP_DELAY_MS * 1000000L;
+			if (t.tv_nsec >= 1000000000L) {
+				t.tv_sec++;
+				t.tv_nsec -= 1000000000L;
+			}
+			pthread_cond_timedwait(&fs->rp_cond, &fs->rp_lock, &t);
+		}
+		/* take the queue, hand back the spare buffer */
+		uint64_t *tq = fs->rp_q;
+		size_t tcap = fs->rp_cap;
+		n = fs->rp_n;
+		fs->rp_q = q;
+		fs->rp_cap = cap;
+		fs->rp_n = 0;
+		q = tq;
+		cap = tcap;
+		pthread_mutex_unlock(&fs->rp_lock);
+		reap_many(fs, q, n);
+		pthread_mutex_lock(&fs->rp_lock);
+	}
+	pthread_mutex_unlock(&fs->rp_lock);
+	free(q);
+	return NULL;
+}
+
+/* ino may have lost its last reference: queues it for the reaper (at once when there is no
+ * reaper thread). Never blocks on the inode lock when the reaper runs. */
 static void reap(struct fs *fs, uint64_t ino)
 {
-	int r;
+	bool queued = false;
 
-	pthread_mutex_lock(&fs->lock);
-	r = reap_locked(fs, ino);
-	pthread_mutex_unlock(&fs->lock);
-	if (r > 0)
-		data_gc_kick(fs->data);
-	else if (r < 0)
-		tlog_warn("cannot remove unlinked inode %llu: %s (left for the next mount)",
-			  (unsigned long long)ino, strerror(-r));
+	if (lk_held(fs, ino))
+		return; /* its forget comes later (a release usually comes with lookups held) */
+	pthread_mutex_lock(&fs->rp_lock);
+	if (fs->reaper_started && !fs->rp_stop) {
+		if (fs->rp_n == fs->rp_cap) {
+			size_t cap = fs->rp_cap ? 2 * fs->rp_cap : 256;
+			uint64_t *t = realloc(fs->rp_q, cap * sizeof(*t));
+			if (t) {
+				fs->rp_q = t;
+				fs->rp_cap = cap;
+			}
+		}
+		if (fs->rp_n < fs->rp_cap) {
+			fs->rp_q[fs->rp_n++] = ino;
+			queued = true;
+			if (fs->rp_n == 1 || fs->rp_n == FS_REAP_BATCH)
+				pthread_cond_signal(&fs->rp_cond);
+		}
+	}
+	pthread_mutex_unlock(&fs->rp_lock);
+	if (!queued)
+		reap_many(fs, &ino, 1);
 }
 
 struct orphan_ctx {
-	struct meta_inode ins[256];
+	uint64_t inos[256];
 	unsigned n;
 };
 
-static int collect_orphan(void *arg, const struct meta_inode *in)
+static int collect_orphan(void *arg, uint64_t ino)
 {
 	struct orphan_ctx *o = arg;
 
-	if (in->nlink == 0) {
-		o->ins[o->n++] = *in;
-		if (o->n == TESSERA_ARRAY_SIZE(o->ins))
-			return 1;
-	}
-	return 0;
+	o->inos[o->n++] = ino;
+	return o->n == TESSERA_ARRAY_SIZE(o->inos) ? 1 : 0;
 }
 
-/* Removes the inodes that were unlinked while open or looked up when the daemon stopped. */
+/* Removes the inodes that were unlinked while open or looked up when the daemon stopped
+ * (from the orphan index: a mount does not read every inode). Runs before the session. */
 static int remove_orphans(struct fs *fs)
 {
 	struct orphan_ctx *o = calloc(1, sizeof(*o));
 	struct meta_batch *b = NULL;
-	unsigned total = 0;
+	struct meta_inode in;
+	unsigned total = 0, removed;
 	int r;
 
 	if (!o)
@@ -583,13 +677,25 @@ static int remove_orphans(struct fs *fs)
 	}
 	do {
 		o->n = 0;
-		r = meta_inode_list(fs->meta, collect_orphan, o);
-		for (unsigned i = 0; r == 0 && i < o->n; i++)
-			r = remove_inode_locked(fs, b, &o->ins[i]);
+		removed = 0;
+		r = meta_orphan_list(fs->meta, collect_orphan, o);
+		for (unsigned i = 0; r == 0 && i < o->n; i++) {
+			r = meta_inode_get(fs->meta, o->inos[i], &in);
+			if (r == -ENOENT) {
+				r = 0; /* removed already (by tessera-scrub) */
+			} else if (r == 0 && in.nlink == 0) {
+				r = remove_inode_locked(fs, b, &in);
+				removed++;
+			} else if (r == 0 && (in.flags & META_INODE_F_ORPHAN)) {
+				in.flags &= ~META_INODE_F_ORPHAN;
+				meta_batch_inode_put(b, &in);
+			}
+			meta_batch_orphan_del(b, o->inos[i]);
+		}
 		if (r == 0 && o->n)
 			r = meta_commit(fs->meta, b, true);
-		total += r == 0 ? o->n : 0;
-	} while (r == 0 && o->n == TESSERA_ARRAY_SIZE(o->ins));
+		total += r == 0 ? removed : 0;
+	} while (r == 0 && o->n == TESSERA_ARRAY_SIZE(o->inos));
 	if (total) {
 		tlog_info("removed %u orphan inode(s)", total);
 		data_gc_kick(fs->data);
@@ -608,6 +714,8 @@ struct fs *fs_alloc(void)
 		return NULL;
 	pthread_mutex_init(&fs->lock, NULL);
 	pthread_mutex_init(&fs->lk_lock, NULL);
+	pthread_mutex_init(&fs->rp_lock, NULL);
+	pthread_cond_init(&fs->rp_cond, NULL);
 	if (lk_grow(fs) < 0) {
 		fs_free(fs);
 		return NULL;
@@ -661,6 +769,11 @@ int fs_open(struct fs *fs, const char *meta_dir, const struct fs_options *opt)
 	r = remove_orphans(fs);
 	if (r < 0)
 		tlog_warn("orphan cleanup failed: %s", strerror(-r));
+	r = pthread_create(&fs->reaper, NULL, reaper_main, fs);
+	if (r != 0)
+		tlog_warn("cannot start the reaper thread: %s (inodes are removed inline)",
+			  strerror(r));
+	fs->reaper_started = r == 0;
 	return 0;
 fail:
 	data_free(fs->data);
@@ -676,11 +789,22 @@ void fs_free(struct fs *fs)
 {
 	if (!fs)
 		return;
+	if (fs->reaper_started) {
+		/* the reaper drains its queue before it exits */
+		pthread_mutex_lock(&fs->rp_lock);
+		fs->rp_stop = true;
+		pthread_cond_signal(&fs->rp_cond);
+		pthread_mutex_unlock(&fs->rp_lock);
+		pthread_join(fs->reaper, NULL);
+	}
 	data_free(fs->data);
 	blockclient_free(fs->bc);
 	meta_close(fs->meta);
 	pthread_mutex_destroy(&fs->lock);
 	pthread_mutex_destroy(&fs->lk_lock);
+	pthread_mutex_destroy(&fs->rp_lock);
+	pthread_cond_destroy(&fs->rp_cond);
+	free(fs->rp_q);
 	free(fs->lk);
 	free(fs);
 }
@@ -1113,8 +1237,10 @@ static int drop_link_locked(struct fs *fs, struct meta_batch *b, struct meta_ino
 		*ret_gc = true;
 		return remove_inode_locked(fs, b, in);
 	}
-	if (in->nlink == 0)
+	if (in->nlink == 0 && !(in->flags & META_INODE_F_ORPHAN)) {
 		in->flags |= META_INODE_F_ORPHAN;
+		meta_batch_orphan_put(b, in->ino);
+	}
 	meta_batch_inode_put(b, in);
 	return 0;
 }
@@ -1406,7 +1532,7 @@ static void touch_atime(struct fs *fs, uint64_t ino)
 
 	if (meta_inode_get(fs->meta, ino, &in) < 0)
 		return;
-	if (in.atime_ns > in.mtime_ns && in.atime_ns > in.ctime_ns &&
+	if (ns_after(in.atime_ns, in.mtime_ns) && ns_after(in.atime_ns, in.ctime_ns) &&
 	    now - in.atime_ns < FS_RELATIME_NS)
 		return;
 	b = meta_batch_new(fs->meta);
@@ -1718,7 +1844,11 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 {
 	struct fs *fs = fs_of(req);
 	struct fs_dir *d = (struct fs_dir *)(uintptr_t)fi->fh;
-	struct readdir_ctx c = { .req = req, .fs = fs, .d = d, .plus = plus, .size = size };
+	/* A readdirplus reply makes the kernel build an inode for every entry: a listing that
+	 * does not stat (FUSE_CAP_READDIRPLUS_AUTO asks for "plus" at offset 0 regardless) should
+	 * not pay that for thousands of entries. The kernel asks again for the rest. */
+	size_t cap = plus && size > FS_READDIRPLUS_MAX ? FS_READDIRPLUS_MAX : size;
+	struct readdir_ctx c = { .req = req, .fs = fs, .d = d, .plus = plus, .size = cap };
 	struct meta_inode self;
 	const char *after = NULL;
 	size_t after_len = 0;
@@ -2108,4 +2238,26 @@ static const struct fuse_lowlevel_ops ops = {
 const struct fuse_lowlevel_ops *fs_ops(void)
 {
 	return &ops;
+}
+
+/* ---------------------------------------------------------------- control socket accessors */
+
+struct meta *fs_meta(struct fs *fs)
+{
+	return fs->meta;
+}
+
+struct blockclient *fs_blockclient(struct fs *fs)
+{
+	return fs->bc;
+}
+
+pthread_mutex_t *fs_inode_lock(struct fs *fs)
+{
+	return &fs->lock;
+}
+
+bool fs_inode_in_use(struct fs *fs, uint64_t ino)
+{
+	return lk_held(fs, ino) || data_is_open(fs->data, ino);
 }

@@ -6,8 +6,14 @@
  * Our options (-o): request_timeout=SECONDS, connect_timeout_ms=MS, attr_timeout=SECONDS.
  * Every other -o option goes to libfuse and the kernel (allow_other, default_permissions, ...).
  * Also usable from mount(8) and fstab as type fuse.tesserafs (META_DIR as the device).
+ * Unless -o fsname=/subtype= are given, the mount shows META_DIR as its source and
+ * fuse.tesserafs as its type (tessera-scrub finds the control socket, META_DIR/control.sock,
+ * from the source: control.h).
  */
-#define FUSE_USE_VERSION 34
+/* 3.12: fuse_session_loop_mt() takes the fuse_loop_cfg_*() object. Below 3.12 it expects the
+ * old public struct and misreads this one (clone_fd on, no idle thread kept): a new thread
+ * and /dev/fuse clone per request. */
+#define FUSE_USE_VERSION 312
 
 #include <errno.h>
 #include <fuse_lowlevel.h>
@@ -19,6 +25,7 @@
 #include <unistd.h>
 
 #include "tessera/common.h"
+#include "tessera/control.h"
 #include "tessera/fs.h"
 #include "tessera/meta.h"
 
@@ -40,6 +47,8 @@ struct cmdline {
 	char *buffer_budget;
 	unsigned hedge_ms;
 	unsigned write_quorum;
+	int have_fsname;
+	int have_subtype;
 };
 
 #define OPT(t, p) { t, offsetof(struct cmdline, p), 1 }
@@ -60,6 +69,8 @@ static const struct fuse_opt opt_spec[] = {
 	{ "buffer_budget=%s", offsetof(struct cmdline, buffer_budget), 0 },
 	{ "hedge_ms=%u", offsetof(struct cmdline, hedge_ms), 0 },
 	{ "write_quorum=%u", offsetof(struct cmdline, write_quorum), 0 },
+	FUSE_OPT_KEY("fsname=", 2),
+	FUSE_OPT_KEY("subtype=", 3),
 	FUSE_OPT_KEY("-d", 1),
 	FUSE_OPT_KEY("debug", 1),
 	FUSE_OPT_END
@@ -73,6 +84,10 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 		c->debug = 1;
 		c->foreground = 1;
 		return 1; /* libfuse prints requests too */
+	}
+	if (key == 2 || key == 3) {
+		*(key == 2 ? &c->have_fsname : &c->have_subtype) = 1;
+		return 1; /* kept for libfuse */
 	}
 	if (key != FUSE_OPT_KEY_NONOPT)
 		return 1;
@@ -123,6 +138,8 @@ int main(int argc, char **argv)
 	uint64_t sz;
 	struct fuse_session *se = NULL;
 	struct fs *fs = NULL;
+	struct control *ctl = NULL;
+	char *mount_opts = NULL;
 	int ret = 1, r;
 
 	tlog_set_ident("tesserafs");
@@ -181,6 +198,16 @@ int main(int argc, char **argv)
 	}
 	if (c.debug)
 		tlog_set_level(TLOG_DEBUG);
+	/* The mount's source is META_DIR: the way tessera-scrub MOUNTPOINT finds the daemon. */
+	char *fsname = NULL;
+	if (!c.have_fsname && asprintf(&fsname, "fsname=%s", c.meta_dir) < 0)
+		goto out;
+	r = fsname ? fuse_opt_add_opt_escaped(&mount_opts, fsname) : 0;
+	free(fsname);
+	if (r != 0 || (!c.have_subtype && fuse_opt_add_opt(&mount_opts, "subtype=tesserafs") != 0) ||
+	    (mount_opts && (fuse_opt_add_arg(&args, "-o") != 0 ||
+			    fuse_opt_add_arg(&args, mount_opts) != 0)))
+		goto out;
 
 	/* Check the metadata before detaching, so that errors reach the terminal; RocksDB's
 	 * threads do not survive fork(), so the daemon opens it again afterwards. */
@@ -215,6 +242,10 @@ int main(int argc, char **argv)
 	if (r < 0)
 		goto out_unmount;
 	tlog_info("mounted '%s' on '%s'", c.meta_dir, c.mountpoint);
+	r = control_start(fs, c.meta_dir, &ctl);
+	if (r < 0)
+		tlog_warn("no control socket in '%s': %s (tessera-scrub cannot scrub this mount)",
+			  c.meta_dir, strerror(-r));
 	if (c.single_thread) {
 		ret = fuse_session_loop(se);
 	} else {
@@ -226,6 +257,7 @@ int main(int argc, char **argv)
 		fuse_loop_cfg_destroy(lc);
 	}
 	ret = ret != 0 ? 1 : 0;
+	control_stop(ctl); /* a running scrub is cancelled; its checkpoint stays */
 out_unmount:
 	fuse_session_unmount(se);
 out_signals:
@@ -240,5 +272,6 @@ out:
 	free(c.attr_timeout);
 	free(c.inline_max);
 	free(c.buffer_budget);
+	free(mount_opts);
 	return ret;
 }

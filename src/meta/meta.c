@@ -32,6 +32,10 @@
  *      crash during mkfs leaves no superblock, which meta_open() reports as -ENOENT.
  *   6. Decoded records are checked before use (meta_record.c); a damaged record is -EIO to the
  *      caller (-EBADMSG for the superblock at open), never a wrong stripe map.
+ *   7. The orphan index ("orphan" + ino in the system family) is written in the same batches
+ *      as the inode records it describes (meta_batch_orphan_put/del, by the fs layer), so by
+ *      invariant 1 every inode a crash left with nlink 0 is in it and meta_orphan_list()
+ *      finds it without reading the inode table.
  */
 #include "meta_int.h"
 
@@ -54,6 +58,9 @@
 
 static const char META_KEY_SUPERBLOCK[] = "superblock";
 static const char META_KEY_NEXT_INO[] = "next_ino";
+static const char META_KEY_ORPHAN[] = "orphan"; /* + ino(8, BE) */
+static const char META_KEY_ORPHAN_INDEX[] = "orphan_index";
+#define META_ORPHAN_KEY_LEN (sizeof(META_KEY_ORPHAN) - 1 + 8)
 
 enum meta_cf {
 	CF_DEFAULT,
@@ -500,6 +507,8 @@ int meta_mkfs(const char *dir, const struct meta_superblock *sb, uint32_t root_u
 				  strlen(META_KEY_SUPERBLOCK), (const char *)sbuf, len);
 	rocksdb_writebatch_put_cf(b->wb, m->cf[CF_SYSTEM], META_KEY_NEXT_INO,
 				  strlen(META_KEY_NEXT_INO), (const char *)next, sizeof(next));
+	rocksdb_writebatch_put_cf(b->wb, m->cf[CF_SYSTEM], META_KEY_ORPHAN_INDEX,
+				  strlen(META_KEY_ORPHAN_INDEX), "", 0);
 	meta_batch_inode_put(b, &root);
 	r = meta_commit(m, b, true);
 out:
@@ -1087,6 +1096,76 @@ void meta_batch_garbage_del(struct meta_batch *b, uint64_t seq)
 
 	be_put64(key, seq);
 	batch_del(b, CF_GARBAGE, key, sizeof(key));
+}
+
+/* ---- orphan index ---- */
+
+static size_t orphan_key(uint8_t out[META_ORPHAN_KEY_LEN], uint64_t ino)
+{
+	size_t n = sizeof(META_KEY_ORPHAN) - 1;
+
+	memcpy(out, META_KEY_ORPHAN, n);
+	be_put64(out + n, ino);
+	return n + 8;
+}
+
+void meta_batch_orphan_put(struct meta_batch *b, uint64_t ino)
+{
+	uint8_t key[META_ORPHAN_KEY_LEN];
+
+	if (ino == 0) {
+		batch_poison(b, "orphan");
+		return;
+	}
+	batch_put(b, CF_SYSTEM, key, orphan_key(key, ino), "", 0);
+}
+
+void meta_batch_orphan_del(struct meta_batch *b, uint64_t ino)
+{
+	uint8_t key[META_ORPHAN_KEY_LEN];
+
+	batch_del(b, CF_SYSTEM, key, orphan_key(key, ino));
+}
+
+struct orphan_scan {
+	meta_orphan_fn fn;
+	void *ctx;
+};
+
+static int orphan_scan_one(void *ctx, const uint8_t *key, size_t klen, const uint8_t *val,
+			   size_t vlen)
+{
+	struct orphan_scan *s = ctx;
+	size_t n = sizeof(META_KEY_ORPHAN) - 1;
+
+	if (klen < n || memcmp(key, META_KEY_ORPHAN, n) != 0)
+		return 1; /* past the index */
+	if (klen != META_ORPHAN_KEY_LEN)
+		return 0; /* "orphan_index", among the entries */
+	return s->fn(s->ctx, be_get64(key + n));
+}
+
+static int orphan_inode_one(void *ctx, const struct meta_inode *in)
+{
+	struct orphan_scan *s = ctx;
+
+	return in->nlink == 0 ? s->fn(s->ctx, in->ino) : 0;
+}
+
+int meta_orphan_list(struct meta *m, meta_orphan_fn fn, void *ctx)
+{
+	struct orphan_scan s = { fn, ctx };
+	rocksdb_pinnableslice_t *v = NULL;
+	int r = db_get(m, CF_SYSTEM, META_KEY_ORPHAN_INDEX, strlen(META_KEY_ORPHAN_INDEX), &v);
+
+	if (v)
+		rocksdb_pinnableslice_destroy(v);
+	if (r == -ENOENT)
+		return meta_inode_list(m, orphan_inode_one, &s);
+	if (r < 0)
+		return r;
+	return db_scan(m, CF_SYSTEM, NULL, (const uint8_t *)META_KEY_ORPHAN,
+		       sizeof(META_KEY_ORPHAN) - 1, false, orphan_scan_one, &s);
 }
 
 int meta_commit(struct meta *m, struct meta_batch *b, bool sync)

@@ -5,11 +5,18 @@
  * is in scrub_ns.c, garbage collection in scrub_gc.c. The phases and their order are listed in
  * include/tessera/scrub.h and explained in doc/scrub.md.
  *
- * Threads and locks: scrub_run() runs on the caller's thread. The verify and repair phases
- * hand chunks of up to SCRUB_CHUNK stripes to opt.jobs worker threads (started per chunk), so
- * that several stripes are in flight; blockclient and the metadata reads are thread-safe.
- * s->lock protects the statistics, the callbacks, the damaged-stripe list and the pending
- * stripe-map updates. Metadata writes happen on the caller's thread only, between chunks.
+ * Threads and locks: scrub_run() runs on the caller's thread. The stripes phase goes in
+ * rounds (windows) of opt.window stripes in (inode, stripe) order. Verify hands chunks of up
+ * to SCRUB_CHUNK stripes to opt.jobs worker threads (started per chunk); a damaged stripe goes
+ * into a heap (most at risk on top) that opt.jobs repair threads, alive for the whole phase,
+ * drain meanwhile, so that verification and rebuilding overlap. At the end of a round the
+ * caller waits for the heap to empty, commits the pending map updates and writes the
+ * checkpoint. blockclient and the metadata reads are thread-safe. Locks: s->lock (statistics,
+ * callbacks), run->rep_lock (heap, in-flight count), run->commit_lock (pending map updates;
+ * serialises the commits, made by whichever thread fills the batch, or at a round's end),
+ * s->rate_lock (token bucket). Order: commit_lock, then opt.meta_lock, then s->lock; rep_lock
+ * and rate_lock are leaves. Metadata writes are made under opt.meta_lock when it is set
+ * (mounted mode).
  *
  * Design notes: repair invariants.
  *  R1. A rebuilt fragment keeps its stripe version and therefore its key. Encoding is
@@ -31,6 +38,16 @@
  *      path: at most m fragments of a stripe per zone while other zones have room.
  *  R5. Fewer than k good fragments: nothing is written; the stripe is reported lost with its
  *      file's path and byte range.
+ *  R6. A stripe-map update is a compare-and-set: under opt.meta_lock the current record is read
+ *      again and changed only when its version is the repaired one; only the rebuilt
+ *      fragments' server, present bit and crc (and the degraded flag, when every fragment is
+ *      present and the flag was seen before the repair) are written into it, so that a
+ *      concurrent change of another field (a truncation shrinking data_len, a read flagging
+ *      the stripe degraded again) is kept. A stripe rewritten meanwhile keeps its new version;
+ *      the rebuilt objects of the old one are garbage for --gc (R2).
+ *  R7. A checkpoint names the last stripe of a round whose damaged stripes were all repaired
+ *      and committed (or found lost): resuming after it skips nothing that needed work. It is
+ *      written atomically (tfile_write_atomic) and removed when the run completes.
  */
 #include "scrub_int.h"
 
@@ -40,6 +57,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "tessera/blockclient.h"
 #include "tessera/common.h"
@@ -50,6 +69,8 @@
 #define SCRUB_PROGRESS_NS 100000000ull
 #define SCRUB_STATUS_MAX 16384
 #define SCRUB_PATH_DEPTH 4096
+#define SCRUB_WINDOW_NS (30ull * 1000000000ull)
+#define SCRUB_RATE_BURST_NS 100000000ull
 
 /* A stripe found damaged by the verify phase. */
 struct dmg {
@@ -68,18 +89,45 @@ struct worker {
 	size_t buf_size;
 };
 
+/* A repaired stripe waiting for its map update (R6). */
+struct pend {
+	uint64_t ino, stripe, version;
+	uint64_t stored;          /* fragments rebuilt and stored */
+	uint16_t servers[64];     /* where (for the stored ones) */
+	uint32_t crcs[64];
+	bool complete;            /* every damaged fragment stored */
+	bool clear_degraded;      /* the flag was seen, and every fragment is present now */
+};
+
 /* Extra state of a run, kept out of struct scrub's public-ish part. */
 struct run {
 	struct scrub *s;
 	bool srv_down[META_MAX_SERVERS];   /* by position in the superblock's list */
-	struct dmg *dmg;
-	size_t n_dmg, cap_dmg;
+	/* repair pool: damaged stripes wait in a heap, most at risk on top (dmg_cmp), and
+	 * opt.jobs repair threads take them while the verify goes on */
+	pthread_mutex_t rep_lock;          /* heap, n_heap, cap_heap, in_flight, rep_stop */
+	pthread_cond_t rep_work;           /* a stripe was queued, or rep_stop */
+	pthread_cond_t rep_idle;           /* nothing in flight */
+	struct dmg *heap;
+	size_t n_heap, cap_heap;
+	unsigned in_flight;
+	bool rep_stop;
+	pthread_t rep_th[SCRUB_MAX_JOBS];
+	unsigned n_rep;
+	uint64_t repair_t0;                /* first stripe queued in this round, 0: none */
+	pthread_mutex_t commit_lock;       /* pending, n_pending; serialises the commits */
 	struct vitem *chunk;
 	size_t n_chunk;
 	uint64_t total_estimate, done;
-	/* pending stripe-map updates of the current repair chunk */
-	struct vitem *pending;
+	/* stripe-map updates waiting for their commit (at most SCRUB_CHUNK) */
+	struct pend *pending;
 	size_t n_pending;
+	/* rounds and checkpoints */
+	uint64_t win_stripes, win_t0;
+	bool have_pos;
+	uint64_t pos_ino, pos_stripe;      /* last stripe verified (whole chunks only) */
+	bool ckpt;                         /* checkpoints are written */
+	uint64_t created_s;
 	_Atomic int fatal;
 };
 
@@ -273,41 +321,10 @@ out:
 int scrub_credentials_load(const char *meta_dir, const struct meta_superblock *sb,
 			   struct blockclient_config *cfg)
 {
-	const char *ak = NULL, *sk = NULL;
-	char path[PATH_MAX], *buf = NULL;
-	int r = 0;
-
 	snprintf(cfg->bucket, sizeof(cfg->bucket), "%s", sb->bucket);
 	snprintf(cfg->region, sizeof(cfg->region), "%s", sb->region);
-	if (strncmp(sb->credentials, "file:", 5) == 0) {
-		const char *f = sb->credentials + 5;
-		int n = f[0] == '/' ? snprintf(path, sizeof(path), "%s", f)
-				    : snprintf(path, sizeof(path), "%s/%s", meta_dir, f);
-		if (n < 0 || (size_t)n >= sizeof(path))
-			return -ENAMETOOLONG;
-		r = tfile_read_all(path, 4096, &buf, NULL);
-		if (r < 0)
-			return r;
-		char *save = NULL;
-		ak = strtok_r(buf, " \t\r\n", &save);
-		sk = ak ? strtok_r(NULL, " \t\r\n", &save) : NULL;
-	} else {
-		ak = getenv("TESSERA_ACCESS_KEY");
-		sk = getenv("TESSERA_SECRET_KEY");
-	}
-	if (!ak || !sk || strlen(ak) >= sizeof(cfg->access_key) ||
-	    strlen(sk) >= sizeof(cfg->secret_key)) {
-		r = -EINVAL;
-		goto out;
-	}
-	snprintf(cfg->access_key, sizeof(cfg->access_key), "%s", ak);
-	snprintf(cfg->secret_key, sizeof(cfg->secret_key), "%s", sk);
-out:
-	if (buf) {
-		memset(buf, 0, strlen(buf));
-		free(buf);
-	}
-	return r;
+	return meta_load_credentials(meta_dir, sb, cfg->access_key, sizeof(cfg->access_key),
+				     cfg->secret_key, sizeof(cfg->secret_key));
 }
 
 int scrub_new(struct meta *meta, struct blockclient *bc, const struct scrub_options *opt,
@@ -343,12 +360,17 @@ int scrub_new(struct meta *meta, struct blockclient *bc, const struct scrub_opti
 		s->servers[i].zone = sb->servers[i].zone;
 		s->servers[i].up = true;
 	}
+	if (!s->opt.window)
+		s->opt.window = SCRUB_WINDOW_DEFAULT;
 	r = codec_new(s->k, s->m, &s->codec);
 	if (r < 0) {
 		free(s);
 		return r;
 	}
 	pthread_mutex_init(&s->lock, NULL);
+	pthread_mutex_init(&s->rate_lock, NULL);
+	atomic_init(&s->cancel, false);
+	s->rate_at_ns = tclock_monotonic_ns();
 	*ret = s;
 	return 0;
 }
@@ -360,7 +382,60 @@ void scrub_free(struct scrub *s)
 	codec_free(s->codec);
 	free(s->inodes);
 	pthread_mutex_destroy(&s->lock);
+	pthread_mutex_destroy(&s->rate_lock);
 	free(s);
+}
+
+void scrub_cancel(struct scrub *s)
+{
+	atomic_store(&s->cancel, true);
+}
+
+bool scrub_cancelled(struct scrub *s)
+{
+	return atomic_load(&s->cancel);
+}
+
+void scrub_meta_lock(struct scrub *s)
+{
+	if (s->opt.meta_lock)
+		pthread_mutex_lock(s->opt.meta_lock);
+}
+
+void scrub_meta_unlock(struct scrub *s)
+{
+	if (s->opt.meta_lock)
+		pthread_mutex_unlock(s->opt.meta_lock);
+}
+
+/* A token bucket that may go into debt: a taker pays first and then sleeps until the bucket
+ * would have refilled, so a request larger than the burst still goes through, and the long-run
+ * rate over all workers is rate_limit. */
+void scrub_rate_take(struct scrub *s, uint64_t bytes)
+{
+	const double rate = (double)s->opt.rate_limit;
+
+	if (!s->opt.rate_limit || !bytes)
+		return;
+	pthread_mutex_lock(&s->rate_lock);
+	uint64_t now = tclock_monotonic_ns();
+	double burst = rate * (double)SCRUB_RATE_BURST_NS / 1e9;
+	s->rate_tokens += rate * (double)(now - s->rate_at_ns) / 1e9;
+	if (s->rate_tokens > burst)
+		s->rate_tokens = burst;
+	s->rate_at_ns = now;
+	s->rate_tokens -= (double)bytes;
+	double wait_s = s->rate_tokens < 0 ? -s->rate_tokens / rate : 0;
+	pthread_mutex_unlock(&s->rate_lock);
+	uint64_t until = now + (uint64_t)(wait_s * 1e9);
+	while (!scrub_cancelled(s)) {
+		now = tclock_monotonic_ns();
+		if (now >= until)
+			break;
+		uint64_t ns = TESSERA_MIN(until - now, 100000000ull);
+		struct timespec ts = { .tv_sec = 0, .tv_nsec = (long)ns };
+		nanosleep(&ts, NULL);
+	}
 }
 
 /* Position of server id in the superblock's list, or -1. */
@@ -436,7 +511,7 @@ static void *pool_main(void *arg)
 
 	for (;;) {
 		size_t i = atomic_fetch_add(&p->next, 1);
-		if (i >= p->n)
+		if (i >= p->n || scrub_cancelled(p->run->s) || p->run->fatal)
 			break;
 		p->fn(p->run, &w, (char *)p->items + i * p->item_size);
 	}
@@ -517,6 +592,39 @@ static void stripe_lost(struct run *run, uint64_t ino, uint64_t stripe, uint64_t
 		.msg = msg });
 }
 
+/* Whether the map of (ino, stripe) is still at `version`: in mounted mode the filesystem may
+ * have rewritten or removed the stripe since it was read (a metadata error counts as
+ * unchanged: the stripe is then reported as found). */
+static bool stripe_unchanged(struct scrub *s, uint64_t ino, uint64_t stripe, uint64_t version)
+{
+	struct meta_stripe cur;
+	int r = meta_stripe_get(s->meta, ino, stripe, &cur);
+
+	if (r < 0)
+		return r != -ENOENT;
+	return cur.version == version;
+}
+
+static void count_changed(struct scrub *s)
+{
+	pthread_mutex_lock(&s->lock);
+	s->st.stripes_changed++;
+	pthread_mutex_unlock(&s->lock);
+}
+
+static void stripes_progress(struct run *run, bool force)
+{
+	struct scrub *s = run->s;
+
+	pthread_mutex_lock(&s->lock);
+	uint64_t done = run->done, total = TESSERA_MAX(run->done, run->total_estimate);
+	uint64_t nb = s->st.bytes_checked + s->st.bytes_rebuilt;
+	pthread_mutex_unlock(&s->lock);
+	scrub_progress(s, "stripes", done, total, nb, force);
+}
+
+static int repair_queue(struct run *run, const struct dmg *d);
+
 static void verify_stripe(struct run *run, struct worker *w, void *item)
 {
 	struct scrub *s = run->s;
@@ -527,12 +635,17 @@ static void verify_stripe(struct run *run, struct worker *w, void *item)
 	char keys[64][PROTO_KEY_MAX];
 	int op_of[64][2];
 	uint8_t hdrs[64][PROTO_FRAG_HDR_SIZE];
-	uint64_t good = 0, bytes = 0;
+	enum scrub_event_kind bad_kind[64];
+	const char *bad_msg[64];
+	uint64_t good = 0, bad = 0, bytes = 0;
 	unsigned nops = 0, n;
 
 	if (stripe_rec_check(rec, s->codec) < 0) {
-		stripe_lost(run, it->ino, it->stripe, rec->data_len, true,
-			    "stripe map record does not match the filesystem's geometry");
+		if (stripe_unchanged(s, it->ino, it->stripe, rec->version))
+			stripe_lost(run, it->ino, it->stripe, rec->data_len, true,
+				    "stripe map record does not match the filesystem's geometry");
+		else
+			count_changed(s);
 		goto done;
 	}
 	n = (unsigned)rec->k + rec->m;
@@ -542,14 +655,20 @@ static void verify_stripe(struct run *run, struct worker *w, void *item)
 		run->fatal = -ENOMEM;
 		goto done;
 	}
+#define FINDING(i, k, m)                          \
+	do {                                      \
+		bad |= 1ull << (i);               \
+		bad_kind[i] = (k);                \
+		bad_msg[i] = (m);                 \
+	} while (0)
 	for (unsigned i = 0; i < n; i++) {
 		op_of[i][0] = op_of[i][1] = -1;
 		if (!(rec->present & (1ull << i))) {
-			frag_event(s, SCRUB_EV_FRAG_MISSING, it, i, "never stored");
+			FINDING(i, SCRUB_EV_FRAG_MISSING, "never stored");
 			continue;
 		}
 		if (server_pos(s, rec->servers[i]) < 0) {
-			frag_event(s, SCRUB_EV_FRAG_MISSING, it, i, "its server left the list");
+			FINDING(i, SCRUB_EV_FRAG_MISSING, "its server left the list");
 			continue;
 		}
 		proto_frag_key(keys[i], sizeof(keys[i]), s->sb->fs_uuid, it->ino, it->stripe,
@@ -570,8 +689,11 @@ static void verify_stripe(struct run *run, struct worker *w, void *item)
 				.range_off = 0, .range_len = PROTO_FRAG_HDR_SIZE };
 		}
 	}
-	if (nops)
+	if (nops) {
+		scrub_rate_take(s, deep ? (uint64_t)nops * slot
+					: (uint64_t)(nops / 2) * PROTO_FRAG_HDR_SIZE);
 		blockclient_run(s->bc, ops, nops, false);
+	}
 	for (unsigned i = 0; i < n; i++) {
 		if (op_of[i][0] < 0)
 			continue;
@@ -581,15 +703,15 @@ static void verify_stripe(struct run *run, struct worker *w, void *item)
 		if (transport_error(r))
 			mark_down(run, rec->servers[i]);
 		if (r == -ENOENT) {
-			frag_event(s, SCRUB_EV_FRAG_MISSING, it, i, "no such object");
+			FINDING(i, SCRUB_EV_FRAG_MISSING, "no such object");
 			continue;
 		}
 		if (r == -EMSGSIZE || r == -ERANGE) {
-			frag_event(s, SCRUB_EV_FRAG_CORRUPT, it, i, "wrong size");
+			FINDING(i, SCRUB_EV_FRAG_CORRUPT, "wrong size");
 			continue;
 		}
 		if (r < 0) {
-			frag_event(s, SCRUB_EV_FRAG_UNREACHABLE, it, i, strerror(-r));
+			FINDING(i, SCRUB_EV_FRAG_UNREACHABLE, strerror(-r));
 			continue;
 		}
 		if (deep) {
@@ -597,108 +719,54 @@ static void verify_stripe(struct run *run, struct worker *w, void *item)
 			if (!stripe_frag_check(s->sb->fs_uuid, stripe_slot(buf, rec, i),
 					       a->result_len, true, it->ino, it->stripe, rec, i,
 					       NULL)) {
-				frag_event(s, SCRUB_EV_FRAG_CORRUPT, it, i,
-					   a->result_len != slot ? "wrong size"
-								 : "bad header or crc32c");
+				FINDING(i, SCRUB_EV_FRAG_CORRUPT,
+					a->result_len != slot ? "wrong size" : "bad header or crc32c");
 				continue;
 			}
 		} else {
 			bytes += b->result_len;
 			if (a->result_len != slot) {
-				frag_event(s, SCRUB_EV_FRAG_CORRUPT, it, i, "wrong size");
+				FINDING(i, SCRUB_EV_FRAG_CORRUPT, "wrong size");
 				continue;
 			}
 			if (!stripe_frag_check(s->sb->fs_uuid, hdrs[i], b->result_len, false,
 					       it->ino, it->stripe, rec, i, NULL)) {
-				frag_event(s, SCRUB_EV_FRAG_CORRUPT, it, i, "bad header");
+				FINDING(i, SCRUB_EV_FRAG_CORRUPT, "bad header");
 				continue;
 			}
 		}
 		good |= 1ull << i;
 	}
-	uint64_t all = n == 64 ? ~0ull : (1ull << n) - 1;
+#undef FINDING
 	pthread_mutex_lock(&s->lock);
 	s->st.fragments += n;
 	s->st.bytes_checked += bytes;
-	if (good != all || (rec->flags & META_STRIPE_F_DEGRADED)) {
-		if (run->n_dmg == run->cap_dmg) {
-			size_t cap = run->cap_dmg ? run->cap_dmg * 2 : 256;
-			struct dmg *d = realloc(run->dmg, cap * sizeof(*d));
-			if (!d) {
-				run->fatal = -ENOMEM;
-				pthread_mutex_unlock(&s->lock);
-				goto done;
-			}
-			run->dmg = d;
-			run->cap_dmg = cap;
-		}
-		run->dmg[run->n_dmg++] = (struct dmg){ .ino = it->ino, .stripe = it->stripe,
-						       .version = rec->version, .good = good,
-						       .flags = rec->flags };
-		s->st.stripes_damaged++;
-	}
 	pthread_mutex_unlock(&s->lock);
+	/* A stripe the filesystem rewrote meanwhile: its old fragments may be deleted already
+	 * (garbage), which is not damage. */
+	if (bad && !stripe_unchanged(s, it->ino, it->stripe, rec->version)) {
+		count_changed(s);
+		goto done;
+	}
+	for (unsigned i = 0; i < n; i++)
+		if (bad & (1ull << i))
+			frag_event(s, bad_kind[i], it, i, bad_msg[i]);
+	if (bad || (rec->flags & META_STRIPE_F_DEGRADED)) {
+		int r = repair_queue(run, &(struct dmg){ .ino = it->ino, .stripe = it->stripe,
+							.version = rec->version, .good = good,
+							.flags = rec->flags });
+		if (r < 0)
+			run->fatal = r;
+		pthread_mutex_lock(&s->lock);
+		s->st.stripes_damaged++;
+		pthread_mutex_unlock(&s->lock);
+	}
 done:
 	pthread_mutex_lock(&s->lock);
 	s->st.stripes++;
 	run->done++;
-	uint64_t done = run->done, total = TESSERA_MAX(run->done, run->total_estimate);
-	uint64_t nb = s->st.bytes_checked;
 	pthread_mutex_unlock(&s->lock);
-	scrub_progress(s, "verify", done, total, nb, false);
-}
-
-static void verify_flush(struct run *run)
-{
-	if (run->n_chunk == 0)
-		return;
-	pool_run(run, run->chunk, run->n_chunk, sizeof(struct vitem), verify_stripe);
-	run->n_chunk = 0;
-}
-
-struct list_ctx {
-	struct run *run;
-	uint64_t ino;
-};
-
-static int verify_collect(void *ctx, uint64_t stripe, const struct meta_stripe *rec)
-{
-	struct list_ctx *l = ctx;
-	struct run *run = l->run;
-
-	run->chunk[run->n_chunk++] = (struct vitem){ .ino = l->ino, .stripe = stripe, .rec = *rec };
-	if (run->n_chunk == SCRUB_CHUNK)
-		verify_flush(run);
-	return run->fatal;
-}
-
-static int phase_verify(struct run *run)
-{
-	struct scrub *s = run->s;
-	uint64_t t0 = tclock_monotonic_ns();
-	int r = 0;
-
-	for (size_t i = 0; i < s->inodes_cap; i++) {
-		struct scrub_inode *e = &s->inodes[i];
-		if (!e->ino || e->removed || (e->mode & 0170000) != 0100000)
-			continue;
-		run->total_estimate += (e->size + s->sb->stripe_size - 1) / s->sb->stripe_size;
-	}
-	for (size_t i = 0; i < s->inodes_cap && r == 0; i++) {
-		struct scrub_inode *e = &s->inodes[i];
-		if (!e->ino || e->removed || (e->mode & 0170000) != 0100000)
-			continue;
-		struct list_ctx l = { .run = run, .ino = e->ino };
-		r = meta_stripe_list(s->meta, e->ino, 0, verify_collect, &l);
-	}
-	if (r == 0)
-		verify_flush(run);
-	if (r == 0)
-		r = run->fatal;
-	scrub_progress(s, "verify", run->done, TESSERA_MAX(run->done, run->total_estimate),
-		       s->st.bytes_checked, true);
-	s->st.verify_ns = tclock_monotonic_ns() - t0;
-	return r;
+	stripes_progress(run, false);
 }
 
 /* ---------------------------------------------------------------- repair */
@@ -743,11 +811,14 @@ static int choose_target(struct run *run, uint64_t ino, uint64_t stripe, const u
 	return ranked[0];
 }
 
+static void pend_add(struct run *run, const struct pend *p);
+
 static void repair_stripe(struct run *run, struct worker *w, void *item)
 {
 	struct scrub *s = run->s;
 	struct dmg *d = item;
-	struct meta_stripe rec, nrec;
+	struct meta_stripe rec;
+	struct pend p;
 	struct blockclient_op ops[64];
 	char keys[64][PROTO_KEY_MAX];
 	unsigned idx_of[64], nops, n;
@@ -759,14 +830,17 @@ static void repair_stripe(struct run *run, struct worker *w, void *item)
 	int r;
 
 	r = meta_stripe_get(s->meta, d->ino, d->stripe, &rec);
-	if (r == -ENOENT || (r == 0 && rec.version != d->version))
-		goto done; /* rewritten or removed meanwhile: nothing left to repair */
+	if (r == -ENOENT || (r == 0 && rec.version != d->version)) {
+		count_changed(s); /* rewritten or removed meanwhile: nothing left to repair */
+		goto done;
+	}
 	if (r < 0) {
 		run->fatal = r;
 		goto done;
 	}
 	n = (unsigned)rec.k + rec.m;
 	uint64_t all = n == 64 ? ~0ull : (1ull << n) - 1;
+	const size_t slot = PROTO_FRAG_HDR_SIZE + (size_t)rec.frag_len;
 	uint8_t *buf = worker_buf(w, stripe_buf_size(&rec));
 	if (!buf) {
 		run->fatal = -ENOMEM;
@@ -778,9 +852,14 @@ static void repair_stripe(struct run *run, struct worker *w, void *item)
 		stripe_lost(run, d->ino, d->stripe, rec.data_len, true, msg);
 		goto done;
 	}
+	scrub_rate_take(s, (uint64_t)rec.k * slot);
 	r = stripe_fetch(s->bc, s->codec, s->sb->fs_uuid, d->ino, d->stripe, &rec,
 			 all & ~d->good, all, buf, &fgood, &fbad);
 	if (r == -EIO) {
+		if (!stripe_unchanged(s, d->ino, d->stripe, rec.version)) {
+			count_changed(s);
+			goto done;
+		}
 		snprintf(msg, sizeof(msg), "fewer than %u of %u fragments readable", rec.k, n);
 		stripe_lost(run, d->ino, d->stripe, rec.data_len, true, msg);
 		goto done;
@@ -790,9 +869,11 @@ static void repair_stripe(struct run *run, struct worker *w, void *item)
 		stripe_lost(run, d->ino, d->stripe, rec.data_len, false, msg);
 		goto done;
 	}
+	unsigned fetched = (unsigned)__builtin_popcountll(fgood | fbad);
+	if (fetched > rec.k)
+		scrub_rate_take(s, (uint64_t)(fetched - rec.k) * slot);
 	pthread_mutex_lock(&s->lock);
-	s->st.bytes_checked += (uint64_t)__builtin_popcountll(fgood | fbad) *
-			       (PROTO_FRAG_HDR_SIZE + rec.frag_len);
+	s->st.bytes_checked += (uint64_t)fetched * slot;
 	pthread_mutex_unlock(&s->lock);
 	rebuild = (all & ~d->good) | fbad;
 	/* The header's stripe length as the data path wrote it (truncation may since have
@@ -802,7 +883,10 @@ static void repair_stripe(struct run *run, struct worker *w, void *item)
 		stripe_lost(run, d->ino, d->stripe, rec.data_len, false, "internal: bad header");
 		goto done;
 	}
-	nrec = rec;
+	memset(&p, 0, sizeof(p));
+	p.ino = d->ino;
+	p.stripe = d->stripe;
+	p.version = rec.version;
 	for (unsigned i = 0; i < n; i++)
 		if ((all & ~rebuild) & (1ull << i) && (rec.present & (1ull << i)))
 			used[n_used++] = rec.servers[i];
@@ -820,7 +904,7 @@ static void repair_stripe(struct run *run, struct worker *w, void *item)
 			stripe_lost(run, d->ino, d->stripe, rec.data_len, false, msg);
 			goto done;
 		}
-		nrec.crcs[i] = crc;
+		p.crcs[i] = crc;
 	}
 
 	/* Attempt 0: each fragment to its own server when healthy; attempt 1: moved (R2, R4). */
@@ -849,14 +933,14 @@ static void repair_stripe(struct run *run, struct worker *w, void *item)
 				       d->stripe, rec.version, i);
 			ops[nops] = (struct blockclient_op){
 				.method = BC_PUT, .server = (uint16_t)t, .key = keys[nops],
-				.body = stripe_slot(buf, &rec, i),
-				.body_len = PROTO_FRAG_HDR_SIZE + (size_t)rec.frag_len };
+				.body = stripe_slot(buf, &rec, i), .body_len = slot };
 			idx_of[nops++] = i;
 		}
 		if (nops == 0)
 			break;
 		if (s->opt.dry_run)
 			break;
+		scrub_rate_take(s, (uint64_t)nops * slot);
 		blockclient_run(s->bc, ops, nops, false);
 		for (unsigned j = 0; j < nops; j++) {
 			unsigned i = idx_of[j] & 63; /* < n <= 64 */
@@ -876,9 +960,8 @@ static void repair_stripe(struct run *run, struct worker *w, void *item)
 			stored |= 1ull << i;
 			if (!(rec.present & (1ull << i)) || target[i] != rec.servers[i])
 				moved |= 1ull << i;
-			nrec.servers[i] = target[i];
-			nrec.present |= 1ull << i;
-			bytes += PROTO_FRAG_HDR_SIZE + (size_t)rec.frag_len;
+			p.servers[i] = target[i];
+			bytes += slot;
 			snprintf(msg, sizeof(msg), "%s server %u",
 				 moved & (1ull << i) ? "moved to" : "rewritten on", target[i]);
 			scrub_event(s, &(struct scrub_event){
@@ -888,48 +971,83 @@ static void repair_stripe(struct run *run, struct worker *w, void *item)
 				.key = ops[j].key, .msg = msg });
 		}
 	}
-	if (nrec.present == all)
-		nrec.flags &= ~META_STRIPE_F_DEGRADED;
+	p.stored = stored;
+	p.complete = !todo;
+	p.clear_degraded = (rec.flags & META_STRIPE_F_DEGRADED) && !todo;
 	pthread_mutex_lock(&s->lock);
 	s->st.frags_rebuilt += (uint64_t)__builtin_popcountll(stored);
 	s->st.frags_moved += (uint64_t)__builtin_popcountll(moved);
 	s->st.bytes_rebuilt += bytes;
-	if (stored || nrec.flags != rec.flags)
-		run->pending[run->n_pending++] = (struct vitem){ .ino = d->ino, .stripe = d->stripe,
-								  .rec = nrec };
-	if (!todo)
-		s->st.stripes_repaired++;
 	pthread_mutex_unlock(&s->lock);
+	if (stored || p.clear_degraded)
+		pend_add(run, &p);
 	if (todo) {
 		snprintf(msg, sizeof(msg), "%d fragment(s) could not be stored (no healthy server "
 			 "free for them)", __builtin_popcountll(todo));
 		stripe_lost(run, d->ino, d->stripe, rec.data_len, false, msg);
 	}
 done:
-	pthread_mutex_lock(&s->lock);
-	run->done++;
-	uint64_t done = run->done, nb = s->st.bytes_rebuilt;
-	pthread_mutex_unlock(&s->lock);
-	scrub_progress(s, "repair", done, run->n_dmg, nb, false);
+	stripes_progress(run, false);
 }
 
-/* Commits the pending stripe-map updates of a chunk in one synced batch. */
+/* Commits the pending stripe-map updates in one synced batch, each one a compare-and-set on
+ * the stripe's version (R6). With commit_lock held. */
 static int repair_commit(struct run *run)
 {
 	struct scrub *s = run->s;
 	struct meta_batch *b;
-	int r;
+	size_t puts = 0;
+	int r = 0;
 
 	if (run->n_pending == 0)
 		return 0;
 	b = meta_batch_new(s->meta);
 	if (!b)
 		return -ENOMEM;
-	for (size_t i = 0; i < run->n_pending; i++)
-		meta_batch_stripe_put(b, run->pending[i].ino, run->pending[i].stripe,
-				      &run->pending[i].rec);
-	r = meta_commit(s->meta, b, true);
+	scrub_meta_lock(s);
+	for (size_t j = 0; j < run->n_pending; j++) {
+		struct pend *p = &run->pending[j];
+		struct meta_stripe cur;
+		r = meta_stripe_get(s->meta, p->ino, p->stripe, &cur);
+		if (r == -ENOENT || (r == 0 && cur.version != p->version)) {
+			r = 0;
+			p->version = 0; /* skipped: the filesystem rewrote or removed it */
+			continue;
+		}
+		if (r < 0)
+			break;
+		unsigned n = (unsigned)cur.k + cur.m;
+		uint64_t all = n == 64 ? ~0ull : (1ull << n) - 1;
+		for (unsigned i = 0; i < n; i++) {
+			if (!(p->stored & (1ull << i)))
+				continue;
+			cur.servers[i] = p->servers[i];
+			cur.crcs[i] = p->crcs[i];
+			cur.present |= 1ull << i;
+		}
+		if (p->clear_degraded && cur.present == all)
+			cur.flags &= ~META_STRIPE_F_DEGRADED;
+		meta_batch_stripe_put(b, p->ino, p->stripe, &cur);
+		puts++;
+	}
+	if (r == 0 && puts)
+		r = meta_commit(s->meta, b, true);
+	scrub_meta_unlock(s);
 	meta_batch_free(b);
+	pthread_mutex_lock(&s->lock);
+	for (size_t j = 0; j < run->n_pending; j++) {
+		struct pend *p = &run->pending[j];
+		if (p->version == 0) {
+			s->st.stripes_changed++;
+		} else if (r < 0) {
+			s->st.stripes_failed++;
+			s->st.errors_left++;
+		} else if (p->complete) {
+			s->st.stripes_repaired++;
+			s->st.errors_fixed++;
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
 	if (r < 0)
 		scrub_warn(s, "cannot commit %zu repaired stripe maps: %s", run->n_pending,
 			   strerror(-r));
@@ -952,50 +1070,348 @@ static int dmg_cmp(const void *a, const void *b)
 	return x->stripe < y->stripe ? -1 : x->stripe > y->stripe;
 }
 
-static int phase_repair(struct run *run)
+/* Adds a repaired stripe's map update; commits the batch first when it is full. */
+static void pend_add(struct run *run, const struct pend *p)
+{
+	pthread_mutex_lock(&run->commit_lock);
+	if (run->n_pending == SCRUB_CHUNK) {
+		int r = repair_commit(run);
+		if (r < 0)
+			run->fatal = r;
+	}
+	run->pending[run->n_pending++] = *p;
+	pthread_mutex_unlock(&run->commit_lock);
+}
+
+/* ---- the heap of damaged stripes (with rep_lock held) */
+
+static void heap_swap(struct dmg *a, struct dmg *b)
+{
+	struct dmg t = *a;
+
+	*a = *b;
+	*b = t;
+}
+
+static int heap_push(struct run *run, const struct dmg *d)
+{
+	if (run->n_heap == run->cap_heap) {
+		size_t cap = run->cap_heap ? run->cap_heap * 2 : 256;
+		struct dmg *h = realloc(run->heap, cap * sizeof(*h));
+		if (!h)
+			return -ENOMEM;
+		run->heap = h;
+		run->cap_heap = cap;
+	}
+	size_t i = run->n_heap++;
+	run->heap[i] = *d;
+	while (i > 0 && dmg_cmp(&run->heap[i], &run->heap[(i - 1) / 2]) < 0) {
+		heap_swap(&run->heap[i], &run->heap[(i - 1) / 2]);
+		i = (i - 1) / 2;
+	}
+	return 0;
+}
+
+static struct dmg heap_pop(struct run *run)
+{
+	struct dmg top = run->heap[0];
+	size_t i = 0, n = --run->n_heap;
+
+	run->heap[0] = run->heap[n];
+	for (;;) {
+		size_t l = 2 * i + 1, r = l + 1, m = i;
+		if (l < n && dmg_cmp(&run->heap[l], &run->heap[m]) < 0)
+			m = l;
+		if (r < n && dmg_cmp(&run->heap[r], &run->heap[m]) < 0)
+			m = r;
+		if (m == i)
+			break;
+		heap_swap(&run->heap[i], &run->heap[m]);
+		i = m;
+	}
+	return top;
+}
+
+/* Queues a damaged stripe for the repair threads (from a verify worker). */
+static int repair_queue(struct run *run, const struct dmg *d)
+{
+	int r;
+
+	pthread_mutex_lock(&run->rep_lock);
+	r = heap_push(run, d);
+	if (r == 0 && !run->repair_t0)
+		run->repair_t0 = tclock_monotonic_ns();
+	pthread_cond_signal(&run->rep_work);
+	pthread_mutex_unlock(&run->rep_lock);
+	return r;
+}
+
+static void *repair_main(void *arg)
+{
+	struct run *run = arg;
+	struct worker w = { 0 };
+
+	pthread_mutex_lock(&run->rep_lock);
+	for (;;) {
+		while (!run->rep_stop &&
+		       (run->n_heap == 0 || scrub_cancelled(run->s) || run->fatal)) {
+			if (run->in_flight == 0)
+				pthread_cond_broadcast(&run->rep_idle);
+			pthread_cond_wait(&run->rep_work, &run->rep_lock);
+		}
+		if (run->rep_stop)
+			break;
+		struct dmg d = heap_pop(run);
+		run->in_flight++;
+		pthread_mutex_unlock(&run->rep_lock);
+		repair_stripe(run, &w, &d);
+		pthread_mutex_lock(&run->rep_lock);
+		run->in_flight--;
+		if (run->in_flight == 0 && run->n_heap == 0)
+			pthread_cond_broadcast(&run->rep_idle);
+	}
+	pthread_mutex_unlock(&run->rep_lock);
+	free(w.buf);
+	return NULL;
+}
+
+/* A dry run repairs nothing: what a repair would find lost is reported, the rest counted as
+ * left. */
+static void repair_dry(struct run *run)
+{
+	struct scrub *s = run->s;
+
+	while (run->n_heap) {
+		struct dmg d = heap_pop(run);
+		struct meta_stripe rec;
+		if (meta_stripe_get(s->meta, d.ino, d.stripe, &rec) < 0)
+			continue;
+		if (__builtin_popcountll(d.good) < (int)rec.k) {
+			char msg[96];
+			snprintf(msg, sizeof(msg), "only %d of %u fragments good, %u needed",
+				 __builtin_popcountll(d.good), rec.k + rec.m, rec.k);
+			stripe_lost(run, d.ino, d.stripe, rec.data_len, true, msg);
+		} else {
+			pthread_mutex_lock(&s->lock);
+			s->st.errors_left++;
+			pthread_mutex_unlock(&s->lock);
+		}
+	}
+}
+
+/* Waits until every damaged stripe queued so far is repaired (or the run is cancelled or
+ * failed), then commits the pending map updates: what was stored is committed, even when
+ * cancelled. */
+static int repair_drain(struct run *run)
+{
+	struct scrub *s = run->s;
+	int r;
+
+	if (s->opt.dry_run)
+		repair_dry(run); /* no repair threads, verify workers joined: the heap is ours */
+	pthread_mutex_lock(&run->rep_lock);
+	if (!s->opt.dry_run) {
+		while (run->in_flight || (run->n_heap && !scrub_cancelled(s) && !run->fatal)) {
+			struct timespec until;
+			clock_gettime(CLOCK_REALTIME, &until);
+			until.tv_nsec += 100000000L;
+			if (until.tv_nsec >= 1000000000L) {
+				until.tv_sec++;
+				until.tv_nsec -= 1000000000L;
+			}
+			pthread_cond_timedwait(&run->rep_idle, &run->rep_lock, &until);
+		}
+	}
+	uint64_t t0 = run->repair_t0;
+	run->repair_t0 = 0;
+	pthread_mutex_unlock(&run->rep_lock);
+	pthread_mutex_lock(&run->commit_lock);
+	r = repair_commit(run);
+	pthread_mutex_unlock(&run->commit_lock);
+	if (t0)
+		s->st.repair_ns += tclock_monotonic_ns() - t0;
+	if (r == 0)
+		r = run->fatal;
+	if (r == 0 && scrub_cancelled(s))
+		r = -ECANCELED;
+	stripes_progress(run, false);
+	return r;
+}
+
+static int repair_pool_start(struct run *run)
+{
+	if (run->s->opt.dry_run)
+		return 0;
+	for (unsigned i = 0; i < run->s->opt.jobs; i++) {
+		if (pthread_create(&run->rep_th[run->n_rep], NULL, repair_main, run) != 0)
+			break;
+		run->n_rep++;
+	}
+	return run->n_rep ? 0 : -EAGAIN;
+}
+
+static void repair_pool_stop(struct run *run)
+{
+	pthread_mutex_lock(&run->rep_lock);
+	run->rep_stop = true;
+	pthread_cond_broadcast(&run->rep_work);
+	pthread_mutex_unlock(&run->rep_lock);
+	for (unsigned i = 0; i < run->n_rep; i++)
+		pthread_join(run->rep_th[i], NULL);
+	run->n_rep = 0;
+}
+
+/* ---------------------------------------------------------------- rounds and checkpoints */
+
+static void checkpoint_write(struct run *run, bool stripes_done)
+{
+	struct scrub *s = run->s;
+	struct scrub_checkpoint c = { .deep = s->opt.deep, .gc = s->opt.gc,
+				      .skip_namespace = s->opt.skip_namespace,
+				      .stripes_done = stripes_done, .ino = run->pos_ino,
+				      .stripe = run->pos_stripe, .created_s = run->created_s };
+
+	if (!run->ckpt || (!stripes_done && !run->have_pos))
+		return;
+	memcpy(c.fs_uuid, s->sb->fs_uuid, 16);
+	pthread_mutex_lock(&s->lock);
+	scrub_checkpoint_stats(&s->st, &c.st);
+	pthread_mutex_unlock(&s->lock);
+	int r = scrub_checkpoint_save(s, &c);
+	if (r < 0) {
+		scrub_warn(s, "cannot write the checkpoint '%s': %s (an interrupted run will start "
+			   "over)", s->opt.checkpoint, strerror(-r));
+		run->ckpt = false;
+	}
+}
+
+/* Ends a round: repairs its damaged stripes, then records the checkpoint (R7). */
+static int end_round(struct run *run)
+{
+	int r = repair_drain(run);
+
+	if (r < 0)
+		return r;
+	if (scrub_cancelled(run->s))
+		return -ECANCELED;
+	checkpoint_write(run, false);
+	run->win_stripes = 0;
+	run->win_t0 = tclock_monotonic_ns();
+	return 0;
+}
+
+static void verify_flush(struct run *run)
 {
 	struct scrub *s = run->s;
 	uint64_t t0 = tclock_monotonic_ns();
+
+	if (run->n_chunk == 0)
+		return;
+	pool_run(run, run->chunk, run->n_chunk, sizeof(struct vitem), verify_stripe);
+	s->st.verify_ns += tclock_monotonic_ns() - t0;
+	if (!scrub_cancelled(s) && !run->fatal) {
+		/* the whole chunk was verified: the position may move past it */
+		run->have_pos = true;
+		run->pos_ino = run->chunk[run->n_chunk - 1].ino;
+		run->pos_stripe = run->chunk[run->n_chunk - 1].stripe;
+		run->win_stripes += run->n_chunk;
+	}
+	run->n_chunk = 0;
+}
+
+struct list_ctx {
+	struct run *run;
+	uint64_t ino;
+};
+
+static int verify_collect(void *ctx, uint64_t stripe, const struct meta_stripe *rec)
+{
+	struct list_ctx *l = ctx;
+	struct run *run = l->run;
+	struct scrub *s = run->s;
+	size_t chunk = (size_t)TESSERA_MIN((uint64_t)SCRUB_CHUNK, s->opt.window);
+
+	run->chunk[run->n_chunk++] = (struct vitem){ .ino = l->ino, .stripe = stripe, .rec = *rec };
+	if (run->n_chunk >= chunk) {
+		verify_flush(run);
+		if (run->fatal)
+			return run->fatal;
+		if (scrub_cancelled(s))
+			return -ECANCELED;
+		if (run->win_stripes >= s->opt.window ||
+		    tclock_monotonic_ns() - run->win_t0 >= SCRUB_WINDOW_NS) {
+			int r = end_round(run);
+			if (r < 0)
+				return r;
+		}
+	}
+	if (scrub_cancelled(s))
+		return -ECANCELED;
+	return run->fatal;
+}
+
+static int u64_cmp(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Phase 2: every stripe of every regular file, in (inode, stripe) order, in rounds; a resumed
+ * run starts after the checkpoint's position. */
+static int phase_stripes(struct run *run, const struct scrub_checkpoint *ck)
+{
+	struct scrub *s = run->s;
+	const uint64_t S = s->sb->stripe_size;
+	uint64_t *files = malloc((s->inodes_len + 1) * sizeof(*files));
+	size_t nf = 0, first = 0;
+	uint64_t from = 0;
 	int r = 0;
 
-	if (run->n_dmg)
-		qsort(run->dmg, run->n_dmg, sizeof(*run->dmg), dmg_cmp);
-	if (s->opt.dry_run) {
-		/* Report what a repair would find lost, count the rest as left. */
-		for (size_t i = 0; i < run->n_dmg; i++) {
-			struct dmg *d = &run->dmg[i];
-			struct meta_stripe rec;
-			if (meta_stripe_get(s->meta, d->ino, d->stripe, &rec) < 0)
-				continue;
-			if (__builtin_popcountll(d->good) < (int)rec.k) {
-				char msg[96];
-				snprintf(msg, sizeof(msg), "only %d of %u fragments good, %u needed",
-					 __builtin_popcountll(d->good), rec.k + rec.m, rec.k);
-				stripe_lost(run, d->ino, d->stripe, rec.data_len, true, msg);
-			} else {
-				pthread_mutex_lock(&s->lock);
-				s->st.errors_left++;
-				pthread_mutex_unlock(&s->lock);
-			}
-		}
-		return 0;
-	}
-	run->pending = calloc(SCRUB_CHUNK, sizeof(*run->pending));
-	if (!run->pending)
+	if (!files)
 		return -ENOMEM;
-	run->done = 0;
-	for (size_t i = 0; i < run->n_dmg && r == 0; i += SCRUB_CHUNK) {
-		size_t cnt = TESSERA_MIN((size_t)SCRUB_CHUNK, run->n_dmg - i);
-		pool_run(run, run->dmg + i, cnt, sizeof(struct dmg), repair_stripe);
-		r = repair_commit(run);
-		if (r == 0)
-			r = run->fatal;
+	for (size_t i = 0; i < s->inodes_cap; i++) {
+		struct scrub_inode *e = &s->inodes[i];
+		if (!e->ino || e->removed || (e->mode & 0170000) != 0100000)
+			continue;
+		files[nf++] = e->ino;
+		run->total_estimate += (e->size + S - 1) / S;
 	}
-	scrub_progress(s, "repair", run->done, run->n_dmg, s->st.bytes_rebuilt, true);
-	pthread_mutex_lock(&s->lock);
-	s->st.errors_fixed += s->st.stripes_repaired;
-	pthread_mutex_unlock(&s->lock);
-	s->st.repair_ns = tclock_monotonic_ns() - t0;
+	qsort(files, nf, sizeof(*files), u64_cmp);
+	if (ck && ck->stripes_done) {
+		first = nf;
+		run->done = run->total_estimate;
+	} else if (ck) {
+		for (; first < nf && files[first] <= ck->ino; first++) {
+			if (files[first] == ck->ino) {
+				from = ck->stripe + 1;
+				run->done += from;
+				break;
+			}
+			run->done += (scrub_inode_find(s, files[first])->size + S - 1) / S;
+		}
+		run->have_pos = true;
+		run->pos_ino = ck->ino;
+		run->pos_stripe = ck->stripe;
+	}
+	run->win_t0 = tclock_monotonic_ns();
+	r = repair_pool_start(run);
+	for (size_t i = first; i < nf && r == 0; i++) {
+		struct list_ctx l = { .run = run, .ino = files[i] };
+		r = meta_stripe_list(s->meta, files[i], i == first ? from : 0, verify_collect, &l);
+	}
+	if (r == 0) {
+		verify_flush(run);
+		r = run->fatal;
+	}
+	if (r == 0 && scrub_cancelled(s))
+		r = -ECANCELED;
+	/* the last round: its repairs are committed even after a failure or a cancel */
+	int rd = repair_drain(run);
+	if (r == 0)
+		r = rd;
+	stripes_progress(run, true);
+	free(files);
 	return r;
 }
 
@@ -1004,37 +1420,77 @@ static int phase_repair(struct run *run)
 int scrub_run(struct scrub *s, struct scrub_stats *ret_stats)
 {
 	struct run *run = calloc(1, sizeof(*run));
+	struct scrub_checkpoint ck;
+	bool resume = false;
 	uint64_t t0 = tclock_monotonic_ns();
 	int r;
 
 	if (!run)
 		return -ENOMEM;
 	run->s = s;
+	run->created_s = (uint64_t)time(NULL);
+	pthread_mutex_init(&run->rep_lock, NULL);
+	pthread_cond_init(&run->rep_work, NULL);
+	pthread_cond_init(&run->rep_idle, NULL);
+	pthread_mutex_init(&run->commit_lock, NULL);
 	run->chunk = calloc(SCRUB_CHUNK, sizeof(*run->chunk));
-	if (!run->chunk) {
+	run->pending = calloc(SCRUB_CHUNK, sizeof(*run->pending));
+	if (!run->chunk || !run->pending) {
 		r = -ENOMEM;
 		goto out;
 	}
+	run->ckpt = s->opt.checkpoint && !s->opt.dry_run;
+	if (run->ckpt && s->opt.no_resume)
+		scrub_checkpoint_remove(s);
+	else if (run->ckpt && scrub_checkpoint_load(s, &ck) == 0)
+		resume = true;
 	probe_servers(run);
 	r = scrub_namespace(s);
 	if (r < 0)
 		goto out;
-	r = phase_verify(run);
+	if (resume) {
+		char msg[160];
+		scrub_checkpoint_resume(&s->st, &ck.st);
+		s->st.resumed = 1;
+		run->created_s = ck.created_s;
+		if (ck.stripes_done)
+			snprintf(msg, sizeof(msg), "resuming an interrupted run: every stripe was "
+				 "done, garbage collection was not");
+		else
+			snprintf(msg, sizeof(msg), "resuming an interrupted run after inode %llu "
+				 "stripe %llu", (unsigned long long)ck.ino,
+				 (unsigned long long)ck.stripe);
+		scrub_event(s, &(struct scrub_event){ .kind = SCRUB_EV_NOTICE, .index = -1,
+						     .server = -1, .msg = msg });
+	}
+	if (scrub_cancelled(s)) {
+		r = -ECANCELED;
+		goto out;
+	}
+	r = phase_stripes(run, resume ? &ck : NULL);
 	if (r < 0)
 		goto out;
-	r = phase_repair(run);
-	if (r < 0)
-		goto out;
-	if (s->opt.gc)
+	if (s->opt.gc) {
+		checkpoint_write(run, true);
 		r = scrub_gc(s);
-	if (r == 0 && !s->opt.dry_run)
+		if (r < 0)
+			goto out;
+	}
+	if (!s->opt.dry_run)
 		r = meta_sync(s->meta);
+	if (r == 0 && run->ckpt)
+		scrub_checkpoint_remove(s);
 out:
+	repair_pool_stop(run);
 	s->st.total_ns = tclock_monotonic_ns() - t0;
 	*ret_stats = s->st;
 	free(run->chunk);
 	free(run->pending);
-	free(run->dmg);
+	free(run->heap);
+	pthread_mutex_destroy(&run->rep_lock);
+	pthread_cond_destroy(&run->rep_work);
+	pthread_cond_destroy(&run->rep_idle);
+	pthread_mutex_destroy(&run->commit_lock);
 	free(run);
 	return r;
 }

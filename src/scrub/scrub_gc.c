@@ -13,7 +13,9 @@
  *     committed, is younger than the grace period).
  * The map is read at deletion time, after the repair phase committed: a fragment moved by the
  * repair is referenced on its new server, and its stale copy on the old one is collected here.
- * Runs on the caller's thread; the deletes of one listing page go out in parallel.
+ * Runs on the caller's thread; the deletes of one listing page go out in parallel. In mounted
+ * mode the daemon's own garbage thread drains the queue too: both may delete the same object
+ * (a 404 counts as done), and the queue commits are made under opt.meta_lock.
  */
 #include "scrub_int.h"
 
@@ -62,6 +64,10 @@ static int drain_queue(struct scrub *s)
 		goto out;
 	}
 	for (;;) {
+		if (scrub_cancelled(s)) {
+			r = -ECANCELED;
+			break;
+		}
 		c->n = 0;
 		r = meta_garbage_list(s->meta, gq_collect, c);
 		if (r < 0 || c->n == 0)
@@ -87,7 +93,9 @@ static int drain_queue(struct scrub *s)
 			}
 		}
 		if (settled) {
+			scrub_meta_lock(s);
 			r = meta_commit(s->meta, b, false);
+			scrub_meta_unlock(s);
 			if (r < 0)
 				break;
 			s->st.garbage_drained += settled;
@@ -137,6 +145,10 @@ static int gc_server(struct scrub *s, uint16_t server, const char *url, int64_t 
 	do {
 		size_t n = 0, nc = 0;
 		char next[BLOCKCLIENT_LIST_KEY_MAX + 1];
+		if (scrub_cancelled(s)) {
+			r = -ECANCELED;
+			goto out;
+		}
 		r = blockclient_list(s->bc, server, prefix, token, objs, BLOCKCLIENT_LIST_MAX_KEYS,
 				     &n, next, sizeof(next));
 		if (r < 0) {

@@ -4,6 +4,7 @@
 
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 
 #include "tessera/codec.h"
 #include "tessera/meta.h"
@@ -41,6 +42,12 @@ struct scrub {
 	pthread_mutex_t lock; /* stats, callbacks, damaged list, pending commits */
 	struct scrub_stats st;
 	uint64_t progress_at_ns;
+
+	pthread_mutex_t rate_lock; /* the token bucket */
+	double rate_tokens;        /* bytes; negative: debt the next takers sleep off */
+	uint64_t rate_at_ns;       /* last refill */
+
+	atomic_bool cancel;        /* scrub_cancel() */
 };
 
 /* Calls the event callback (and counts warnings) under s->lock. */
@@ -54,14 +61,34 @@ void scrub_warn(struct scrub *s, const char *fmt, ...) __attribute__((format(pri
 void scrub_progress(struct scrub *s, const char *phase, uint64_t done, uint64_t total,
 		    uint64_t bytes, bool force);
 
+/* The daemon's inode lock around metadata read-check-writes (mounted mode; no-op otherwise). */
+void scrub_meta_lock(struct scrub *s);
+void scrub_meta_unlock(struct scrub *s);
+bool scrub_cancelled(struct scrub *s);
+/* Rate limit: accounts `bytes` of fragment I/O, sleeping as long as the bucket is in debt.
+ * Returns early when the run is cancelled. */
+void scrub_rate_take(struct scrub *s, uint64_t bytes);
+
 struct scrub_inode *scrub_inode_find(struct scrub *s, uint64_t ino);
 /* Adds (or returns the existing) entry. Returns NULL when out of memory. */
 struct scrub_inode *scrub_inode_add(struct scrub *s, uint64_t ino);
 
 /* Phase 1 (scrub_ns.c): builds the inode table; checks and (unless dry_run) fixes. */
 int scrub_namespace(struct scrub *s);
-/* Phase 4 (scrub_gc.c). */
+/* Phase 3 (scrub_gc.c). Returns 0, -ECANCELED, -errno. */
 int scrub_gc(struct scrub *s);
+
+/* Checkpoints (scrub_checkpoint.c), at opt.checkpoint. load: 0 and *ret when a checkpoint of
+ * this filesystem and these options exists; -ENOENT when none (one of other options or a
+ * damaged one is reported and ignored). save: 0 or -errno. remove: ignores errors. */
+int scrub_checkpoint_load(struct scrub *s, struct scrub_checkpoint *ret);
+int scrub_checkpoint_save(struct scrub *s, const struct scrub_checkpoint *c);
+void scrub_checkpoint_remove(struct scrub *s);
+/* The counters a checkpoint carries: the stripe ones of st, and the stripe part of
+ * errors_fixed/errors_left. */
+void scrub_checkpoint_stats(const struct scrub_stats *st, struct scrub_stats *ret);
+/* Adds a checkpoint's counters to st (after the namespace phase of the resumed run). */
+void scrub_checkpoint_resume(struct scrub_stats *st, const struct scrub_stats *carried);
 
 /* Adds to b the deletion of every stripe record of ino past stripe index `from` and the garbage
  * entries for their fragments. Returns how many, or -EIO. */

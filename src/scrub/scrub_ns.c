@@ -9,11 +9,15 @@
  *      /lost+found as "#<ino>", as e2fsck does;
  *   3. link counts: a directory has 2 + its subdirectories, anything else its entries;
  *   4. regular files: no stripe map at or past the end of the file, the last stripe's data
- *      length within the file size, inline data as long as the file; other inodes: no stripe
- *      maps; directories: no inline data.
+ *      length within the file size, inline data (stripe 0 kept in the metadata) no longer than
+ *      the file and not beside a stripe 0 map; other inodes: no stripe maps; directories: no
+ *      inline data.
  * Fixes (unless dry_run) are small metadata batches committed as they are found (WAL synced at
  * the end of the run). The table it builds (parent of every inode) gives damaged files their
  * paths in the later phases. Single-threaded: runs before the stripe workers start.
+ * Mounted mode: the whole phase runs under opt.meta_lock (the daemon's inode lock), so that it
+ * sees the namespace between two operations, never in the middle of one; an unlinked inode
+ * that opt.in_use reports (open, or looked up by the kernel) is legitimate and left alone.
  *
  * Not checked: directory cycles detached from the root, and entries or stripe maps whose
  * parent inode no longer exists (the metadata interface lists those only by parent).
@@ -151,6 +155,7 @@ static int remove_inode(struct ns *ns, struct scrub_inode *e)
 	int r;
 
 	meta_batch_inode_del(ns->b, e->ino);
+	meta_batch_orphan_del(ns->b, e->ino); /* the orphan index stays exact (idempotent) */
 	r = scrub_release_stripes(ns->s, e->ino, 0, ns->b);
 	if (r < 0)
 		return r;
@@ -229,6 +234,8 @@ static int fix_unlinked(struct ns *ns, struct scrub_inode *e)
 	char name[32];
 	int r;
 
+	if (s->opt.in_use && s->opt.in_use(s->opt.in_use_ctx, e->ino))
+		return 0; /* unlinked while open: the daemon removes it when it is closed */
 	bool dir_with_entries = S_ISDIR(e->mode) && meta_dir_has_entries(s->meta, e->ino) != 0;
 	if ((e->nlink == 0 || (e->flags & META_INODE_F_ORPHAN)) && !dir_with_entries) {
 		if (ns->fix) {
@@ -253,6 +260,15 @@ static int fix_unlinked(struct ns *ns, struct scrub_inode *e)
 	}
 	int len = snprintf(name, sizeof(name), "#%llu", (unsigned long long)e->ino);
 	meta_batch_dentry_put(ns->b, lf, name, (size_t)len, e->ino, e->mode & S_IFMT);
+	if (S_ISDIR(e->mode)) {
+		/* a directory keeps its parent in rdev (meta.h): ".." is /lost+found now */
+		struct meta_inode in;
+		r = meta_inode_get(s->meta, e->ino, &in);
+		if (r < 0)
+			return r;
+		in.rdev = lf;
+		meta_batch_inode_put(ns->b, &in);
+	}
 	r = ns_commit(ns);
 	if (r < 0)
 		return r;
@@ -284,6 +300,7 @@ static int fix_nlink(struct ns *ns, struct scrub_inode *e)
 		in.nlink = want;
 		in.flags &= ~META_INODE_F_ORPHAN;
 		meta_batch_inode_put(ns->b, &in);
+		meta_batch_orphan_del(ns->b, e->ino);
 		r = ns_commit(ns);
 		if (r < 0)
 			return r;
@@ -302,7 +319,7 @@ static int count_stripe(void *ctx, uint64_t stripe, const struct meta_stripe *re
 	return 0;
 }
 
-static int fix_inline(struct ns *ns, struct scrub_inode *e, bool has_stripes)
+static int fix_inline(struct ns *ns, struct scrub_inode *e, bool has_stripe0)
 {
 	struct scrub *s = ns->s;
 	size_t len;
@@ -325,12 +342,15 @@ static int fix_inline(struct ns *ns, struct scrub_inode *e, bool has_stripes)
 	}
 	if (!S_ISREG(e->mode))
 		return 0; /* a symlink's target */
-	if (has_stripes) {
-		scrub_ns_event(s, e->ino, false, "file %llu has both inline data and stripe maps",
+	if (has_stripe0) {
+		/* Each store of stripe 0 replaces the other form in one batch. */
+		scrub_ns_event(s, e->ino, false, "file %llu has both inline data and a stripe 0 map",
 			       (unsigned long long)e->ino);
 		return 0;
 	}
-	if (len == e->size)
+	/* Inline data is stripe 0 up to its length; the rest of the file reads as zeros (a file
+	 * grown by truncate, or written further out in later stripes). Only longer is wrong. */
+	if (len <= e->size)
 		return 0;
 	bool fixable = e->size <= META_INLINE_MAX;
 	if (ns->fix && fixable) {
@@ -358,7 +378,7 @@ static int fix_stripes(struct ns *ns, struct scrub_inode *e)
 {
 	struct scrub *s = ns->s;
 	const uint64_t S = s->sb->stripe_size;
-	uint64_t from = S_ISREG(e->mode) ? (e->size + S - 1) / S : 0, past = 0, all = 0;
+	uint64_t from = S_ISREG(e->mode) ? (e->size + S - 1) / S : 0, past = 0;
 	struct meta_stripe rec;
 	int r;
 
@@ -399,21 +419,36 @@ static int fix_stripes(struct ns *ns, struct scrub_inode *e)
 				       (unsigned long long)(e->size % S), ns->fix ? ": cut" : "");
 		}
 	}
-	r = meta_stripe_list(s->meta, e->ino, 0, count_stripe, &all);
-	if (r < 0)
+	r = meta_stripe_get(s->meta, e->ino, 0, &rec);
+	if (r < 0 && r != -ENOENT)
 		return r;
-	return fix_inline(ns, e, all > 0);
+	return fix_inline(ns, e, r == 0);
 }
+
+static int namespace_locked(struct scrub *s, struct ns *nsp);
 
 int scrub_namespace(struct scrub *s)
 {
 	struct ns ns = { .s = s, .fix = !s->opt.dry_run && !s->opt.skip_namespace };
-	bool report = !s->opt.skip_namespace;
 	int r;
 
 	ns.b = meta_batch_new(s->meta);
 	if (!ns.b)
 		return -ENOMEM;
+	scrub_meta_lock(s);
+	r = namespace_locked(s, &ns);
+	scrub_meta_unlock(s);
+	scrub_progress(s, "namespace", ns.done, ns.done, 0, true);
+	meta_batch_free(ns.b);
+	return r;
+}
+
+static int namespace_locked(struct scrub *s, struct ns *nsp)
+{
+	struct ns ns = *nsp;
+	bool report = !s->opt.skip_namespace;
+	int r;
+
 	r = meta_inode_list(s->meta, load_inode, &ns);
 	if (r < 0)
 		goto out;
@@ -471,7 +506,6 @@ int scrub_namespace(struct scrub *s)
 	}
 	free(inos);
 out:
-	scrub_progress(s, "namespace", ns.done, ns.done, 0, true);
-	meta_batch_free(ns.b);
+	nsp->done = ns.done;
 	return r;
 }

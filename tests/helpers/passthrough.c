@@ -10,7 +10,10 @@
  * default 1), multi-threaded. Inodes are O_PATH descriptors kept in a table keyed by
  * (st_dev, st_ino) with the kernel's lookup count, as libfuse's passthrough_ll does.
  */
-#define FUSE_USE_VERSION 34
+/* 3.12: fuse_session_loop_mt() takes the fuse_loop_cfg_*() object. Below 3.12 it expects the
+ * old public struct and misreads this one (clone_fd on, no idle thread kept): a new thread
+ * and /dev/fuse clone per request. */
+#define FUSE_USE_VERSION 312
 
 #include <dirent.h>
 #include <errno.h>

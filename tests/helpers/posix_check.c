@@ -7,6 +7,14 @@
  * Subcommands: rename-rules, links, symlink, mknod, names, xattr, acl, unlink-open, times,
  * open-flags, rmdir, readdir, perms (needs root: switches uid/gid in child processes),
  * atime, bigdir (env POSIX_CHECK_N entries, default 100000), deep, all (everything but bigdir).
+ *
+ *   posix_check bench PHASE DIR
+ *
+ * times one metadata phase over POSIX_CHECK_N files (default 10000) in DIR/bench and prints
+ * "PHASE OPS_PER_SECOND" (scripts/bench/meta.sh): create (empty files), stat, readdir (entries
+ * listed per second), rename (each to a new name in the same directory), unlink (the renamed
+ * files), small (create, write 4 KiB, close, in DIR/small). Phases run in that order; caches
+ * are the caller's business.
  * Every failed expectation prints "FAIL file:line: what (errno)"; the exit status is 1 when
  * anything failed, 0 otherwise. Each check names the POSIX rule it checks.
  */
@@ -1174,6 +1182,70 @@ static void t_deep(void)
 	EXPECT_OK(rename(P("l0"), P("top")));
 }
 
+/* ---------------------------------------------------------------- bench */
+
+static int bench(const char *phase, const char *dir)
+{
+	const char *env = getenv("POSIX_CHECK_N");
+	int n = env ? atoi(env) : 10000, done = 0, dfd;
+	char path[PATH_MAX], name[64], to[64], buf[4096];
+	bool small = strcmp(phase, "small") == 0;
+	struct stat st;
+	double t0;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, small ? "small" : "bench");
+	if ((strcmp(phase, "create") == 0 || small) && mkdir(path, 0755) < 0) {
+		perror(path);
+		return 1;
+	}
+	dfd = open(path, O_RDONLY | O_DIRECTORY);
+	if (dfd < 0) {
+		perror(path);
+		return 1;
+	}
+	memset(buf, 'x', sizeof(buf));
+	t0 = now_s();
+	if (strcmp(phase, "readdir") == 0) {
+		DIR *d = opendir(path);
+		struct dirent *e;
+		while (d && (e = readdir(d)))
+			done += e->d_name[0] != '.';
+		if (d)
+			closedir(d);
+	}
+	for (int i = 0; i < n && strcmp(phase, "readdir") != 0; i++) {
+		int fd, r = 0;
+		snprintf(name, sizeof(name), "f%08d", i);
+		snprintf(to, sizeof(to), "r%08d", i);
+		if (strcmp(phase, "create") == 0 || small) {
+			fd = openat(dfd, name, O_CREAT | O_EXCL | O_WRONLY, 0644);
+			if (fd >= 0 && small && write(fd, buf, sizeof(buf)) != (ssize_t)sizeof(buf))
+				r = -1;
+			if (fd < 0 || close(fd) < 0)
+				r = -1;
+		} else if (strcmp(phase, "stat") == 0) {
+			r = fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW);
+		} else if (strcmp(phase, "rename") == 0) {
+			r = renameat(dfd, name, dfd, to);
+		} else if (strcmp(phase, "unlink") == 0) {
+			r = unlinkat(dfd, to, 0);
+		} else {
+			fprintf(stderr, "posix_check: unknown bench phase '%s'\n", phase);
+			return 2;
+		}
+		if (r < 0) {
+			fprintf(stderr, "posix_check: bench %s %s/%s: %s\n", phase, path, name,
+				strerror(errno));
+			return 1;
+		}
+		done++;
+	}
+	double t = now_s() - t0;
+	close(dfd);
+	printf("%s %.0f\n", phase, t > 0 ? done / t : 0.0);
+	return 0;
+}
+
 struct cmd {
 	const char *name;
 	void (*fn)(void);
@@ -1190,6 +1262,8 @@ static const struct cmd cmds[] = {
 
 int main(int argc, char **argv)
 {
+	if (argc == 4 && strcmp(argv[1], "bench") == 0)
+		return bench(argv[2], argv[3]);
 	if (argc != 3) {
 		fprintf(stderr, "usage: posix_check SUBCOMMAND DIR\n");
 		return 2;

@@ -233,8 +233,11 @@ else
 	short=$(frag_table "$A_INO" | awk -v n="$N" '
 		{ if (!($1 in v) || $2 > v[$1]) v[$1] = $2; c[$1 " " $2]++ }
 		END { s = 0; for (x in v) if (c[x " " v[x]] < n) s++; print s }')
-	((DMG0 == short)) &&
-		ok "the degraded stripes are exactly a's $short stripes stored with fewer than k+m fragments" ||
+	# A PUT in flight when the server was killed may have reached its disk without an
+	# answer: that stripe is rightly degraded in the map (the fragment does not count) though
+	# all k+m files exist. At most one per store worker (8) can be in that window.
+	((DMG0 >= short && DMG0 <= short + 8)) &&
+		ok "the degraded stripes are a's $short stripes stored with fewer than k+m fragments (+$((DMG0 - short)) answered too late)" ||
 		fail "$DMG0 degraded stripes, but a has $short stripes with fewer than k+m fragments"
 	check "mount" lib_local mount
 	M=$TESSERA_MNT

@@ -3,7 +3,10 @@
 #  1. bytes flipped in the payload of fragments on two servers: the header check alone does not
 #     see them, --deep -n names exactly those objects (and changes nothing), --deep rebuilds
 #     exactly those, byte for byte as they were (src/scrub/scrub.c R1), a second --deep is clean;
-#  2. a stripe left with k-1 good fragments: exit 4, nothing written (R5), and the report names
+#  2. --rate-limit: a deep scrub capped at a third of its bytes per second takes about 3 s;
+#     an interrupted run (SIGINT) exits 8 and leaves META_DIR/scrub.checkpoint, the next one
+#     resumes after it (every stripe counted once) and removes it (src/scrub/scrub.c R7);
+#  3. a stripe left with k-1 good fragments: exit 4, nothing written (R5), and the report names
 #     the file and its byte range; the other files still read.
 LIB_TIMEOUT=300
 . "$(dirname "$0")/lib.sh"
@@ -86,7 +89,40 @@ for e in "${BAD[@]}"; do
 done
 check_rc 0 "second --deep is clean" "$SCRUB" --deep "$TESSERA_META"
 
-# ---- 2. three of the victim's six fragments corrupt: k-1 good
+# ---- 2. rate limit; checkpoint and resume
+json_stat() { grep -o "\"$1\":[0-9]*" "$2" | head -n 1 | cut -d: -f2; }
+"$SCRUB" --deep --json "$TESSERA_META" >"$LIB_WORK/clean.json"
+BYTES=$(json_stat bytes_checked "$LIB_WORK/clean.json")
+STRIPES=$(json_stat stripes "$LIB_WORK/clean.json")
+lib_time_ms "$SCRUB" --deep --json --rate-limit $((BYTES / 3)) "$TESSERA_META" >"$LIB_WORK/rl.json"
+((LIB_RC == 0)) && ok "rate-limited scrub: exit 0" || fail "rate-limited scrub: exit $LIB_RC"
+((LIB_MS >= 2500 && LIB_MS < 20000)) && ok "$BYTES bytes at $((BYTES / 3)) B/s took $LIB_MS ms" ||
+	fail "$BYTES bytes at $((BYTES / 3)) B/s took $LIB_MS ms (want about 3000)"
+CKPT="$TESSERA_META/scrub.checkpoint"
+"$SCRUB" --deep --json --rate-limit $((BYTES / 4)) --window 1 "$TESSERA_META" \
+	>"$LIB_WORK/int.json" 2>"$LIB_WORK/int.err" &
+SPID=$!
+for ((t = 0; t < 100; t++)); do
+	[[ -f $CKPT ]] && break
+	sleep 0.1
+done
+kill -INT "$SPID"
+wait "$SPID"
+rc=$?
+((rc == 8)) && ok "interrupted scrub: exit 8" || fail "interrupted scrub: exit $rc"
+[[ -f $CKPT ]] && ok "checkpoint left in the metadata directory" || fail "no checkpoint"
+DONE1=$(json_stat stripes "$LIB_WORK/int.json")
+((DONE1 > 0 && DONE1 < STRIPES)) && ok "$DONE1 of $STRIPES stripes done before the interrupt" ||
+	fail "interrupted after $DONE1 of $STRIPES stripes"
+"$SCRUB" --deep --json "$TESSERA_META" >"$LIB_WORK/res.json"
+rc=$?
+((rc == 0)) && ok "resumed scrub: exit 0" || fail "resumed scrub: exit $rc"
+[[ $(json_stat resumed "$LIB_WORK/res.json") == 1 ]] && ok "it resumed" || fail "it did not resume"
+[[ $(json_stat stripes "$LIB_WORK/res.json") == "$STRIPES" ]] && ok "every stripe counted once" ||
+	fail "$(json_stat stripes "$LIB_WORK/res.json") stripes counted, want $STRIPES"
+[[ ! -e $CKPT ]] && ok "checkpoint removed" || fail "checkpoint left"
+
+# ---- 3. three of the victim's six fragments corrupt: k-1 good
 n=0
 for srv in 0 1 2 3 4 5; do
 	while read -r key; do

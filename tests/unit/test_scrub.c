@@ -8,7 +8,12 @@
  *  - the namespace phase on a real metadata store (no block server answers: 127.0.0.1:1):
  *    a dry run reports and changes nothing, a repair fixes a dangling entry, wrong link counts,
  *    an orphan, a lost inode (into /lost+found) and a stripe map past the end of a file, and a
- *    second run finds nothing.
+ *    second run finds nothing; an unlinked inode that opt.in_use reports stays (mounted mode);
+ *  - the checkpoint file: encode/decode round trip, damaged ones refused; a run resumes from a
+ *    matching one (its counters carried: scrub.c R7) and removes it, ignores one of other
+ *    options, keeps it when cancelled;
+ *  - the control protocol's lines (control.h): requests, events with hostile strings,
+ *    progress and stats round-trip; random and truncated lines are refused, never crash.
  * Randomised: the seed is printed and TESSERA_SEED overrides it.
  */
 #include <check.h>
@@ -25,6 +30,7 @@
 #include "tessera/blockclient.h"
 #include "tessera/codec.h"
 #include "tessera/common.h"
+#include "tessera/control.h"
 #include "tessera/meta.h"
 #include "tessera/scrub.h"
 #include "tessera/stripe_io.h"
@@ -384,6 +390,361 @@ START_TEST(test_namespace)
 }
 END_TEST
 
+/* ---- checkpoints */
+
+static void random_stats(struct scrub_stats *st, uint64_t *rng)
+{
+	memset(st, 0, sizeof(*st));
+#define X(f) st->f = rng_next(rng) >> (rng_next(rng) % 64);
+	SCRUB_STATS_FIELDS(X)
+#undef X
+}
+
+START_TEST(test_checkpoint_codec)
+{
+	uint64_t rng = seed ^ 0xc4ec;
+	char buf[SCRUB_CHECKPOINT_MAX];
+
+	for (int iter = 0; iter < 200; iter++) {
+		struct scrub_checkpoint c = { 0 }, d;
+		for (int i = 0; i < 16; i++)
+			c.fs_uuid[i] = (uint8_t)rng_next(&rng);
+		c.deep = rng_next(&rng) & 1;
+		c.gc = rng_next(&rng) & 1;
+		c.skip_namespace = rng_next(&rng) & 1;
+		c.stripes_done = (rng_next(&rng) % 4) == 0;
+		if (!c.stripes_done) {
+			c.ino = rng_next(&rng);
+			c.stripe = rng_next(&rng) >> 20;
+		}
+		c.created_s = rng_next(&rng) >> 30;
+		struct scrub_stats all;
+		random_stats(&all, &rng);
+		/* only the carried counters survive */
+		c.st.stripes = all.stripes;
+		c.st.errors_fixed = all.errors_fixed;
+		c.st.bytes_rebuilt = all.bytes_rebuilt;
+		c.st.repair_ns = all.repair_ns;
+		int len = scrub_checkpoint_encode(&c, buf, sizeof(buf));
+		ck_assert_int_gt(len, 0);
+		ck_assert_uint_eq(strlen(buf), (size_t)len);
+		ck_assert_int_eq(scrub_checkpoint_decode(buf, &d), 0);
+		ck_assert_mem_eq(&c, &d, sizeof(c));
+		ck_assert_int_eq(scrub_checkpoint_encode(&c, buf, 40), -ENOSPC);
+		/* every truncation before the last line is refused */
+		len = scrub_checkpoint_encode(&c, buf, sizeof(buf));
+		const char *last = strstr(buf, "\nstats");
+		ck_assert_ptr_nonnull(last);
+		for (size_t cut = 0; cut < (size_t)(last - buf); cut++) {
+			char t[SCRUB_CHECKPOINT_MAX];
+			memcpy(t, buf, cut);
+			t[cut] = '\0';
+			ck_assert_int_eq(scrub_checkpoint_decode(t, &d), -EBADMSG);
+		}
+	}
+	struct scrub_checkpoint d;
+	ck_assert_int_eq(scrub_checkpoint_decode("", &d), -EBADMSG);
+	ck_assert_int_eq(scrub_checkpoint_decode("tessera-scrub checkpoint 2\n", &d), -EBADMSG);
+	const char *ok = "tessera-scrub checkpoint 1\nfs 01020304-0506-0708-090a-0b0c0d0e0f10\n"
+			 "created 5\noptions deep=1 gc=0 namespace=1\nposition 7 9\n"
+			 "stats stripes=3 future_counter=8\n";
+	ck_assert_int_eq(scrub_checkpoint_decode(ok, &d), 0);
+	ck_assert(d.deep && !d.gc && !d.skip_namespace && !d.stripes_done);
+	ck_assert_uint_eq(d.ino, 7);
+	ck_assert_uint_eq(d.stripe, 9);
+	ck_assert_uint_eq(d.st.stripes, 3);
+	ck_assert_mem_eq(d.fs_uuid, UUID, 16);
+	const char *bad[] = {
+		"tessera-scrub checkpoint 1\nfs 01020304-0506-0708-090a-0b0c0d0e0f10\ncreated 5\n"
+		"options deep=1 gc=0 namespace=1\nposition 7\nstats stripes=3\n",
+		"tessera-scrub checkpoint 1\nfs nope\ncreated 5\n"
+		"options deep=1 gc=0 namespace=1\nposition 7 9\nstats stripes=3\n",
+		"tessera-scrub checkpoint 1\nfs 01020304-0506-0708-090a-0b0c0d0e0f10\ncreated 5\n"
+		"options deep=2 gc=0 namespace=1\nposition 7 9\nstats stripes=3\n",
+		"tessera-scrub checkpoint 1\nfs 01020304-0506-0708-090a-0b0c0d0e0f10\ncreated 5\n"
+		"options deep=1 gc=0 namespace=1\nposition 7 9\nstats stripes=x\n",
+		"tessera-scrub checkpoint 1\nfs 01020304-0506-0708-090a-0b0c0d0e0f10\ncreated 5\n"
+		"options deep=1 gc=0 namespace=1\nposition 7 9\nstats stripes=3\nwhat 1\n",
+	};
+	for (size_t i = 0; i < TESSERA_ARRAY_SIZE(bad); i++)
+		ck_assert_int_eq(scrub_checkpoint_decode(bad[i], &d), -EBADMSG);
+}
+END_TEST
+
+static int run_with(struct meta *m, struct blockclient *bc, struct scrub_options *opt,
+		    bool cancel, struct scrub_stats *st)
+{
+	struct scrub *s;
+	int r;
+
+	ck_assert_int_eq(scrub_new(m, bc, opt, &s), 0);
+	if (cancel)
+		scrub_cancel(s);
+	r = scrub_run(s, st);
+	scrub_free(s);
+	return r;
+}
+
+/* Also the mounted-mode rule: an unlinked inode in use is not an orphan to remove. */
+static bool in_use_all(void *ctx, uint64_t ino)
+{
+	(void)ino;
+	(*(int *)ctx)++;
+	return true;
+}
+
+START_TEST(test_checkpoint_run)
+{
+	struct meta_superblock *sb = make_sb();
+	struct blockclient_config cfg = { .bucket = "tessera", .access_key = "a",
+					  .secret_key = "b", .connect_timeout_ms = 500,
+					  .request_timeout_ms = 1000 };
+	uint16_t ids[6];
+	const char *urls[6];
+	struct blockclient *bc;
+	struct meta *m;
+	struct scrub_stats st;
+	char dir[128], ck[192], buf[SCRUB_CHECKPOINT_MAX];
+	struct stat sbuf;
+
+	snprintf(dir, sizeof(dir), "%s/ckpt", root_dir);
+	snprintf(ck, sizeof(ck), "%s/%s", dir, SCRUB_CHECKPOINT_NAME);
+	ck_assert_int_eq(meta_mkfs(dir, sb, 0, 0, false), 0);
+	ck_assert_int_eq(meta_open(dir, &m), 0);
+	for (int i = 0; i < 6; i++) {
+		ids[i] = (uint16_t)i;
+		urls[i] = sb->servers[i].url;
+	}
+	ck_assert_int_eq(blockclient_new(&cfg, ids, urls, 6, &bc), 0);
+	/* an unlinked inode, in use */
+	uint64_t orphan;
+	ck_assert_int_eq(meta_alloc_ino(m, &orphan), 0);
+	struct meta_batch *b = meta_batch_new(m);
+	struct meta_inode in = mk_inode(orphan, S_IFREG | 0644, 0, 0);
+	in.flags = META_INODE_F_ORPHAN;
+	meta_batch_inode_put(b, &in);
+	ck_assert_int_eq(meta_commit(m, b, true), 0);
+	meta_batch_free(b);
+
+	int asked = 0;
+	struct scrub_options opt = { .jobs = 2, .checkpoint = ck, .in_use = in_use_all,
+				     .in_use_ctx = &asked };
+	ck_assert_int_eq(run_with(m, bc, &opt, false, &st), 0);
+	ck_assert_uint_eq(st.resumed, 0);
+	ck_assert_uint_eq(st.ns_errors, 0);
+	ck_assert_int_gt(asked, 0);
+	ck_assert_int_eq(meta_inode_get(m, orphan, &in), 0);
+	ck_assert_int_eq(stat(ck, &sbuf), -1);
+
+	/* a matching checkpoint: resumed, counters carried, removed at the end */
+	struct scrub_checkpoint c = { .stripes_done = true, .created_s = 1 };
+	memcpy(c.fs_uuid, UUID, 16);
+	c.st.stripes = 5;
+	c.st.stripes_repaired = 1;
+	c.st.errors_fixed = 1;
+	int len = scrub_checkpoint_encode(&c, buf, sizeof(buf));
+	ck_assert_int_gt(len, 0);
+	ck_assert_int_eq(tfile_write_atomic(ck, buf, (size_t)len, 0600), 0);
+	ck_assert_int_eq(run_with(m, bc, &opt, false, &st), 0);
+	ck_assert_uint_eq(st.resumed, 1);
+	ck_assert_uint_eq(st.stripes, 5);
+	ck_assert_int_eq(scrub_exit_status(&st, 0), SCRUB_EXIT_FIXED);
+	ck_assert_int_eq(stat(ck, &sbuf), -1);
+
+	/* cancelled: the checkpoint stays */
+	ck_assert_int_eq(tfile_write_atomic(ck, buf, (size_t)len, 0600), 0);
+	ck_assert_int_eq(run_with(m, bc, &opt, true, &st), -ECANCELED);
+	ck_assert_int_eq(scrub_exit_status(&st, -ECANCELED) & SCRUB_EXIT_OPERATIONAL,
+			 SCRUB_EXIT_OPERATIONAL);
+	ck_assert_int_eq(stat(ck, &sbuf), 0);
+
+	/* a dry run neither uses nor removes it */
+	opt.dry_run = true;
+	ck_assert_int_eq(run_with(m, bc, &opt, false, &st), 0);
+	ck_assert_uint_eq(st.resumed, 0);
+	ck_assert_int_eq(stat(ck, &sbuf), 0);
+	opt.dry_run = false;
+
+	/* other options: ignored (not resumed), replaced, removed at the end */
+	opt.deep = true;
+	ck_assert_int_eq(run_with(m, bc, &opt, false, &st), 0);
+	ck_assert_uint_eq(st.resumed, 0);
+	ck_assert_uint_eq(st.stripes, 0);
+	ck_assert_int_eq(stat(ck, &sbuf), -1);
+
+	/* no_resume: ignored */
+	opt.deep = false;
+	opt.no_resume = true;
+	ck_assert_int_eq(tfile_write_atomic(ck, buf, (size_t)len, 0600), 0);
+	ck_assert_int_eq(run_with(m, bc, &opt, false, &st), 0);
+	ck_assert_uint_eq(st.resumed, 0);
+	ck_assert_int_eq(stat(ck, &sbuf), -1);
+
+	/* without in_use the unlinked inode is an orphan and goes */
+	opt.in_use = NULL;
+	ck_assert_int_eq(run_with(m, bc, &opt, false, &st), 0);
+	ck_assert_uint_eq(st.ns_fixed, 1);
+	ck_assert_int_eq(meta_inode_get(m, orphan, &in), -ENOENT);
+
+	blockclient_free(bc);
+	meta_close(m);
+	free(sb);
+}
+END_TEST
+
+/* ---- the control protocol */
+
+static void random_str(char *out, size_t max, uint64_t *rng)
+{
+	size_t len = rng_next(rng) % max;
+
+	for (size_t i = 0; i < len; i++) {
+		uint8_t c = (uint8_t)rng_next(rng);
+		if (c == 0)
+			c = ' ';
+		out[i] = (char)(rng_next(rng) % 3 ? c : " %\n\t+-"[rng_next(rng) % 6]);
+	}
+	out[len] = '\0';
+}
+
+START_TEST(test_control_codec)
+{
+	uint64_t rng = seed ^ 0xc0de;
+	char line[CONTROL_LINE_MAX], copy[CONTROL_LINE_MAX];
+	struct control_msg m;
+
+	for (int iter = 0; iter < 300; iter++) {
+		/* a request */
+		struct scrub_options o = { 0 }, d;
+		o.dry_run = rng_next(&rng) & 1;
+		o.deep = rng_next(&rng) & 1;
+		o.gc = rng_next(&rng) & 1;
+		o.gc_grace_s = rng_next(&rng) >> 20;
+		o.gc_grace_set = rng_next(&rng) & 1;
+		o.skip_namespace = rng_next(&rng) & 1;
+		o.jobs = (unsigned)(rng_next(&rng) % (SCRUB_MAX_JOBS + 1));
+		o.rate_limit = rng_next(&rng) >> 10;
+		o.window = rng_next(&rng) >> 40;
+		o.no_resume = rng_next(&rng) & 1;
+		int len = control_request_encode(&o, line, sizeof(line));
+		ck_assert_int_gt(len, 0);
+		ck_assert_int_eq(line[len - 1], '\n');
+		line[len - 1] = '\0';
+		ck_assert_int_eq(control_request_decode(line, &d), 0);
+		ck_assert_mem_eq(&o, &d, sizeof(o));
+
+		/* an event with hostile strings */
+		char path[300], key[100], msg[200];
+		random_str(path, sizeof(path), &rng);
+		random_str(key, sizeof(key), &rng);
+		random_str(msg, sizeof(msg), &rng);
+		struct scrub_event ev = {
+			.kind = (enum scrub_event_kind)(rng_next(&rng) % (SCRUB_EV_NOTICE + 1)),
+			.fixed = rng_next(&rng) & 1, .ino = rng_next(&rng), .stripe = rng_next(&rng),
+			.index = (int)(rng_next(&rng) % 65) - 1,
+			.server = (int)(rng_next(&rng) % 65537) - 1, .off = rng_next(&rng),
+			.len = rng_next(&rng), .path = rng_next(&rng) & 1 ? path : NULL,
+			.key = rng_next(&rng) & 1 ? key : NULL, .msg = msg };
+		len = control_event_encode(&ev, line, sizeof(line));
+		ck_assert_int_gt(len, 0);
+		ck_assert_ptr_null(memchr(line, '\n', (size_t)len - 1));
+		line[len - 1] = '\0';
+		ck_assert_int_eq(control_msg_decode(line, &m), 0);
+		ck_assert_int_eq(m.kind, CONTROL_MSG_EVENT);
+		ck_assert_int_eq(m.ev.kind, ev.kind);
+		ck_assert_int_eq(m.ev.fixed, ev.fixed);
+		ck_assert_uint_eq(m.ev.ino, ev.ino);
+		ck_assert_uint_eq(m.ev.stripe, ev.stripe);
+		ck_assert_int_eq(m.ev.index, ev.index);
+		ck_assert_int_eq(m.ev.server, ev.server);
+		ck_assert_uint_eq(m.ev.off, ev.off);
+		ck_assert_uint_eq(m.ev.len, ev.len);
+		if (ev.path)
+			ck_assert_str_eq(m.ev.path, path);
+		else
+			ck_assert_ptr_null(m.ev.path);
+		if (ev.key)
+			ck_assert_str_eq(m.ev.key, key);
+		else
+			ck_assert_ptr_null(m.ev.key);
+		ck_assert_str_eq(m.ev.msg, msg);
+
+		/* progress and stats */
+		uint64_t a = rng_next(&rng), b = rng_next(&rng), c = rng_next(&rng);
+		len = control_progress_encode(path, a, b, c, line, sizeof(line));
+		ck_assert_int_gt(len, 0);
+		line[len - 1] = '\0';
+		ck_assert_int_eq(control_msg_decode(line, &m), 0);
+		ck_assert_int_eq(m.kind, CONTROL_MSG_PROGRESS);
+		ck_assert_str_eq(m.phase, path);
+		ck_assert(m.done == a && m.total == b && m.bytes == c);
+		struct scrub_stats st;
+		random_stats(&st, &rng);
+		len = control_stats_encode(&st, line, sizeof(line));
+		ck_assert_int_gt(len, 0);
+		line[len - 1] = '\0';
+		ck_assert_int_eq(control_msg_decode(line, &m), 0);
+		ck_assert_int_eq(m.kind, CONTROL_MSG_STATS);
+		ck_assert_mem_eq(&m.st, &st, sizeof(st));
+
+		/* truncations and random bytes: refused or parsed, never a crash */
+		len = control_event_encode(&ev, line, sizeof(line));
+		line[len - 1] = '\0';
+		for (int cut = 0; cut < len - 1; cut++) {
+			memcpy(copy, line, (size_t)cut);
+			copy[cut] = '\0';
+			(void)control_msg_decode(copy, &m);
+		}
+		size_t rl = rng_next(&rng) % 200;
+		for (size_t i = 0; i < rl; i++) {
+			copy[i] = (char)(rng_next(&rng) % 255 + 1);
+			if (rng_next(&rng) % 4 == 0)
+				copy[i] = " 0123456789-+%"[rng_next(&rng) % 14];
+		}
+		memcpy(copy, (const char *[]){ "event ", "stats ", "progress ", "hello 1 ",
+					       "end ", "error " }[rng_next(&rng) % 6], 4);
+		copy[rl < 4 ? 4 : rl] = '\0';
+		(void)control_msg_decode(copy, &m);
+		(void)control_request_decode(copy, &d);
+	}
+	/* a small event fits the buffer exactly or not at all */
+	struct scrub_event ev = { .kind = SCRUB_EV_NOTICE, .index = -1, .server = -1, .msg = "m" };
+	int len = control_event_encode(&ev, line, sizeof(line));
+	ck_assert_int_eq(control_event_encode(&ev, line, (size_t)len), -ENOSPC);
+	ck_assert_int_eq(control_event_encode(&ev, line, (size_t)len + 1), len);
+
+	char hello[] = "hello 1 01020304-0506-0708-090a-0b0c0d0e0f10 4 2 6";
+	ck_assert_int_eq(control_msg_decode(hello, &m), 0);
+	ck_assert_int_eq(m.kind, CONTROL_MSG_HELLO);
+	ck_assert_str_eq(m.info.fs_uuid, "01020304-0506-0708-090a-0b0c0d0e0f10");
+	ck_assert(m.info.k == 4 && m.info.m == 2 && m.info.n_servers == 6);
+	char err[] = "error 16 +a%20scrub%20is%20running";
+	ck_assert_int_eq(control_msg_decode(err, &m), 0);
+	ck_assert_int_eq(m.kind, CONTROL_MSG_ERROR);
+	ck_assert_int_eq(m.result, -EBUSY);
+	ck_assert_str_eq(m.msg, "a scrub is running");
+	char end[] = "end -125";
+	ck_assert_int_eq(control_msg_decode(end, &m), 0);
+	ck_assert_int_eq(m.result, -ECANCELED);
+	char *bad[] = { strdup("hello 2 01020304-0506-0708-090a-0b0c0d0e0f10 4 2 6"),
+			strdup("end 1"), strdup("event  1"), strdup("stats x"),
+			strdup("progress +a 1 2"), strdup("error 0 +x"), strdup("nope"),
+			strdup("event 99 0 1 1 0 0 0 0 - - +m"), strdup("event 1 0 1 1 0 0 0 0 - - -"),
+			strdup("progress +a%0 1 2 3"), strdup("progress +a%00 1 2 3") };
+	for (size_t i = 0; i < TESSERA_ARRAY_SIZE(bad); i++) {
+		ck_assert_int_eq(control_msg_decode(bad[i], &m), -EPROTO);
+		free(bad[i]);
+	}
+	struct scrub_options d;
+	ck_assert_int_eq(control_request_decode("scrub 2 deep=1", &d), -EPROTO);
+	ck_assert_int_eq(control_request_decode("scrub 1 deep=2", &d), -EINVAL);
+	ck_assert_int_eq(control_request_decode("scrub 1 bogus=1", &d), -EINVAL);
+	ck_assert_int_eq(control_request_decode("scrub 1 jobs=65", &d), -EINVAL);
+	ck_assert_int_eq(control_request_decode("scrub 1 deep=1x", &d), -EINVAL);
+	ck_assert_int_eq(control_request_decode("scrub 1", &d), 0);
+}
+END_TEST
+
 static Suite *scrub_suite(void)
 {
 	Suite *s = suite_create("scrub");
@@ -392,12 +753,15 @@ static Suite *scrub_suite(void)
 	tcase_add_test(tc, test_seal_check);
 	tcase_add_loop_test(tc, test_rebuild_identical, 0, 4);
 	tcase_add_test(tc, test_exit_status);
+	tcase_add_test(tc, test_checkpoint_codec);
+	tcase_add_test(tc, test_control_codec);
 	tcase_set_timeout(tc, 60);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("engine");
 	tcase_add_unchecked_fixture(tc, root_setup, root_teardown);
 	tcase_add_test(tc, test_credentials);
 	tcase_add_test(tc, test_namespace);
+	tcase_add_test(tc, test_checkpoint_run);
 	tcase_set_timeout(tc, 60);
 	suite_add_tcase(s, tc);
 	return s;
