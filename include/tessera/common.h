@@ -80,6 +80,12 @@ uint32_t tcrc32c(uint32_t crc, const void *buf, size_t len);
 
 /* ---- misc ---- */
 
+/* Array growth: returns p reallocated to hold at least `need` elements of elem bytes, the
+ * capacity (*cap, in elements) doubled from max(*cap, initial) until it does, or p itself when
+ * *cap already suffices. Returns NULL when out of memory (p and *cap untouched: p is still
+ * the caller's). Usage: t = tgrow(a, &cap, n + 1, sizeof(*a), 64); if (!t) fail; a = t; */
+void *tgrow(void *p, size_t *cap, size_t need, size_t elem, size_t initial);
+
 /* Writes 16 random bytes (OpenSSL RAND_bytes). Returns 0 or -EIO. */
 int trandom_bytes(void *buf, size_t len);
 /* Formats a 16-byte uuid as 36 characters plus NUL into out (37 bytes). */

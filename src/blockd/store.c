@@ -1001,16 +1001,12 @@ static int list_walk(int fd, struct list_state *st, size_t rel_len, unsigned dep
 		if (fstatat(dirfd(d), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0 ||
 		    !(S_ISREG(sb.st_mode) || S_ISDIR(sb.st_mode)))
 			continue;
-		if (n == cap) {
-			size_t ncap = cap ? 2 * cap : 64;
-			struct name_ent *ne = realloc(ents, ncap * sizeof(*ents));
-			if (!ne) {
-				r = -ENOMEM;
-				goto out;
-			}
-			ents = ne;
-			cap = ncap;
+		struct name_ent *ne = tgrow(ents, &cap, n + 1, sizeof(*ents), 64);
+		if (!ne) {
+			r = -ENOMEM;
+			goto out;
 		}
+		ents = ne;
 		memcpy(ents[n].name, de->d_name, nl + 1);
 		ents[n].dir = S_ISDIR(sb.st_mode);
 		if (ents[n].dir)

@@ -105,6 +105,26 @@ uint32_t tcrc32c(uint32_t crc, const void *buf, size_t len)
 	return ~c;
 }
 
+void *tgrow(void *p, size_t *cap, size_t need, size_t elem, size_t initial)
+{
+	size_t ncap = *cap ? *cap : (initial ? initial : 1);
+
+	if (need <= *cap && p)
+		return p;
+	while (ncap < need) {
+		if (ncap > SIZE_MAX / 2)
+			return NULL;
+		ncap *= 2;
+	}
+	if (elem && ncap > SIZE_MAX / elem)
+		return NULL;
+	void *np = realloc(p, ncap * elem);
+	if (!np)
+		return NULL;
+	*cap = ncap;
+	return np;
+}
+
 int trandom_bytes(void *buf, size_t len)
 {
 	unsigned char *p = buf;

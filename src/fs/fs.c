@@ -625,14 +625,9 @@ static void reap(struct fs *fs, uint64_t ino)
 		return; /* its forget comes later (a release usually comes with lookups held) */
 	pthread_mutex_lock(&fs->rp_lock);
 	if (fs->reaper_started && !fs->rp_stop) {
-		if (fs->rp_n == fs->rp_cap) {
-			size_t cap = fs->rp_cap ? 2 * fs->rp_cap : 256;
-			uint64_t *t = realloc(fs->rp_q, cap * sizeof(*t));
-			if (t) {
-				fs->rp_q = t;
-				fs->rp_cap = cap;
-			}
-		}
+		uint64_t *t = tgrow(fs->rp_q, &fs->rp_cap, fs->rp_n + 1, sizeof(*t), 256);
+		if (t)
+			fs->rp_q = t;
 		if (fs->rp_n < fs->rp_cap) {
 			fs->rp_q[fs->rp_n++] = ino;
 			queued = true;
@@ -1778,16 +1773,12 @@ static int add_entry(struct readdir_ctx *c, const char *name, uint64_t ino, uint
 		}
 		need = fuse_add_direntry_plus(c->req, c->buf + c->pos, room, name, &e, off);
 		if (need <= room && !dots) {
-			if (c->nrefs == c->refs_cap) {
-				size_t cap = c->refs_cap ? 2 * c->refs_cap : 64;
-				uint64_t *t = realloc(c->refs, cap * sizeof(*t));
-				if (!t) {
-					c->err = -ENOMEM;
-					return -ENOMEM;
-				}
-				c->refs = t;
-				c->refs_cap = cap;
+			uint64_t *t = tgrow(c->refs, &c->refs_cap, c->nrefs + 1, sizeof(*t), 64);
+			if (!t) {
+				c->err = -ENOMEM;
+				return -ENOMEM;
 			}
+			c->refs = t;
 			c->refs[c->nrefs++] = ino;
 		}
 	}
@@ -1811,24 +1802,14 @@ static int readdir_cb(void *arg, const char *name, size_t len, uint64_t ino, uin
 	}
 	if (d->n == 0)
 		d->base_off = off;
-	if (d->n == d->cap) {
-		size_t cap = d->cap ? 2 * d->cap : 256;
-		uint32_t *t = realloc(d->pos, cap * sizeof(*t));
-		if (!t)
-			return -ENOMEM;
-		d->pos = t;
-		d->cap = cap;
-	}
-	if (d->names_len + len + 1 > d->names_cap) {
-		size_t cap = d->names_cap ? 2 * d->names_cap : 8192;
-		while (cap < d->names_len + len + 1)
-			cap *= 2;
-		char *t = realloc(d->names, cap);
-		if (!t)
-			return -ENOMEM;
-		d->names = t;
-		d->names_cap = cap;
-	}
+	uint32_t *pos = tgrow(d->pos, &d->cap, d->n + 1, sizeof(*pos), 256);
+	if (!pos)
+		return -ENOMEM;
+	d->pos = pos;
+	char *names = tgrow(d->names, &d->names_cap, d->names_len + len + 1, 1, 8192);
+	if (!names)
+		return -ENOMEM;
+	d->names = names;
 	r = add_entry(c, name, ino, mode, (off_t)off);
 	if (r != 0)
 		return r;
@@ -2063,16 +2044,10 @@ static int xlist_add(void *arg, const char *name, size_t name_len, const void *v
 	(void)value_len;
 	if (x->len + name_len + 1 > FS_XATTR_LIST_MAX)
 		return -E2BIG;
-	if (x->len + name_len + 1 > x->cap) {
-		size_t cap = x->cap ? 2 * x->cap : 1024;
-		while (cap < x->len + name_len + 1)
-			cap *= 2;
-		char *t = realloc(x->buf, cap);
-		if (!t)
-			return -ENOMEM;
-		x->buf = t;
-		x->cap = cap;
-	}
+	char *t = tgrow(x->buf, &x->cap, x->len + name_len + 1, 1, 1024);
+	if (!t)
+		return -ENOMEM;
+	x->buf = t;
 	memcpy(x->buf + x->len, name, name_len + 1);
 	x->len += name_len + 1;
 	return 0;

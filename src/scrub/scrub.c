@@ -1095,14 +1095,10 @@ static void heap_swap(struct dmg *a, struct dmg *b)
 
 static int heap_push(struct run *run, const struct dmg *d)
 {
-	if (run->n_heap == run->cap_heap) {
-		size_t cap = run->cap_heap ? run->cap_heap * 2 : 256;
-		struct dmg *h = realloc(run->heap, cap * sizeof(*h));
-		if (!h)
-			return -ENOMEM;
-		run->heap = h;
-		run->cap_heap = cap;
-	}
+	struct dmg *h = tgrow(run->heap, &run->cap_heap, run->n_heap + 1, sizeof(*h), 256);
+	if (!h)
+		return -ENOMEM;
+	run->heap = h;
 	size_t i = run->n_heap++;
 	run->heap[i] = *d;
 	while (i > 0 && dmg_cmp(&run->heap[i], &run->heap[(i - 1) / 2]) < 0) {

@@ -370,6 +370,32 @@ START_TEST(test_mkdir_p)
 }
 END_TEST
 
+/* tgrow: doubles from the initial capacity until `need` fits, keeps the contents, leaves
+ * everything untouched when no growth is needed or possible. */
+START_TEST(test_tgrow)
+{
+	size_t cap = 0;
+	uint32_t *a = NULL, *t;
+
+	t = tgrow(a, &cap, 1, sizeof(*a), 4);
+	ck_assert_ptr_nonnull(t);
+	ck_assert_uint_eq(cap, 4);
+	a = t;
+	for (uint32_t i = 0; i < 4; i++)
+		a[i] = i;
+	ck_assert_ptr_eq(tgrow(a, &cap, 4, sizeof(*a), 4), a);
+	t = tgrow(a, &cap, 9, sizeof(*a), 4);
+	ck_assert_ptr_nonnull(t);
+	ck_assert_uint_eq(cap, 16);
+	a = t;
+	for (uint32_t i = 0; i < 4; i++)
+		ck_assert_uint_eq(a[i], i);
+	ck_assert_ptr_null(tgrow(a, &cap, SIZE_MAX / 2 + 2, sizeof(*a), 4));
+	ck_assert_uint_eq(cap, 16);
+	free(a);
+}
+END_TEST
+
 START_TEST(test_random_bytes)
 {
 	uint8_t a[32] = { 0 }, b[32] = { 0 };
@@ -399,6 +425,7 @@ static Suite *common_suite(void)
 	tcase_add_test(tc, test_file_roundtrip);
 	tcase_add_test(tc, test_file_concurrent_writers);
 	tcase_add_test(tc, test_mkdir_p);
+	tcase_add_test(tc, test_tgrow);
 	suite_add_tcase(s, tc);
 	return s;
 }
