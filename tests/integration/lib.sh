@@ -167,6 +167,10 @@ lib_cleanup() {
 			timeout 120 "$TESSERA_LOCAL" down "$LIB_WORK" >/dev/null 2>&1 ||
 				fail "tessera-local down failed"
 		fi
+		local hook
+		for hook in "${LIB_AT_EXIT[@]}"; do
+			eval "$hook" || fail "cleanup step failed: $hook"
+		done
 		lib_check_sanitizers || true
 		((LIB_FAILED)) && ((rc == 0)) && rc=1
 		if ((rc != 0)) || [[ ${TESSERA_KEEP:-0} == 1 ]]; then
@@ -182,6 +186,13 @@ lib_cleanup() {
 	((LIB_FAILED)) && ((rc == 0)) && rc=1
 	diag "$LIB_NAME: $((LIB_N - LIB_FAILED)) passed, $LIB_FAILED failed, $((SECONDS - LIB_START)) s"
 	exit "$rc"
+}
+
+# lib_at_exit CMD: a shell command for the cleanup, run after the cluster is down and before
+# the work directory is removed (e.g. unmounting a filesystem the test mounted in it).
+LIB_AT_EXIT=()
+lib_at_exit() {
+	LIB_AT_EXIT+=("$1")
 }
 
 lib_on_signal() {
