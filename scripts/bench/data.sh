@@ -37,6 +37,8 @@ cleanup() {
 		wait "$PT_PID" 2>/dev/null || true
 	fi
 	rm -rf "$W"
+	# The scratch directory goes too when this script made it.
+	[[ -n ${BENCH_DIR:-} ]] || rmdir "$DIR" 2>/dev/null || true
 }
 trap cleanup EXIT
 

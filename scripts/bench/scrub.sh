@@ -34,6 +34,8 @@ W=$(mktemp -d "$DIR/scrub.XXXXXX")
 cleanup() {
 	"$LOCAL" down "$W/cluster" >/dev/null 2>&1 || true
 	rm -rf "$W"
+	# The scratch directory goes too when this script made it.
+	[[ -n ${BENCH_DIR:-} ]] || rmdir "$DIR" 2>/dev/null || true
 }
 trap cleanup EXIT
 
