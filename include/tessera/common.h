@@ -112,6 +112,10 @@ int tmkdir_p(const char *path, unsigned mode);
  * Returns 0, -ENOENT (not mounted), or -errno of the write (e.g. -EACCES when not root). */
 int tmount_set_readahead(const char *mountpoint, unsigned kb);
 
+/* Parses the decimal number at the start of s (a digit must come first: no sign, no space) and
+ * sets *end past it. Returns 0, or -EINVAL (no digit, or more than 64 bits). */
+int tparse_u64(const char *s, const char **end, uint64_t *ret);
+
 /* Parses sizes such as "4M", "64k", "1G", "512" (binary units). 0 or -EINVAL. */
 int tparse_size(const char *s, uint64_t *ret);
 

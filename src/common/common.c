@@ -312,6 +312,22 @@ int tmkdir_p(const char *path, unsigned mode)
 	return 0;
 }
 
+int tparse_u64(const char *s, const char **end, uint64_t *ret)
+{
+	char *e;
+	unsigned long long v;
+
+	if (*s < '0' || *s > '9')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &e, 10);
+	if (errno)
+		return -EINVAL;
+	*ret = v;
+	*end = e;
+	return 0;
+}
+
 int tparse_size(const char *s, uint64_t *ret)
 {
 	char *end;

@@ -108,26 +108,11 @@ int control_request_encode(const struct scrub_options *opt, char *out, size_t si
 	return line_end(&l);
 }
 
-static int parse_u64(const char *s, const char **end, uint64_t *ret)
-{
-	char *e;
-
-	if (*s < '0' || *s > '9')
-		return -EINVAL;
-	errno = 0;
-	unsigned long long v = strtoull(s, &e, 10);
-	if (errno)
-		return -EINVAL;
-	*ret = v;
-	*end = e;
-	return 0;
-}
-
 static int parse_i64(const char *s, const char **end, int64_t *ret)
 {
 	uint64_t v;
 	bool neg = *s == '-';
-	int r = parse_u64(s + neg, end, &v);
+	int r = tparse_u64(s + neg, end, &v);
 
 	if (r < 0 || v > (uint64_t)INT64_MAX)
 		return -EINVAL;
@@ -142,11 +127,11 @@ int control_request_decode(const char *line, struct scrub_options *ret)
 	uint64_t v;
 
 	memset(&o, 0, sizeof(o));
-	if (strncmp(p, "scrub ", 6) != 0 || parse_u64(p + 6, &p, &v) < 0 || v != CONTROL_VERSION)
+	if (strncmp(p, "scrub ", 6) != 0 || tparse_u64(p + 6, &p, &v) < 0 || v != CONTROL_VERSION)
 		return -EPROTO;
 	while (*p == ' ') {
 		const char *name = p + 1, *eq = strchr(name, '=');
-		if (!eq || parse_u64(eq + 1, &p, &v) < 0 || (*p && *p != ' '))
+		if (!eq || tparse_u64(eq + 1, &p, &v) < 0 || (*p && *p != ' '))
 			return -EINVAL;
 		size_t nl = (size_t)(eq - name);
 #define IS(s) (nl == sizeof(s) - 1 && memcmp(name, s, nl) == 0)
@@ -250,7 +235,7 @@ static int tok_u64(const char *t, uint64_t *ret)
 {
 	const char *e;
 
-	return parse_u64(t, &e, ret) < 0 || *e ? -EPROTO : 0;
+	return tparse_u64(t, &e, ret) < 0 || *e ? -EPROTO : 0;
 }
 
 static int tok_i64(const char *t, int64_t *ret)

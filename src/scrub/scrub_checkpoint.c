@@ -68,21 +68,6 @@ int scrub_checkpoint_encode(const struct scrub_checkpoint *c, char *out, size_t 
 	return (int)len;
 }
 
-static int parse_u64(const char *s, const char **end, uint64_t *ret)
-{
-	char *e;
-
-	if (*s < '0' || *s > '9')
-		return -EBADMSG;
-	errno = 0;
-	unsigned long long v = strtoull(s, &e, 10);
-	if (errno)
-		return -EBADMSG;
-	*ret = v;
-	*end = e;
-	return 0;
-}
-
 static int parse_flag(const char *line, const char *name, bool *ret)
 {
 	const char *p = strstr(line, name);
@@ -99,7 +84,7 @@ static int parse_stats(const char *p, struct scrub_stats *st)
 	while (*p == ' ') {
 		const char *name = p + 1, *eq = strchr(name, '=');
 		uint64_t v;
-		if (!eq || parse_u64(eq + 1, &p, &v) < 0)
+		if (!eq || tparse_u64(eq + 1, &p, &v) < 0)
 			return -EBADMSG;
 		size_t nl = (size_t)(eq - name);
 #define X(f)                                                        \
@@ -138,7 +123,7 @@ int scrub_checkpoint_decode(const char *text, struct scrub_checkpoint *ret)
 				return -EBADMSG;
 			seen |= 1;
 		} else if (strncmp(line, "created ", 8) == 0) {
-			if (parse_u64(line + 8, &p, &c.created_s) < 0 || *p)
+			if (tparse_u64(line + 8, &p, &c.created_s) < 0 || *p)
 				return -EBADMSG;
 			seen |= 2;
 		} else if (strncmp(line, "options ", 8) == 0) {
@@ -152,8 +137,8 @@ int scrub_checkpoint_decode(const char *text, struct scrub_checkpoint *ret)
 			c.stripes_done = true;
 			seen |= 8;
 		} else if (strncmp(line, "position ", 9) == 0) {
-			if (parse_u64(line + 9, &p, &c.ino) < 0 || *p != ' ' ||
-			    parse_u64(p + 1, &p, &c.stripe) < 0 || *p)
+			if (tparse_u64(line + 9, &p, &c.ino) < 0 || *p != ' ' ||
+			    tparse_u64(p + 1, &p, &c.stripe) < 0 || *p)
 				return -EBADMSG;
 			seen |= 8;
 		} else if (strncmp(line, "stats", 5) == 0) {
