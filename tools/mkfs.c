@@ -161,56 +161,10 @@ static bool valid_key(const char *k)
 /* Parses "URL[,zone=Z][,weight=W]" into sv (id not set). Returns 0 or a usage error. */
 static int parse_server(const char *spec, struct meta_server *sv)
 {
-	char buf[512], *save = NULL, *tok, *url;
-	const char *host;
-	size_t n;
+	char err[320];
 
-	if (strlen(spec) >= sizeof(buf))
-		return usage_error("server '%.40s...': too long", spec);
-	strcpy(buf, spec);
-	memset(sv, 0, sizeof(*sv));
-	sv->weight = 1;
-
-	url = strtok_r(buf, ",", &save);
-	if (!url)
-		return usage_error("empty --server");
-	if (strncmp(url, "http://", 7) == 0)
-		host = url + 7;
-	else if (strncmp(url, "https://", 8) == 0)
-		host = url + 8;
-	else
-		return usage_error("server '%s': the URL must start with http:// or https://", url);
-	n = strlen(url);
-	while (n > (size_t)(host - url) && url[n - 1] == '/')
-		url[--n] = '\0';
-	if (*host == '\0' || *host == '/' || *host == ':')
-		return usage_error("server '%s': no host in the URL", url);
-	for (const char *p = url; *p; p++)
-		if (*p <= 0x20 || *p >= 0x7f || *p == '?' || *p == '#')
-			return usage_error("server '%s': invalid character in the URL", url);
-	if (n >= sizeof(sv->url))
-		return usage_error("server '%.40s...': URL longer than %zu bytes", url,
-				   sizeof(sv->url) - 1);
-	memcpy(sv->url, url, n + 1);
-
-	while ((tok = strtok_r(NULL, ",", &save))) {
-		if (strncmp(tok, "zone=", 5) == 0) {
-			const char *z = tok + 5;
-
-			if (strlen(z) >= sizeof(sv->zone) || !valid_chars(z, "._-"))
-				return usage_error("server '%s': invalid zone '%s' (at most %zu of "
-						   "[A-Za-z0-9._-])",
-						   sv->url, z, sizeof(sv->zone) - 1);
-			strcpy(sv->zone, z);
-		} else if (strncmp(tok, "weight=", 7) == 0) {
-			if (tparse_size(tok + 7, &sv->weight) < 0 || sv->weight == 0)
-				return usage_error("server '%s': invalid weight '%s'", sv->url,
-						   tok + 7);
-		} else {
-			return usage_error("server '%s': unknown option '%s' (zone=, weight=)",
-					   sv->url, tok);
-		}
-	}
+	if (meta_server_parse(spec, sv, err, sizeof(err)) < 0)
+		return usage_error("%s", err);
 	return 0;
 }
 

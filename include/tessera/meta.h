@@ -76,7 +76,12 @@ struct meta_server {
 	char url[256];       /* base URL, e.g. http://127.0.0.1:9000 */
 	char zone[64];       /* failure domain label, may be "" */
 	uint64_t weight;     /* relative weight (capacity in bytes, or 1) */
+	uint32_t flags;      /* META_SERVER_F_* */
 };
+/* Taken out of the list: it gets no new fragments and is never read; the fragments the stripe
+ * maps still place on it count as lost until the scrubber has rebuilt them elsewhere. The
+ * entry stays so that its id is never given to another server. */
+#define META_SERVER_F_RETIRED 0x1u
 
 struct meta_superblock {
 	uint32_t format_version;
@@ -94,6 +99,17 @@ struct meta_superblock {
 	uint32_t n_servers;
 	struct meta_server servers[META_MAX_SERVERS];
 };
+
+/* Whether sb lists server id as active (present and not retired). */
+bool meta_server_active(const struct meta_superblock *sb, uint16_t id);
+/* The entry of server id in sb, or NULL. */
+const struct meta_server *meta_server_find(const struct meta_superblock *sb, uint16_t id);
+/* Parses a server specification "URL[,zone=Z][,weight=W]" (what tessera-mkfs --server and
+ * `tessera server add` take) into *ret (id 0, flags 0; weight 1 unless given). The URL must
+ * start with http:// or https://, have a host, no spaces, control characters, '?' or '#', and
+ * fit the field; trailing slashes are dropped; a zone is [A-Za-z0-9._-]{1,63}; a weight is a
+ * size (tparse_size, > 0). Returns 0, or -EINVAL with a one-line reason in err. */
+int meta_server_parse(const char *spec, struct meta_server *ret, char *err, size_t err_size);
 
 /* One fragment to delete: an old stripe version or a removed file's data. */
 struct meta_garbage {
@@ -120,7 +136,7 @@ void meta_stripe_key(uint8_t out[16], uint64_t ino, uint64_t stripe);
  * Decoders return 0 and *ret, or -EBADMSG on a short, long or inconsistent record. */
 #define META_INODE_ENC_SIZE 85
 #define META_STRIPE_ENC_MAX (31 + 64 * 6)
-#define META_SUPERBLOCK_ENC_MAX (45 + 4 + 64 + 32 + 257 + 2 + META_MAX_SERVERS * 331 + 4)
+#define META_SUPERBLOCK_ENC_MAX (45 + 4 + 64 + 32 + 257 + 2 + META_MAX_SERVERS * 335 + 4)
 size_t meta_inode_encode(const struct meta_inode *in, uint8_t *out, size_t size);
 int meta_inode_decode(const uint8_t *buf, size_t len, struct meta_inode *ret);
 size_t meta_stripe_encode(const struct meta_stripe *s, uint8_t *out, size_t size);
@@ -145,6 +161,14 @@ void meta_close(struct meta *m);
 
 /* The superblock read at open (borrowed, valid until meta_close()). */
 const struct meta_superblock *meta_superblock(const struct meta *m);
+/* Replaces the superblock (a synced write) and the copy meta_superblock() returns, for
+ * administrative changes of the server list. Only fields that do not change the meaning of
+ * stored data may differ: the uuid, k, m, stripe size, format version, creation time and
+ * bucket must stay; a server id of the old list must stay in the new one (ids are never
+ * reused: retire a server with META_SERVER_F_RETIRED instead of dropping it). Not safe while
+ * other threads read the borrowed superblock (an offline tool's call). Returns 0, -EINVAL
+ * (sb invalid or changes a fixed field or drops an id), -ENOMEM, -EIO. */
+int meta_superblock_update(struct meta *m, const struct meta_superblock *sb);
 /* The metadata directory given to meta_open() (borrowed, valid until meta_close()). */
 const char *meta_dir(const struct meta *m);
 
@@ -183,6 +207,19 @@ int meta_stripe_get(struct meta *m, uint64_t ino, uint64_t stripe, struct meta_s
 /* Iterates the stripes of ino with index >= from, in order. Callback as above. */
 typedef int (*meta_stripe_fn)(void *ctx, uint64_t stripe, const struct meta_stripe *s);
 int meta_stripe_list(struct meta *m, uint64_t ino, uint64_t from, meta_stripe_fn fn, void *ctx);
+
+/* Iterates every directory entry of the filesystem in (parent, name) order, for the
+ * scrubber's search for entries whose directory is gone. Callback protocol as
+ * meta_dentry_list(). */
+typedef int (*meta_dentry_all_fn)(void *ctx, uint64_t parent, const char *name,
+				  size_t name_len, uint64_t ino, uint32_t mode);
+int meta_dentry_list_all(struct meta *m, meta_dentry_all_fn fn, void *ctx);
+
+/* Iterates every stripe record of the filesystem in (ino, stripe) order (a record that does not
+ * decode: -EIO). Callback protocol as meta_dentry_list(). */
+typedef int (*meta_stripe_all_fn)(void *ctx, uint64_t ino, uint64_t stripe,
+				  const struct meta_stripe *s);
+int meta_stripe_list_all(struct meta *m, meta_stripe_all_fn fn, void *ctx);
 
 /* Iterates every inode (for the scrubber; a mount reads the orphan index instead). */
 typedef int (*meta_inode_fn)(void *ctx, const struct meta_inode *in);

@@ -437,6 +437,50 @@ const struct meta_superblock *meta_superblock(const struct meta *m)
 	return &m->sb;
 }
 
+/* Whether next keeps what the stored data depends on, and every server id of cur. */
+static bool superblock_compatible(const struct meta_superblock *cur,
+				  const struct meta_superblock *next)
+{
+	if (next->format_version != cur->format_version ||
+	    memcmp(next->fs_uuid, cur->fs_uuid, 16) != 0 || next->k != cur->k ||
+	    next->m != cur->m || next->stripe_size != cur->stripe_size ||
+	    next->create_time_ns != cur->create_time_ns || strcmp(next->bucket, cur->bucket) != 0)
+		return false;
+	for (uint32_t i = 0; i < cur->n_servers; i++)
+		if (!meta_server_find(next, cur->servers[i].id))
+			return false;
+	return true;
+}
+
+int meta_superblock_update(struct meta *m, const struct meta_superblock *sb)
+{
+	char *err = NULL;
+	uint8_t *buf;
+	size_t len;
+	int r = 0;
+
+	if (!superblock_compatible(&m->sb, sb))
+		return -EINVAL;
+	buf = malloc(META_SUPERBLOCK_ENC_MAX);
+	if (!buf)
+		return -ENOMEM;
+	len = meta_superblock_encode(sb, buf, META_SUPERBLOCK_ENC_MAX);
+	if (len == 0 || len > META_SUPERBLOCK_ENC_MAX) {
+		r = -EINVAL;
+		goto out;
+	}
+	rocksdb_put_cf(m->db, m->wo_sync, m->cf[CF_SYSTEM], META_KEY_SUPERBLOCK,
+		       strlen(META_KEY_SUPERBLOCK), (const char *)buf, len, &err);
+	if (err) {
+		r = meta_err(err, "write the superblock");
+		goto out;
+	}
+	memcpy(&m->sb, sb, sizeof(*sb));
+out:
+	free(buf);
+	return r;
+}
+
 const char *meta_dir(const struct meta *m)
 {
 	return m->dir;
@@ -581,6 +625,7 @@ out:
 
 struct dentry_scan {
 	meta_dentry_fn fn;
+	meta_dentry_all_fn fn_all; /* instead of fn: every entry, with its parent */
 	void *ctx;
 };
 
@@ -598,13 +643,15 @@ static int dentry_scan_one(void *ctx, const uint8_t *key, size_t klen, const uin
 	}
 	memcpy(name, key + 8, n);
 	name[n] = '\0';
+	if (s->fn_all)
+		return s->fn_all(s->ctx, be_get64(key), name, n, be_get64(val), be_get32(val + 8));
 	return s->fn(s->ctx, name, n, be_get64(val), be_get32(val + 8));
 }
 
 int meta_dentry_list(struct meta *m, uint64_t parent, const char *after, size_t after_len,
 		     meta_dentry_fn fn, void *ctx)
 {
-	struct dentry_scan s = { fn, ctx };
+	struct dentry_scan s = { .fn = fn, .ctx = ctx };
 	uint8_t start[8 + META_NAME_MAX];
 	size_t slen;
 
@@ -614,6 +661,13 @@ int meta_dentry_list(struct meta *m, uint64_t parent, const char *after, size_t 
 		return -ENAMETOOLONG;
 	slen = meta_dentry_key(start, parent, after, after_len);
 	return db_scan(m, CF_DENTRIES, start, start, slen, after_len > 0, dentry_scan_one, &s);
+}
+
+int meta_dentry_list_all(struct meta *m, meta_dentry_all_fn fn, void *ctx)
+{
+	struct dentry_scan s = { .fn_all = fn, .ctx = ctx };
+
+	return db_scan(m, CF_DENTRIES, NULL, NULL, 0, false, dentry_scan_one, &s);
 }
 
 static int has_entries_one(void *ctx, const uint8_t *key, size_t klen, const uint8_t *val,
@@ -661,6 +715,7 @@ out:
 
 struct stripe_scan {
 	meta_stripe_fn fn;
+	meta_stripe_all_fn fn_all; /* instead of fn: every record, with its inode */
 	void *ctx;
 	struct meta_stripe s; /* scratch: about 400 bytes, kept off the callback's stack */
 };
@@ -675,7 +730,16 @@ static int stripe_scan_one(void *ctx, const uint8_t *key, size_t klen, const uin
 			   (unsigned long long)be_get64(key));
 		return -EIO;
 	}
+	if (s->fn_all)
+		return s->fn_all(s->ctx, be_get64(key), be_get64(key + 8), &s->s);
 	return s->fn(s->ctx, be_get64(key + 8), &s->s);
+}
+
+int meta_stripe_list_all(struct meta *m, meta_stripe_all_fn fn, void *ctx)
+{
+	struct stripe_scan s = { .fn_all = fn, .ctx = ctx };
+
+	return db_scan(m, CF_STRIPES, NULL, NULL, 0, false, stripe_scan_one, &s);
 }
 
 int meta_stripe_list(struct meta *m, uint64_t ino, uint64_t from, meta_stripe_fn fn, void *ctx)

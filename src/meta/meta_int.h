@@ -16,6 +16,7 @@
 #define META_REC_GARBAGE_V1 1
 #define META_REC_SUPERBLOCK_V1 1
 #define META_REC_SUPERBLOCK_V2 2 /* V1 + inline_max after write_quorum */
+#define META_REC_SUPERBLOCK_V3 3 /* V2 + flags(4) after each server's weight */
 #define META_INLINE_DEFAULT 4096 /* inline_max of a V1 superblock */
 
 #define META_GARBAGE_ENC_SIZE 28

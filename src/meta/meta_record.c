@@ -16,7 +16,9 @@
 #include "meta_int.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -194,8 +196,9 @@ int meta_garbage_decode(const uint8_t *buf, size_t len, struct meta_garbage *ret
 
 /* ---- superblock: version(1) format_version(4) uuid(16) k m stripe_size write_quorum(4 each)
  * create_time(8) bucket(len 1 + bytes) region(len 1 + bytes) credentials(len 2 + bytes)
- * n_servers(2), per server id(2) url(len 2 + bytes) zone(len 1 + bytes) weight(8), and a
- * crc32c(4) of everything before it. ---- */
+ * n_servers(2), per server id(2) url(len 2 + bytes) zone(len 1 + bytes) weight(8) flags(4),
+ * and a crc32c(4) of everything before it. Version 1 has no inline_max, versions 1 and 2 no
+ * server flags; they decode with the defaults (4 KiB, 0). ---- */
 
 /* Length of a string field that must be shorter than its array and contain no NUL;
  * returns -1 when it is not terminated inside the array. */
@@ -228,7 +231,8 @@ static bool superblock_valid(const struct meta_superblock *sb)
 		const struct meta_server *sv = &sb->servers[i];
 
 		if (str_field_len(sv->url, sizeof(sv->url)) <= 0 ||
-		    str_field_len(sv->zone, sizeof(sv->zone)) < 0)
+		    str_field_len(sv->zone, sizeof(sv->zone)) < 0 ||
+		    (sv->flags & ~META_SERVER_F_RETIRED) != 0)
 			return false;
 		if (seen[sv->id / 64] & (UINT64_C(1) << (sv->id % 64)))
 			return false;
@@ -258,11 +262,11 @@ size_t meta_superblock_encode(const struct meta_superblock *sb, uint8_t *out, si
 		return 0;
 	len += 1 + strlen(sb->bucket) + 1 + strlen(sb->region) + 2 + strlen(sb->credentials);
 	for (uint32_t i = 0; i < sb->n_servers; i++)
-		len += 2 + 2 + strlen(sb->servers[i].url) + 1 + strlen(sb->servers[i].zone) + 8;
+		len += 2 + 2 + strlen(sb->servers[i].url) + 1 + strlen(sb->servers[i].zone) + 8 + 4;
 	if (size < len)
 		return len;
 
-	*p++ = META_REC_SUPERBLOCK_V2;
+	*p++ = META_REC_SUPERBLOCK_V3;
 	be_put32(p, sb->format_version), p += 4;
 	memcpy(p, sb->fs_uuid, 16), p += 16;
 	be_put32(p, sb->k), p += 4;
@@ -282,6 +286,7 @@ size_t meta_superblock_encode(const struct meta_superblock *sb, uint8_t *out, si
 		p = put_str(p, sv->url, 2);
 		p = put_str(p, sv->zone, 1);
 		be_put64(p, sv->weight), p += 8;
+		be_put32(p, sv->flags), p += 4;
 	}
 	be_put32(p, tcrc32c(0, out, (size_t)(p - out))), p += 4;
 	return (size_t)(p - out);
@@ -364,7 +369,8 @@ int meta_superblock_decode(const uint8_t *buf, size_t len, struct meta_superbloc
 	if (!sb)
 		return -ENOMEM;
 	if (len < 45 + 4 ||
-	    (buf[0] != META_REC_SUPERBLOCK_V1 && buf[0] != META_REC_SUPERBLOCK_V2) ||
+	    (buf[0] != META_REC_SUPERBLOCK_V1 && buf[0] != META_REC_SUPERBLOCK_V2 &&
+	     buf[0] != META_REC_SUPERBLOCK_V3) ||
 	    be_get32(buf + len - 4) != tcrc32c(0, buf, len - 4))
 		goto out;
 	r.end = buf + len - 4;
@@ -393,6 +399,7 @@ int meta_superblock_decode(const uint8_t *buf, size_t len, struct meta_superbloc
 		rd_str(&r, sv->url, sizeof(sv->url), 2);
 		rd_str(&r, sv->zone, sizeof(sv->zone), 1);
 		sv->weight = rd_u64(&r);
+		sv->flags = buf[0] == META_REC_SUPERBLOCK_V3 ? rd_u32(&r) : 0;
 	}
 	if (r.bad || r.p != r.end || !superblock_valid(sb))
 		goto out;
@@ -401,4 +408,111 @@ int meta_superblock_decode(const uint8_t *buf, size_t len, struct meta_superbloc
 out:
 	free(sb);
 	return err;
+}
+
+/* ---- the server list ---- */
+
+const struct meta_server *meta_server_find(const struct meta_superblock *sb, uint16_t id)
+{
+	for (uint32_t i = 0; i < sb->n_servers; i++)
+		if (sb->servers[i].id == id)
+			return &sb->servers[i];
+	return NULL;
+}
+
+bool meta_server_active(const struct meta_superblock *sb, uint16_t id)
+{
+	const struct meta_server *sv = meta_server_find(sb, id);
+
+	return sv && !(sv->flags & META_SERVER_F_RETIRED);
+}
+
+static bool zone_char(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       c == '.' || c == '_' || c == '-';
+}
+
+static int parse_error(char *err, size_t err_size, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int parse_error(char *err, size_t err_size, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err && err_size) {
+		va_start(ap, fmt);
+		vsnprintf(err, err_size, fmt, ap);
+		va_end(ap);
+	}
+	return -EINVAL;
+}
+
+int meta_server_parse(const char *spec, struct meta_server *ret, char *err, size_t err_size)
+{
+	struct meta_server sv = { .weight = 1 };
+	const char *p = spec, *host, *end;
+	size_t n;
+
+	end = strchr(p, ',');
+	n = end ? (size_t)(end - p) : strlen(p);
+	if (n == 0)
+		return parse_error(err, err_size, "empty server URL");
+	if (n >= sizeof(sv.url))
+		return parse_error(err, err_size, "server URL '%.40s...' longer than %zu bytes", p,
+				   sizeof(sv.url) - 1);
+	memcpy(sv.url, p, n);
+	sv.url[n] = '\0';
+	if (strncmp(sv.url, "http://", 7) == 0)
+		host = sv.url + 7;
+	else if (strncmp(sv.url, "https://", 8) == 0)
+		host = sv.url + 8;
+	else
+		return parse_error(err, err_size,
+				   "server '%s': the URL must start with http:// or https://", sv.url);
+	while (n > (size_t)(host - sv.url) && sv.url[n - 1] == '/')
+		sv.url[--n] = '\0';
+	if (*host == '\0' || *host == '/' || *host == ':')
+		return parse_error(err, err_size, "server '%s': no host in the URL", sv.url);
+	for (const char *c = sv.url; *c; c++)
+		if (*c <= 0x20 || *c >= 0x7f || *c == '?' || *c == '#')
+			return parse_error(err, err_size,
+					   "server '%s': invalid character in the URL", sv.url);
+
+	for (p = end; p; p = end) {
+		const char *tok = p + 1;
+		char val[64];
+
+		end = strchr(tok, ',');
+		n = end ? (size_t)(end - tok) : strlen(tok);
+		if (n > 5 && strncmp(tok, "zone=", 5) == 0) {
+			if (n - 5 >= sizeof(sv.zone))
+				return parse_error(err, err_size,
+						   "server '%s': zone longer than %zu bytes", sv.url,
+						   sizeof(sv.zone) - 1);
+			for (size_t i = 5; i < n; i++)
+				if (!zone_char(tok[i]))
+					return parse_error(err, err_size,
+							   "server '%s': invalid zone '%.*s' "
+							   "(use [A-Za-z0-9._-])",
+							   sv.url, (int)(n - 5), tok + 5);
+			memcpy(sv.zone, tok + 5, n - 5);
+			sv.zone[n - 5] = '\0';
+		} else if (n > 7 && strncmp(tok, "weight=", 7) == 0) {
+			bool fits = n - 7 < sizeof(val);
+
+			if (fits) {
+				memcpy(val, tok + 7, n - 7);
+				val[n - 7] = '\0';
+			}
+			if (!fits || tparse_size(val, &sv.weight) < 0 || sv.weight == 0)
+				return parse_error(err, err_size, "server '%s': invalid weight '%.*s'",
+						   sv.url, (int)(n - 7), tok + 7);
+		} else {
+			return parse_error(err, err_size,
+					   "server '%s': unknown option '%.*s' (zone=, weight=)",
+					   sv.url, (int)n, tok);
+		}
+	}
+	*ret = sv;
+	return 0;
 }

@@ -303,6 +303,42 @@ START_TEST(test_stripe_codec_inconsistent)
 }
 END_TEST
 
+/* Encodes sb as a version 1 or 2 record, as filesystems made before server flags have it. */
+static size_t encode_old_superblock(const struct meta_superblock *sb, int version, uint8_t *out)
+{
+	uint8_t *p = out;
+
+	*p++ = (uint8_t)version;
+	be_put32(p, sb->format_version), p += 4;
+	memcpy(p, sb->fs_uuid, 16), p += 16;
+	be_put32(p, sb->k), p += 4;
+	be_put32(p, sb->m), p += 4;
+	be_put32(p, sb->stripe_size), p += 4;
+	be_put32(p, sb->write_quorum), p += 4;
+	if (version >= 2)
+		be_put32(p, sb->inline_max), p += 4;
+	be_put64(p, sb->create_time_ns), p += 8;
+	*p++ = (uint8_t)strlen(sb->bucket);
+	memcpy(p, sb->bucket, strlen(sb->bucket)), p += strlen(sb->bucket);
+	*p++ = (uint8_t)strlen(sb->region);
+	memcpy(p, sb->region, strlen(sb->region)), p += strlen(sb->region);
+	be_put16(p, (uint16_t)strlen(sb->credentials)), p += 2;
+	memcpy(p, sb->credentials, strlen(sb->credentials)), p += strlen(sb->credentials);
+	be_put16(p, (uint16_t)sb->n_servers), p += 2;
+	for (uint32_t i = 0; i < sb->n_servers; i++) {
+		const struct meta_server *sv = &sb->servers[i];
+
+		be_put16(p, sv->id), p += 2;
+		be_put16(p, (uint16_t)strlen(sv->url)), p += 2;
+		memcpy(p, sv->url, strlen(sv->url)), p += strlen(sv->url);
+		*p++ = (uint8_t)strlen(sv->zone);
+		memcpy(p, sv->zone, strlen(sv->zone)), p += strlen(sv->zone);
+		be_put64(p, sv->weight), p += 8;
+	}
+	be_put32(p, tcrc32c(0, out, (size_t)(p - out))), p += 4;
+	return (size_t)(p - out);
+}
+
 START_TEST(test_superblock_codec)
 {
 	struct meta_superblock *sb = make_sb(4, 2, 7), *out = calloc(1, sizeof(*out));
@@ -317,21 +353,37 @@ START_TEST(test_superblock_codec)
 	ck_assert_int_eq(meta_superblock_decode(buf, len, out), 0);
 	ck_assert_mem_eq(sb, out, sizeof(*sb));
 
-	/* A version 1 record (no inline_max, 4 bytes after write_quorum) still reads, with the
-	 * threshold version 1 filesystems had. */
-	{
-		uint8_t *v1 = malloc(len);
-		const size_t at = 1 + 4 + 16 + 4 + 4 + 4 + 4;
-		memcpy(v1, buf, at);
-		memcpy(v1 + at, buf + at + 4, len - 4 - at - 4);
-		v1[0] = 1;
-		be_put32(v1 + len - 8, tcrc32c(0, v1, len - 8));
-		ck_assert_int_eq(meta_superblock_decode(v1, len - 4, out), 0);
-		ck_assert_uint_eq(out->inline_max, 4096);
+	/* Older records still read: version 2 (no server flags) and version 1 (no inline_max
+	 * either), with the defaults such filesystems had. */
+	sb->servers[2].flags = META_SERVER_F_RETIRED;
+	for (int version = 1; version <= 2; version++) {
+		uint8_t *old = malloc(META_SUPERBLOCK_ENC_MAX);
+		size_t n = encode_old_superblock(sb, version, old);
+
+		ck_assert_int_eq(meta_superblock_decode(old, n, out), 0);
+		ck_assert_uint_eq(out->inline_max, version == 1 ? 4096 : 1234);
 		ck_assert_uint_eq(out->write_quorum, sb->write_quorum);
 		ck_assert_uint_eq(out->create_time_ns, sb->create_time_ns);
-		free(v1);
+		ck_assert_uint_eq(out->n_servers, sb->n_servers);
+		for (uint32_t i = 0; i < sb->n_servers; i++) {
+			ck_assert_uint_eq(out->servers[i].flags, 0);
+			ck_assert_uint_eq(out->servers[i].weight, sb->servers[i].weight);
+			ck_assert_str_eq(out->servers[i].zone, sb->servers[i].zone);
+		}
+		free(old);
 	}
+	/* version 3 keeps the flags; unknown flags are refused */
+	len = meta_superblock_encode(sb, buf, META_SUPERBLOCK_ENC_MAX);
+	ck_assert_int_eq(meta_superblock_decode(buf, len, out), 0);
+	ck_assert_uint_eq(out->servers[2].flags, META_SERVER_F_RETIRED);
+	ck_assert(!meta_server_active(out, 2));
+	ck_assert(meta_server_active(out, 3));
+	ck_assert(!meta_server_active(out, 99));
+	ck_assert_ptr_null(meta_server_find(out, 99));
+	ck_assert_str_eq(meta_server_find(out, 4)->url, "http://127.0.0.1:9004");
+	sb->servers[2].flags = 0x2;
+	ck_assert_uint_eq(meta_superblock_encode(sb, buf, META_SUPERBLOCK_ENC_MAX), 0);
+	sb->servers[2].flags = 0;
 	/* Beyond META_INLINE_MAX: refused. */
 	sb->inline_max = META_INLINE_MAX + 1;
 	ck_assert_uint_eq(meta_superblock_encode(sb, buf, META_SUPERBLOCK_ENC_MAX), 0);
@@ -393,6 +445,166 @@ START_TEST(test_superblock_invalid)
 	ck_assert_uint_gt(meta_superblock_encode(sb, buf, META_SUPERBLOCK_ENC_MAX), 0);
 	free(sb);
 	free(buf);
+}
+END_TEST
+
+START_TEST(test_server_parse)
+{
+	struct meta_server sv;
+	char err[320];
+	static const char *const bad[] = {
+		"", "127.0.0.1:9000", "ftp://x", "http://", "http:///x", "http://:80",
+		"http://a b", "http://a?x", "http://a#x", "http://a\x01", "http://a,zone=",
+		"http://a,zone=a/b", "http://a,weight=0", "http://a,weight=x", "http://a,weight=",
+		"http://a,colour=red", "http://a,",
+	};
+
+	memset(&sv, 0x55, sizeof(sv));
+	ck_assert_int_eq(meta_server_parse("http://127.0.0.1:9000//", &sv, err, sizeof(err)), 0);
+	ck_assert_str_eq(sv.url, "http://127.0.0.1:9000");
+	ck_assert_str_eq(sv.zone, "");
+	ck_assert_uint_eq(sv.weight, 1);
+	ck_assert_uint_eq(sv.flags, 0);
+	ck_assert_int_eq(meta_server_parse("https://h:1,zone=rack-1.a,weight=4T", &sv, err,
+					   sizeof(err)),
+			 0);
+	ck_assert_str_eq(sv.url, "https://h:1");
+	ck_assert_str_eq(sv.zone, "rack-1.a");
+	ck_assert_uint_eq(sv.weight, UINT64_C(4) << 40);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct meta_server keep = sv;
+
+		err[0] = '\0';
+		ck_assert_msg(meta_server_parse(bad[i], &sv, err, sizeof(err)) == -EINVAL, "%s",
+			      bad[i]);
+		ck_assert_msg(err[0] != '\0', "no reason for '%s'", bad[i]);
+		ck_assert_mem_eq(&keep, &sv, sizeof(sv)); /* untouched on failure */
+	}
+	{
+		char url[300] = "http://";
+
+		memset(url + 7, 'h', 260);
+		url[267] = '\0';
+		ck_assert_int_eq(meta_server_parse(url, &sv, err, sizeof(err)), -EINVAL);
+	}
+}
+END_TEST
+
+START_TEST(test_superblock_update)
+{
+	char dir[128];
+	struct meta *m = fresh_fs(dir, sizeof(dir));
+	struct meta_superblock *sb = calloc(1, sizeof(*sb));
+
+	ck_assert_ptr_nonnull(sb);
+	/* retire one, move another, add a seventh: kept across a reopen */
+	memcpy(sb, meta_superblock(m), sizeof(*sb));
+	sb->servers[1].flags = META_SERVER_F_RETIRED;
+	strcpy(sb->servers[4].url, "http://127.0.0.1:9999");
+	sb->servers[6] = sb->servers[5];
+	sb->servers[6].id = 6;
+	strcpy(sb->servers[6].url, "http://127.0.0.1:9106");
+	sb->n_servers = 7;
+	ck_assert_int_eq(meta_superblock_update(m, sb), 0);
+	ck_assert_mem_eq(meta_superblock(m), sb, sizeof(*sb));
+	meta_close(m);
+	ck_assert_int_eq(meta_open(dir, &m), 0);
+	ck_assert_mem_eq(meta_superblock(m), sb, sizeof(*sb));
+
+	/* what the stored data depends on cannot change; ids cannot disappear */
+	sb->k = 3;
+	ck_assert_int_eq(meta_superblock_update(m, sb), -EINVAL);
+	sb->k = 4;
+	sb->fs_uuid[3] ^= 1;
+	ck_assert_int_eq(meta_superblock_update(m, sb), -EINVAL);
+	sb->fs_uuid[3] ^= 1;
+	sb->stripe_size /= 2;
+	ck_assert_int_eq(meta_superblock_update(m, sb), -EINVAL);
+	sb->stripe_size *= 2;
+	strcpy(sb->bucket, "other");
+	ck_assert_int_eq(meta_superblock_update(m, sb), -EINVAL);
+	strcpy(sb->bucket, "tessera");
+	sb->n_servers = 6; /* drops id 6 */
+	ck_assert_int_eq(meta_superblock_update(m, sb), -EINVAL);
+	sb->n_servers = 7;
+	sb->servers[6].id = 5; /* duplicate */
+	ck_assert_int_eq(meta_superblock_update(m, sb), -EINVAL);
+	sb->servers[6].id = 6;
+	sb->servers[6].flags = 0x80;
+	ck_assert_int_eq(meta_superblock_update(m, sb), -EINVAL);
+	sb->servers[6].flags = 0;
+	/* nothing of the refused ones was applied */
+	ck_assert_mem_eq(meta_superblock(m), sb, sizeof(*sb));
+	meta_close(m);
+	free(sb);
+}
+END_TEST
+
+struct all_seen {
+	uint64_t parents[16], inos[16];
+	unsigned n;
+};
+
+static int dentry_all_fn(void *ctx, uint64_t parent, const char *name, size_t name_len,
+			 uint64_t ino, uint32_t mode)
+{
+	struct all_seen *a = ctx;
+
+	ck_assert_uint_eq(strlen(name), name_len);
+	ck_assert_uint_lt(a->n, 16);
+	a->parents[a->n] = parent;
+	a->inos[a->n++] = ino;
+	return 0;
+}
+
+static int stripe_all_fn(void *ctx, uint64_t ino, uint64_t stripe, const struct meta_stripe *s)
+{
+	struct all_seen *a = ctx;
+
+	ck_assert_uint_lt(a->n, 16);
+	ck_assert_uint_eq(s->version, ino * 100 + stripe);
+	a->parents[a->n] = ino;
+	a->inos[a->n++] = stripe;
+	return a->n == 3 ? 1 : 0; /* stop after three */
+}
+
+START_TEST(test_list_all)
+{
+	char dir[128];
+	struct meta *m = fresh_fs(dir, sizeof(dir));
+	struct meta_batch *b = meta_batch_new(m);
+	struct meta_stripe st;
+	struct all_seen a = { 0 };
+
+	/* entries of three directories, one of which has no inode: all come out, in order */
+	meta_batch_dentry_put(b, 7, "x", 1, 70, S_IFREG);
+	meta_batch_dentry_put(b, 1, "b", 1, 11, S_IFREG);
+	meta_batch_dentry_put(b, 1, "a", 1, 10, S_IFDIR);
+	meta_batch_dentry_put(b, 300, "z", 1, 30, S_IFREG);
+	stripe_fill(&st, 4, 2);
+	for (uint64_t ino = 5; ino <= 6; ino++)
+		for (uint64_t i = 0; i < 2; i++) {
+			st.version = ino * 100 + i;
+			meta_batch_stripe_put(b, ino, i, &st);
+		}
+	ck_assert_int_eq(meta_commit(m, b, false), 0);
+	ck_assert_int_eq(meta_dentry_list_all(m, dentry_all_fn, &a), 0);
+	ck_assert_uint_eq(a.n, 4);
+	ck_assert_uint_eq(a.parents[0], 1);
+	ck_assert_uint_eq(a.inos[0], 10);
+	ck_assert_uint_eq(a.inos[1], 11);
+	ck_assert_uint_eq(a.parents[2], 7);
+	ck_assert_uint_eq(a.parents[3], 300);
+
+	memset(&a, 0, sizeof(a));
+	ck_assert_int_eq(meta_stripe_list_all(m, stripe_all_fn, &a), 0);
+	ck_assert_uint_eq(a.n, 3);
+	ck_assert_uint_eq(a.parents[0], 5);
+	ck_assert_uint_eq(a.inos[1], 1);
+	ck_assert_uint_eq(a.parents[2], 6);
+	ck_assert_uint_eq(a.inos[2], 0);
+	meta_batch_free(b);
+	meta_close(m);
 }
 END_TEST
 
@@ -1093,6 +1305,7 @@ static Suite *meta_suite(void)
 	tcase_add_test(tc, test_stripe_codec_inconsistent);
 	tcase_add_test(tc, test_superblock_codec);
 	tcase_add_test(tc, test_superblock_invalid);
+	tcase_add_test(tc, test_server_parse);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("store");
@@ -1112,6 +1325,8 @@ static Suite *meta_suite(void)
 	tcase_add_test(tc, test_inline);
 	tcase_add_test(tc, test_chunks);
 	tcase_add_test(tc, test_persistence);
+	tcase_add_test(tc, test_superblock_update);
+	tcase_add_test(tc, test_list_all);
 	suite_add_tcase(s, tc);
 	return s;
 }
