@@ -122,8 +122,11 @@ struct data {
 	struct codec *codec;
 	unsigned k, m, quorum;
 	uint32_t stripe_size;
+	/* The active servers: placement chooses among them. Retired ones (META_SERVER_F_RETIRED)
+	 * are left out and also never read: retired[] has their ids' bits. */
 	size_t n_servers;
 	struct placement_server servers[META_MAX_SERVERS];
+	uint64_t retired[65536 / 64];
 
 	pthread_mutex_t files_lock;
 	struct data_file *files[DATA_HASH];
@@ -205,18 +208,25 @@ int data_new(struct meta *meta, struct blockclient *bc, pthread_mutex_t *inode_l
 		d->quorum = d->k;
 	if (d->quorum > d->k + d->m)
 		d->quorum = d->k + d->m;
-	d->n_servers = sb->n_servers;
 	for (size_t i = 0; i < sb->n_servers; i++) {
-		d->servers[i].id = sb->servers[i].id;
-		d->servers[i].weight = sb->servers[i].weight ? sb->servers[i].weight : 1;
-		d->servers[i].zone = sb->servers[i].zone;
-		d->servers[i].up = true;
+		const struct meta_server *sv = &sb->servers[i];
+		struct placement_server *ps = &d->servers[d->n_servers];
+
+		if (sv->flags & META_SERVER_F_RETIRED) {
+			d->retired[sv->id / 64] |= 1ull << (sv->id % 64);
+			continue;
+		}
+		ps->id = sv->id;
+		ps->weight = sv->weight ? sv->weight : 1;
+		ps->zone = sv->zone;
+		ps->up = true;
+		d->n_servers++;
 	}
 	/* Weights: as tessera-mkfs was told; when it was told none (all 1), the capacity each
 	 * server reports, if every one of them answers now. Fragments then go in proportion. */
 	bool weights_given = false;
-	for (size_t i = 0; i < sb->n_servers; i++)
-		weights_given |= sb->servers[i].weight > 1;
+	for (size_t i = 0; i < d->n_servers; i++)
+		weights_given |= d->servers[i].weight > 1;
 	if (!weights_given && d->n_servers > 0) {
 		uint64_t cap[META_MAX_SERVERS], fr[META_MAX_SERVERS];
 		bool all = fetch_status(d, cap, fr) == (int)d->n_servers;
@@ -420,11 +430,16 @@ static void mark_degraded(struct data *d, uint64_t ino, uint64_t stripe, uint64_
 /* Reads stripe `stripe` of ino as described by rec into out (stripe_size bytes): the file data
  * and zeros up to *ret_filled (k * frag_len); out is not touched past that. Data fragments land
  * in place in out; parity, when needed, in a scratch buffer. */
+static bool retired(const struct data *d, uint16_t id)
+{
+	return d->retired[id / 64] & (1ull << (id % 64));
+}
+
 static int fetch_stripe(struct data *d, uint64_t ino, uint64_t stripe,
 			const struct meta_stripe *rec, uint8_t *out, size_t *ret_filled)
 {
-	const struct stripe_fetch_opts o = { .want_mask = (1ull << rec->k) - 1,
-					     .hedge_ms = d->cfg.hedge_ms };
+	struct stripe_fetch_opts o = { .want_mask = (1ull << rec->k) - 1,
+				       .hedge_ms = d->cfg.hedge_ms };
 	const size_t fl = rec->frag_len;
 	uint8_t hdrs[64][PROTO_FRAG_HDR_SIZE], *hp[64], *dest[64] = { NULL };
 	uint64_t good, damaged = 0;
@@ -436,6 +451,8 @@ static int fetch_stripe(struct data *d, uint64_t ino, uint64_t stripe,
 		hp[i] = hdrs[i];
 		if (i < rec->k)
 			dest[i] = out + (size_t)i * fl; /* in place; parity only when needed */
+		if (retired(d, rec->servers[i]))
+			o.avoid_mask |= 1ull << i;
 	}
 	r = stripe_fetch_into(d->bc, d->codec, d->sb->fs_uuid, ino, stripe, rec, &o, hp, dest,
 			      &good, NULL, &damaged);
@@ -1042,7 +1059,7 @@ static int read_ranged(struct data_file *f, uint64_t off, size_t len, uint8_t *o
 	const unsigned frag = (unsigned)(so / fl);
 	const size_t fo = so % fl; /* offset inside the fragment's payload */
 	if (frag >= rec.k || fo + len > fl || !(rec.present & (1ull << frag)) ||
-	    !blockclient_server_up(d->bc, rec.servers[frag]))
+	    retired(d, rec.servers[frag]) || !blockclient_server_up(d->bc, rec.servers[frag]))
 		return -EAGAIN;
 	const unsigned c0 = (unsigned)(fo / META_CHUNK_SIZE);
 	const unsigned c1 = (unsigned)((fo + len - 1) / META_CHUNK_SIZE);
@@ -1567,14 +1584,23 @@ static unsigned gc_pass(struct data *d)
 	b = meta_batch_new(d->meta);
 	if (!ops || !keys || !b)
 		goto out;
+	unsigned nops = 0;
 	for (unsigned i = 0; i < c->n; i++) {
-		frag_key(d, keys[i], sizeof(keys[i]), c->g[i].ino, c->g[i].stripe,
+		if (retired(d, c->g[i].server)) {
+			/* out of the list: nothing to delete there any more */
+			meta_batch_garbage_del(b, c->seq[i]);
+			settled++;
+			continue;
+		}
+		frag_key(d, keys[nops], sizeof(keys[nops]), c->g[i].ino, c->g[i].stripe,
 			 c->g[i].version, c->g[i].index);
-		ops[i] = (struct blockclient_op){ .method = BC_DELETE, .server = c->g[i].server,
-						  .key = keys[i] };
+		ops[nops] = (struct blockclient_op){ .method = BC_DELETE, .server = c->g[i].server,
+						     .key = keys[nops] };
+		c->seq[nops++] = c->seq[i];
 	}
-	blockclient_run(d->bc, ops, c->n, false);
-	for (unsigned i = 0; i < c->n; i++) {
+	if (nops)
+		blockclient_run(d->bc, ops, nops, false);
+	for (unsigned i = 0; i < nops; i++) {
 		if (ops[i].result == 0 || ops[i].result == -ENOENT) {
 			meta_batch_garbage_del(b, c->seq[i]);
 			settled++;

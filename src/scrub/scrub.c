@@ -262,6 +262,20 @@ static int name_find_cb(void *ctx, const char *name, size_t name_len, uint64_t i
 	return 1;
 }
 
+int scrub_entry_name(struct scrub *s, uint64_t parent, uint64_t ino,
+		     char name[META_NAME_MAX + 1])
+{
+	struct name_find f = { .ino = ino };
+	int r = meta_dentry_list(s->meta, parent, NULL, 0, name_find_cb, &f);
+
+	if (r < 0)
+		return r;
+	if (!f.name[0])
+		return -ENOENT;
+	memcpy(name, f.name, strlen(f.name) + 1);
+	return 0;
+}
+
 int scrub_path(struct scrub *s, uint64_t ino, char *out, size_t size)
 {
 	char *tmp;
@@ -353,12 +367,18 @@ int scrub_new(struct meta *meta, struct blockclient *bc, const struct scrub_opti
 	s->k = sb->k;
 	s->m = sb->m;
 	s->n = sb->k + sb->m;
-	s->n_servers = sb->n_servers;
 	for (size_t i = 0; i < sb->n_servers; i++) {
-		s->servers[i].id = sb->servers[i].id;
-		s->servers[i].weight = sb->servers[i].weight ? sb->servers[i].weight : 1;
-		s->servers[i].zone = sb->servers[i].zone;
-		s->servers[i].up = true;
+		const struct meta_server *sv = &sb->servers[i];
+		size_t j = s->n_servers;
+
+		if (sv->flags & META_SERVER_F_RETIRED)
+			continue;
+		s->srv[j] = sv;
+		s->servers[j].id = sv->id;
+		s->servers[j].weight = sv->weight ? sv->weight : 1;
+		s->servers[j].zone = sv->zone;
+		s->servers[j].up = true;
+		s->n_servers++;
 	}
 	if (!s->opt.window)
 		s->opt.window = SCRUB_WINDOW_DEFAULT;
@@ -487,7 +507,7 @@ static void probe_servers(struct run *run)
 			continue;
 		run->srv_down[i] = true;
 		scrub_warn(s, "server %u (%s) does not answer: %s", s->servers[i].id,
-			   s->sb->servers[i].url, strerror(-ops[i].result));
+			   s->srv[i]->url, strerror(-ops[i].result));
 	}
 out:
 	free(ops);
@@ -668,7 +688,9 @@ static void verify_stripe(struct run *run, struct worker *w, void *item)
 			continue;
 		}
 		if (server_pos(s, rec->servers[i]) < 0) {
-			FINDING(i, SCRUB_EV_FRAG_MISSING, "its server left the list");
+			FINDING(i, SCRUB_EV_FRAG_MISSING,
+				meta_server_find(s->sb, rec->servers[i]) ? "its server is retired"
+									 : "its server left the list");
 			continue;
 		}
 		proto_frag_key(keys[i], sizeof(keys[i]), s->sb->fs_uuid, it->ino, it->stripe,
@@ -796,13 +818,13 @@ static int choose_target(struct run *run, uint64_t ino, uint64_t stripe, const u
 		return -1;
 	for (int j = 0; j < got; j++) {
 		int p = server_pos(s, ranked[j]);
-		const char *zone = s->sb->servers[p].zone;
+		const char *zone = s->srv[p]->zone;
 		unsigned in_zone = 0;
 		if (!*zone)
 			return ranked[j];
 		for (unsigned u = 0; u < n_used; u++) {
 			int q = server_pos(s, used[u]);
-			if (q >= 0 && strcmp(s->sb->servers[q].zone, zone) == 0)
+			if (q >= 0 && strcmp(s->srv[q]->zone, zone) == 0)
 				in_zone++;
 		}
 		if (in_zone < s->m)

@@ -238,7 +238,7 @@ int scrub_gc(struct scrub *s)
 	if (r < 0)
 		return r;
 	for (size_t i = 0; i < s->n_servers && r == 0; i++)
-		r = gc_server(s, s->servers[i].id, s->sb->servers[i].url, now_s);
+		r = gc_server(s, s->servers[i].id, s->srv[i]->url, now_s);
 	scrub_progress(s, "gc", s->st.gc_listed, s->st.gc_listed, 0, true);
 	return r;
 }

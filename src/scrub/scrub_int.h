@@ -22,6 +22,7 @@ struct scrub_inode {
 	uint32_t subdirs;  /* directories: entries that are directories */
 	uint64_t parent;   /* directory of its first entry, 0 = none */
 	bool removed;      /* removed by the namespace repair */
+	uint8_t reach;     /* directories: SCRUB_REACH_* (scrub_ns.c, step 5) */
 };
 
 struct scrub {
@@ -31,8 +32,11 @@ struct scrub {
 	struct scrub_options opt;
 	struct codec *codec;
 	unsigned k, m, n;
+	/* The active servers (retired ones are left out: their fragments count as lost and
+	 * nothing is placed on them); srv[i] is servers[i]'s superblock entry. */
 	size_t n_servers;
 	struct placement_server servers[META_MAX_SERVERS];
+	const struct meta_server *srv[META_MAX_SERVERS];
 
 	/* inode table: open addressing, capacity a power of two */
 	struct scrub_inode *inodes;
@@ -72,6 +76,11 @@ void scrub_rate_take(struct scrub *s, uint64_t bytes);
 struct scrub_inode *scrub_inode_find(struct scrub *s, uint64_t ino);
 /* Adds (or returns the existing) entry. Returns NULL when out of memory. */
 struct scrub_inode *scrub_inode_add(struct scrub *s, uint64_t ino);
+
+/* The name of ino's entry in directory parent (the first one in name order). Returns 0,
+ * -ENOENT, -EIO. */
+int scrub_entry_name(struct scrub *s, uint64_t parent, uint64_t ino,
+		     char name[META_NAME_MAX + 1]);
 
 /* Phase 1 (scrub_ns.c): builds the inode table; checks and (unless dry_run) fixes. */
 int scrub_namespace(struct scrub *s);

@@ -11,7 +11,14 @@
  *   4. regular files: no stripe map at or past the end of the file, the last stripe's data
  *      length within the file size, inline data (stripe 0 kept in the metadata) no longer than
  *      the file and not beside a stripe 0 map; other inodes: no stripe maps; directories: no
- *      inline data.
+ *      inline data;
+ *   5. every directory reaches the root through its parents: a cycle of directories that
+ *      only name each other (cut off from the root) is broken by moving the directory where
+ *      the walk closed the loop to /lost+found;
+ *   6. the whole tables: directory entries inside a directory inode that does not exist (or
+ *      is not a directory) are removed (step 1 never counted them: what they named is an
+ *      orphan or lost inode in step 2 of the same run); stripe maps of an inode that does not
+ *      exist are released (their fragments queued as garbage).
  * Fixes (unless dry_run) are small metadata batches committed as they are found (WAL synced at
  * the end of the run). The table it builds (parent of every inode) gives damaged files their
  * paths in the later phases. Single-threaded: runs before the stripe workers start.
@@ -19,8 +26,10 @@
  * sees the namespace between two operations, never in the middle of one; an unlinked inode
  * that opt.in_use reports (open, or looked up by the kernel) is legitimate and left alone.
  *
- * Not checked: directory cycles detached from the root, and entries or stripe maps whose
- * parent inode no longer exists (the metadata interface lists those only by parent).
+ * Step 6 runs right after step 1 for the entries (so that step 2 sees their inodes as
+ * unlinked) and last for the stripe maps (after the removals of step 2).
+ * Not checked: xattrs and inline values of an inode that does not exist (unreachable, a few
+ * bytes of metadata; they do not affect any file).
  */
 #include "scrub_int.h"
 
@@ -425,6 +434,159 @@ static int fix_stripes(struct ns *ns, struct scrub_inode *e)
 	return fix_inline(ns, e, r == 0);
 }
 
+/* Step 6, entries: parent is not a directory of the table. */
+static int check_entry_parent(void *ctx, uint64_t parent, const char *name, size_t name_len,
+			      uint64_t ino, uint32_t mode)
+{
+	struct ns *ns = ctx;
+	struct scrub_inode *d = scrub_inode_find(ns->s, parent);
+
+	(void)mode;
+	if (d && !d->removed && S_ISDIR(d->mode))
+		return 0;
+	if (ns->fix)
+		meta_batch_dentry_del(ns->b, parent, name, name_len);
+	scrub_ns_event(ns->s, 0, ns->fix, "entry '%s' (inode %llu) is in %s %llu%s", name,
+		       (unsigned long long)ino, d && !d->removed ? "non-directory" : "missing directory",
+		       (unsigned long long)parent, ns->fix ? ": removed" : "");
+	return 0;
+}
+
+struct stray_stripes {
+	struct ns *ns;
+	uint64_t last;   /* inode of the last stray run reported */
+	uint64_t n;      /* its stripe maps */
+	uint64_t *inos;  /* inodes with stray maps, to release after the scan */
+	size_t len, cap;
+};
+
+/* Step 6, stripe maps: the inode does not exist. Collects the inodes (the release reads the
+ * same table, so it runs after the scan). */
+static int check_stripe_owner(void *ctx, uint64_t ino, uint64_t stripe,
+			      const struct meta_stripe *rec)
+{
+	struct stray_stripes *st = ctx;
+	struct scrub_inode *e = scrub_inode_find(st->ns->s, ino);
+
+	(void)stripe;
+	(void)rec;
+	if (e && !e->removed)
+		return 0;
+	if (st->len && st->inos[st->len - 1] == ino)
+		return 0;
+	if (st->len == st->cap) {
+		size_t cap = st->cap ? st->cap * 2 : 64;
+		uint64_t *p = realloc(st->inos, cap * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		st->inos = p;
+		st->cap = cap;
+	}
+	st->inos[st->len++] = ino;
+	return 0;
+}
+
+static int release_stray_stripes(struct ns *ns)
+{
+	struct stray_stripes st = { .ns = ns };
+	int r = meta_stripe_list_all(ns->s->meta, check_stripe_owner, &st);
+
+	for (size_t i = 0; r >= 0 && i < st.len; i++) {
+		struct scrub_inode *e = scrub_inode_find(ns->s, st.inos[i]);
+		int n = 0;
+
+		if (e && e->removed)
+			continue; /* removed in this run: its stripes went with it */
+		if (ns->fix) {
+			n = scrub_release_stripes(ns->s, st.inos[i], 0, ns->b);
+			r = n < 0 ? n : ns_commit(ns);
+		}
+		scrub_ns_event(ns->s, 0, ns->fix, "stripe maps of missing inode %llu%s",
+			       (unsigned long long)st.inos[i],
+			       ns->fix ? ": released, fragments queued for deletion" : "");
+	}
+	free(st.inos);
+	return r < 0 ? r : 0;
+}
+
+enum { SCRUB_REACH_UNKNOWN, SCRUB_REACH_WALKING, SCRUB_REACH_ROOT };
+
+/* Moves directory e out of its parent's entries into /lost+found (breaking a cycle). */
+static int detach_to_lost_found(struct ns *ns, struct scrub_inode *e)
+{
+	struct scrub *s = ns->s;
+	char name[META_NAME_MAX + 1];
+	struct scrub_inode *p = scrub_inode_find(s, e->parent);
+	int r;
+
+	r = scrub_entry_name(s, e->parent, e->ino, name);
+	if (r < 0)
+		return r == -ENOENT ? 0 : r;
+	if (!ns->fix) {
+		scrub_ns_event(s, e->ino, false,
+			       "directory %llu is in a cycle cut off from the root (entry '%s' "
+			       "in %llu)",
+			       (unsigned long long)e->ino, name, (unsigned long long)e->parent);
+		return 0;
+	}
+	meta_batch_dentry_del(ns->b, e->parent, name, strlen(name));
+	r = ns_commit(ns);
+	if (r < 0)
+		return r;
+	if (p && p->subdirs)
+		p->subdirs--;
+	e->refs = 0;
+	e->parent = 0;
+	scrub_ns_event(s, e->ino, true,
+		       "directory %llu was in a cycle cut off from the root: entry '%s' removed",
+		       (unsigned long long)e->ino, name);
+	return fix_unlinked(ns, e); /* into /lost+found, which reaches the root */
+}
+
+/* Step 5: walks from each directory up its parents. A walk that reaches the root (or a
+ * directory known to reach it) marks its path; one that meets its own path is a cycle. */
+static int check_reachable(struct ns *ns, const uint64_t *inos, size_t ni)
+{
+	struct scrub *s = ns->s;
+	struct scrub_inode *root = scrub_inode_find(s, META_ROOT_INO);
+	uint64_t *path = malloc((ni + 1) * sizeof(*path));
+	int r = 0;
+
+	if (!path)
+		return -ENOMEM;
+	root->reach = SCRUB_REACH_ROOT;
+	if (ns->lost_found) {
+		struct scrub_inode *lf = scrub_inode_find(s, ns->lost_found);
+		if (lf)
+			lf->reach = SCRUB_REACH_ROOT;
+	}
+	for (size_t i = 0; i < ni && r == 0; i++) {
+		struct scrub_inode *e = scrub_inode_find(s, inos[i]);
+		size_t depth = 0;
+
+		if (!e || e->removed || !S_ISDIR(e->mode) || e->reach != SCRUB_REACH_UNKNOWN)
+			continue;
+		while (e && e->reach == SCRUB_REACH_UNKNOWN && e->parent && depth < ni) {
+			e->reach = SCRUB_REACH_WALKING;
+			path[depth++] = e->ino;
+			e = scrub_inode_find(s, e->parent);
+		}
+		if (e && e->reach == SCRUB_REACH_WALKING) {
+			/* the loop closed at e: cut it there */
+			r = detach_to_lost_found(ns, e);
+		}
+		/* Everything on the path reaches the root now (or, in a dry run, was reported
+		 * once as part of its cycle). */
+		for (size_t j = 0; j < depth; j++) {
+			struct scrub_inode *d = scrub_inode_find(s, path[j]);
+			if (d)
+				d->reach = SCRUB_REACH_ROOT;
+		}
+	}
+	free(path);
+	return r;
+}
+
 static int namespace_locked(struct scrub *s, struct ns *nsp);
 
 int scrub_namespace(struct scrub *s)
@@ -479,6 +641,12 @@ static int namespace_locked(struct scrub *s, struct ns *nsp)
 	s->table_ready = true;
 	if (r < 0 || !report)
 		goto out;
+	/* 6 (entries): entries of directories that do not exist */
+	r = meta_dentry_list_all(s->meta, check_entry_parent, &ns);
+	if (r == 0 && ns.fix)
+		r = ns_commit(&ns);
+	if (r < 0)
+		goto out;
 	/* 2, 3, 4: per inode. Snapshot the inode numbers: lost+found may be added. */
 	uint64_t *inos = malloc(s->inodes_len * sizeof(*inos) + 1);
 	size_t ni = 0;
@@ -494,6 +662,24 @@ static int namespace_locked(struct scrub *s, struct ns *nsp)
 		if (e && e->ino != META_ROOT_INO && e->refs == 0 && !e->removed)
 			r = fix_unlinked(&ns, e);
 	}
+	if (r == 0)
+		r = check_reachable(&ns, inos, ni);
+	/* a /lost+found made just now gets its link count checked too (directories moved in) */
+	if (ns.lost_found) {
+		bool listed = false;
+		for (size_t i = 0; i < ni && !listed; i++)
+			listed = inos[i] == ns.lost_found;
+		if (!listed) {
+			uint64_t *p = realloc(inos, (ni + 1) * sizeof(*inos));
+			if (!p) {
+				free(inos);
+				r = -ENOMEM;
+				goto out;
+			}
+			inos = p;
+			inos[ni++] = ns.lost_found;
+		}
+	}
 	for (size_t i = 0; i < ni && r == 0; i++) {
 		struct scrub_inode *e = scrub_inode_find(s, inos[i]);
 		if (e && !e->removed)
@@ -505,6 +691,9 @@ static int namespace_locked(struct scrub *s, struct ns *nsp)
 			r = fix_stripes(&ns, e);
 	}
 	free(inos);
+	/* 6 (stripe maps): maps of inodes that do not exist */
+	if (r == 0)
+		r = release_stray_stripes(&ns);
 out:
 	nsp->done = ns.done;
 	return r;

@@ -238,3 +238,27 @@ lib_time_ms() {
 lib_fragments() {
 	find "$LIB_WORK"/servers/*/data/objects -type f 2>/dev/null
 }
+
+# json_stat NAME FILE: a number from the "stats" of a tessera-scrub --json report.
+json_stat() {
+	grep -o "\"$1\":[0-9]*" "$2" | head -n 1 | cut -d: -f2
+}
+
+# lib_scrub WANT_RC DESC TARGET ARGS...: runs tessera-scrub --json ARGS TARGET (a metadata
+# directory or a mountpoint); the report goes to $REPORT, stderr to $LIB_WORK/scrub.err.
+# Passes when the exit status is WANT_RC, else fails and shows both.
+lib_scrub() {
+	local want=$1 desc=$2 target=$3 rc
+	shift 3
+	REPORT="$LIB_WORK/report.json"
+	"$TESSERA_BUILD/tessera-scrub" --json "$@" "$target" >"$REPORT" 2>"$LIB_WORK/scrub.err"
+	rc=$?
+	if ((rc == want)); then
+		ok "$desc: exit $rc"
+	else
+		fail "$desc: exit $rc, wanted $want"
+		head -c 2000 "$REPORT" | sed 's/^/#   /'
+		sed 's/^/#   /' "$LIB_WORK/scrub.err"
+	fi
+	return 0
+}

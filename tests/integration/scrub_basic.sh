@@ -35,26 +35,8 @@ verify_all() {
 	check "verify sub/f ($1)" "$DATAGEN" verify "$M/sub/f" $((2 * S)) 399
 }
 
-# json_stat NAME FILE: a number from the "stats" of a --json report.
-json_stat() {
-	grep -o "\"$1\":[0-9]*" "$2" | head -n 1 | cut -d: -f2
-}
-
-# scrub WANT_RC DESC ARGS...: runs tessera-scrub --json on the metadata, report in $REPORT.
 REPORT="$LIB_WORK/report.json"
-scrub() {
-	local want=$1 desc=$2 rc
-	shift 2
-	"$SCRUB" --json "$@" "$TESSERA_META" >"$REPORT" 2>"$LIB_WORK/scrub.err"
-	rc=$?
-	if ((rc == want)); then
-		ok "$desc: exit $rc"
-	else
-		fail "$desc: exit $rc, wanted $want"
-		head -c 2000 "$REPORT" | sed 's/^/#   /'
-		sed 's/^/#   /' "$LIB_WORK/scrub.err"
-	fi
-}
+scrub() { lib_scrub "$1" "$2" "$TESSERA_META" "${@:3}"; }
 
 server_objects() {
 	find "$LIB_WORK/servers/$1/data/objects" -type f 2>/dev/null | wc -l

@@ -90,7 +90,6 @@ done
 check_rc 0 "second --deep is clean" "$SCRUB" --deep "$TESSERA_META"
 
 # ---- 2. rate limit; checkpoint and resume
-json_stat() { grep -o "\"$1\":[0-9]*" "$2" | head -n 1 | cut -d: -f2; }
 "$SCRUB" --deep --json "$TESSERA_META" >"$LIB_WORK/clean.json"
 BYTES=$(json_stat bytes_checked "$LIB_WORK/clean.json")
 STRIPES=$(json_stat stripes "$LIB_WORK/clean.json")

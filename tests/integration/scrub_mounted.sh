@@ -26,23 +26,9 @@ M=$TESSERA_MNT
 META=$TESSERA_META
 SOCK=$META/control.sock
 
-json_stat() { grep -o "\"$1\":[0-9]*" "$2" | head -n 1 | cut -d: -f2; }
 REPORT="$LIB_WORK/report.json"
 # scrub WANT_RC DESC ARGS...: tessera-scrub --json ARGS MOUNTPOINT, report in $REPORT.
-scrub() {
-	local want=$1 desc=$2 rc
-	shift 2
-	"$SCRUB" --json "$@" "$M" >"$REPORT" 2>"$LIB_WORK/scrub.err"
-	rc=$?
-	if ((rc == want)); then
-		ok "$desc: exit $rc"
-	else
-		fail "$desc: exit $rc, wanted $want"
-		head -c 1500 "$REPORT" | sed 's/^/#   /'
-		sed 's/^/#   /' "$LIB_WORK/scrub.err"
-	fi
-	return 0
-}
+scrub() { lib_scrub "$1" "$2" "$M" "${@:3}"; }
 server_objects() { find "$LIB_WORK/servers/$1/data/objects" -type f 2>/dev/null | wc -l; }
 
 # ---- 1. how the mount is found

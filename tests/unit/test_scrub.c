@@ -284,7 +284,9 @@ static struct scrub_stats run_scrub(struct meta *m, struct blockclient *bc, bool
 	return st;
 }
 
-START_TEST(test_namespace)
+/* A new filesystem under the test root (name), open, with a block client for its six
+ * servers (nobody listens there: every server is unreachable). */
+static void open_fs(const char *name, struct meta **ret_m, struct blockclient **ret_bc)
 {
 	struct meta_superblock *sb = make_sb();
 	struct blockclient_config cfg = { .bucket = "tessera", .access_key = "a",
@@ -292,21 +294,28 @@ START_TEST(test_namespace)
 					  .request_timeout_ms = 1000 };
 	uint16_t ids[6];
 	const char *urls[6];
+	char dir[128];
+
+	snprintf(dir, sizeof(dir), "%s/%s", root_dir, name);
+	ck_assert_int_eq(meta_mkfs(dir, sb, 0, 0, false), 0);
+	ck_assert_int_eq(meta_open(dir, ret_m), 0);
+	for (int i = 0; i < 6; i++) {
+		ids[i] = (uint16_t)i;
+		urls[i] = sb->servers[i].url;
+	}
+	ck_assert_int_eq(blockclient_new(&cfg, ids, urls, 6, ret_bc), 0);
+	free(sb);
+}
+
+START_TEST(test_namespace)
+{
 	struct blockclient *bc;
 	struct meta *m;
 	struct meta_batch *b;
 	struct meta_inode in;
 	uint64_t d, f, orphan, lost, got;
-	char dir[128];
 
-	snprintf(dir, sizeof(dir), "%s/ns", root_dir);
-	ck_assert_int_eq(meta_mkfs(dir, sb, 0, 0, false), 0);
-	ck_assert_int_eq(meta_open(dir, &m), 0);
-	for (int i = 0; i < 6; i++) {
-		ids[i] = (uint16_t)i;
-		urls[i] = sb->servers[i].url;
-	}
-	ck_assert_int_eq(blockclient_new(&cfg, ids, urls, 6, &bc), 0);
+	open_fs("ns", &m, &bc);
 
 	ck_assert_int_eq(meta_alloc_ino(m, &d), 0);
 	ck_assert_int_eq(meta_alloc_ino(m, &f), 0);
@@ -386,7 +395,120 @@ START_TEST(test_namespace)
 
 	blockclient_free(bc);
 	meta_close(m);
-	free(sb);
+}
+END_TEST
+
+static int count_stripes_all(void *ctx, uint64_t ino, uint64_t stripe,
+			     const struct meta_stripe *rec)
+{
+	uint64_t *c = ctx; /* c[0]: the inode, c[1]: its stripe maps */
+
+	(void)stripe;
+	(void)rec;
+	if (ino == c[0])
+		c[1]++;
+	return 0;
+}
+
+/* Damage the per-directory walk cannot see: a cycle of directories cut off from the root,
+ * entries inside a directory that does not exist or is a file, stripe maps of a missing
+ * inode. */
+START_TEST(test_namespace_detached)
+{
+	struct blockclient *bc;
+	struct meta *m;
+	struct meta_batch *b;
+	struct meta_inode in;
+	uint64_t a, bd, g, f2, f3, got, lf;
+	const uint64_t gone_dir = 777777, gone_file = 888888;
+	char name[32];
+
+	open_fs("detached", &m, &bc);
+	ck_assert_int_eq(meta_alloc_ino(m, &a), 0);
+	ck_assert_int_eq(meta_alloc_ino(m, &bd), 0);
+	ck_assert_int_eq(meta_alloc_ino(m, &g), 0);
+	ck_assert_int_eq(meta_alloc_ino(m, &f2), 0);
+	ck_assert_int_eq(meta_alloc_ino(m, &f3), 0);
+
+	b = meta_batch_new(m);
+	in = mk_inode(a, S_IFDIR | 0755, 3, 0);
+	meta_batch_inode_put(b, &in);
+	in = mk_inode(bd, S_IFDIR | 0755, 3, 0);
+	meta_batch_inode_put(b, &in);
+	meta_batch_dentry_put(b, bd, "a", 1, a, S_IFDIR); /* a in b, b in a: a closed loop */
+	meta_batch_dentry_put(b, a, "b", 1, bd, S_IFDIR);
+	in = mk_inode(g, S_IFREG | 0644, 1, 0);
+	meta_batch_inode_put(b, &in);
+	meta_batch_dentry_put(b, a, "g", 1, g, S_IFREG);
+	in = mk_inode(f2, S_IFREG | 0644, 1, 0);
+	meta_batch_inode_put(b, &in);
+	meta_batch_dentry_put(b, gone_dir, "x", 1, f2, S_IFREG); /* in a missing directory */
+	in = mk_inode(f3, S_IFREG | 0644, 1, 0);
+	meta_batch_inode_put(b, &in);
+	meta_batch_dentry_put(b, META_ROOT_INO, "f3", 2, f3, S_IFREG);
+	meta_batch_dentry_put(b, f3, "y", 1, f2, S_IFREG); /* inside a regular file */
+	struct meta_stripe rec = { .version = 5, .data_len = 100, .frag_len = 64, .k = 4, .m = 2,
+				   .present = 0x3f };
+	for (int i = 0; i < 6; i++)
+		rec.servers[i] = (uint16_t)i;
+	meta_batch_stripe_put(b, gone_file, 0, &rec);
+	meta_batch_stripe_put(b, gone_file, 1, &rec);
+	ck_assert_int_eq(meta_commit(m, b, true), 0);
+	meta_batch_free(b);
+
+	/* dry run: every kind reported, nothing changed */
+	struct scrub_stats st = run_scrub(m, bc, true);
+	ck_assert_uint_eq(st.ns_fixed, 0);
+	/* x, y, f2 lost, the cycle, the stray stripe maps */
+	ck_assert_uint_eq(st.ns_errors, 5);
+	ck_assert_int_eq(scrub_exit_status(&st, 0), 4);
+	ck_assert_int_eq(meta_dentry_get(m, gone_dir, "x", 1, &got, NULL), 0);
+	ck_assert_int_eq(meta_dentry_get(m, bd, "a", 1, &got, NULL), 0);
+	uint64_t cnt[2] = { gone_file, 0 };
+	ck_assert_int_eq(meta_stripe_list_all(m, count_stripes_all, cnt), 0);
+	ck_assert_uint_eq(cnt[1], 2);
+
+	st = run_scrub(m, bc, false);
+	ck_assert_uint_ge(st.ns_fixed, 5);
+	ck_assert_uint_eq(st.errors_left, 0);
+	ck_assert_int_eq(scrub_exit_status(&st, 0), 1);
+	/* the bad entries are gone, f2 is in lost+found */
+	ck_assert_int_eq(meta_dentry_get(m, gone_dir, "x", 1, &got, NULL), -ENOENT);
+	ck_assert_int_eq(meta_dentry_get(m, f3, "y", 1, &got, NULL), -ENOENT);
+	ck_assert_int_eq(meta_dentry_get(m, META_ROOT_INO, "lost+found", 10, &lf, NULL), 0);
+	snprintf(name, sizeof(name), "#%llu", (unsigned long long)f2);
+	ck_assert_int_eq(meta_dentry_get(m, lf, name, strlen(name), &got, NULL), 0);
+	/* the loop is cut at one of its two directories, which moved to lost+found; the other
+	 * stays inside it, g stays in a */
+	bool cut_a = meta_dentry_get(m, bd, "a", 1, &got, NULL) == -ENOENT;
+	bool cut_b = meta_dentry_get(m, a, "b", 1, &got, NULL) == -ENOENT;
+	ck_assert_msg(cut_a != cut_b, "exactly one entry of the loop removed");
+	const uint64_t moved = cut_a ? a : bd, kept = cut_a ? bd : a;
+	snprintf(name, sizeof(name), "#%llu", (unsigned long long)moved);
+	ck_assert_int_eq(meta_dentry_get(m, lf, name, strlen(name), &got, NULL), 0);
+	ck_assert_uint_eq(got, moved);
+	ck_assert_int_eq(meta_dentry_get(m, a, "g", 1, &got, NULL), 0);
+	ck_assert_int_eq(meta_inode_get(m, moved, &in), 0);
+	ck_assert_uint_eq(in.rdev, lf); /* '..' */
+	ck_assert_uint_eq(in.nlink, 3);
+	ck_assert_int_eq(meta_inode_get(m, kept, &in), 0);
+	ck_assert_uint_eq(in.nlink, 2);
+	ck_assert_int_eq(meta_inode_get(m, lf, &in), 0);
+	ck_assert_uint_eq(in.nlink, 3);
+	/* the stray stripe maps are released, their fragments queued */
+	cnt[1] = 0;
+	ck_assert_int_eq(meta_stripe_list_all(m, count_stripes_all, cnt), 0);
+	ck_assert_uint_eq(cnt[1], 0);
+	int queued = 0;
+	ck_assert_int_eq(meta_garbage_list(m, count_garbage, &queued), 0);
+	ck_assert_int_eq(queued, 12);
+
+	st = run_scrub(m, bc, false);
+	ck_assert_uint_eq(st.ns_errors, 0);
+	ck_assert_int_eq(scrub_exit_status(&st, 0), 0);
+
+	blockclient_free(bc);
+	meta_close(m);
 }
 END_TEST
 
@@ -761,6 +883,7 @@ static Suite *scrub_suite(void)
 	tcase_add_unchecked_fixture(tc, root_setup, root_teardown);
 	tcase_add_test(tc, test_credentials);
 	tcase_add_test(tc, test_namespace);
+	tcase_add_test(tc, test_namespace_detached);
 	tcase_add_test(tc, test_checkpoint_run);
 	tcase_set_timeout(tc, 60);
 	suite_add_tcase(s, tc);

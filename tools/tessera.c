@@ -1,0 +1,362 @@
+/*
+ * tessera: the administration command. For now it manages the server list of an unmounted
+ * filesystem (the superblock in META_DIR):
+ *
+ *   tessera server list META_DIR
+ *   tessera server add META_DIR URL[,zone=Z][,weight=W]
+ *   tessera server remove META_DIR ID
+ *   tessera server replace META_DIR ID URL[,zone=Z][,weight=W]
+ *
+ * add gives the new server the next unused id. remove retires a server (META_SERVER_F_RETIRED):
+ * nothing new goes to it and it is never read again; the fragments the stripe maps still place
+ * on it count as missing until tessera-scrub rebuilds them on the other servers. replace gives
+ * server ID a new address (a machine moved, or an empty replacement): the fragments that are
+ * not on the server at the new address are rebuilt there by tessera-scrub. Zone and weight stay
+ * unless the specification names them. Ids are never reused.
+ *
+ * A change is refused when it would leave fewer active servers than k+m (every fragment of a
+ * stripe goes to a different server), when a new address duplicates an active server's, and,
+ * unless --force, when the new server does not answer a signed listing of the bucket with the
+ * filesystem's access key. The metadata must not be in use (the daemon holds its lock while
+ * mounted): the change is one synced superblock write.
+ *
+ * Exit status: 0 success, 1 operational error (metadata in use or unreadable, server not
+ * answering, change refused), 2 usage error. Single-threaded.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tessera/blockclient.h"
+#include "tessera/common.h"
+#include "tessera/meta.h"
+#include "tessera/scrub.h"
+
+#define EXIT_FAIL 1
+#define EXIT_USAGE 2
+
+static const char *prog = "tessera";
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: %s server list META_DIR\n"
+		"       %s server add [--force] META_DIR URL[,zone=Z][,weight=W]\n"
+		"       %s server remove [--force] META_DIR ID\n"
+		"       %s server replace [--force] META_DIR ID URL[,zone=Z][,weight=W]\n"
+		"Administer the server list of an unmounted tesserafs filesystem.\n"
+		"\n"
+		"  list      every server: id, state (active or retired), URL, zone, weight\n"
+		"  add       a new server with the next unused id; new stripes use it at once\n"
+		"  remove    retire server ID: it gets nothing new and is never read again; run\n"
+		"            tessera-scrub afterwards to rebuild its fragments on the others\n"
+		"  replace   give server ID a new address (zone and weight kept unless given);\n"
+		"            run tessera-scrub afterwards to rebuild what the new one lacks\n"
+		"\n"
+		"  -f, --force   skip the check that the new server answers with the filesystem's\n"
+		"                key, and allow removing a server below k+m active ones\n"
+		"  -h, --help    show this help\n"
+		"\n"
+		"Exit status: 0 success, 1 operational error, 2 usage error.\n",
+		prog, prog, prog, prog);
+}
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s: ", prog);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry '%s --help'.\n", prog);
+	return EXIT_USAGE;
+}
+
+static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int fail(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s: ", prog);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return EXIT_FAIL;
+}
+
+static int open_meta(const char *dir, struct meta **ret)
+{
+	int r = meta_open(dir, ret);
+
+	if (r == -EBUSY)
+		return fail("'%s' is in use (mounted?): unmount the filesystem first", dir);
+	if (r == -ENOENT)
+		return fail("'%s': no tesserafs filesystem there", dir);
+	if (r < 0)
+		return fail("cannot open metadata '%s': %s", dir, strerror(-r));
+	return 0;
+}
+
+static unsigned active_count(const struct meta_superblock *sb)
+{
+	unsigned n = 0;
+
+	for (uint32_t i = 0; i < sb->n_servers; i++)
+		n += !(sb->servers[i].flags & META_SERVER_F_RETIRED);
+	return n;
+}
+
+static int parse_id(const char *s, const struct meta_superblock *sb, uint32_t *ret_pos)
+{
+	const char *end;
+	uint64_t id;
+
+	if (tparse_u64(s, &end, &id) < 0 || *end || id > UINT16_MAX)
+		return usage_error("invalid server id '%s'", s);
+	for (uint32_t i = 0; i < sb->n_servers; i++) {
+		if (sb->servers[i].id == id) {
+			*ret_pos = i;
+			return 0;
+		}
+	}
+	return fail("no server %s in the list ('%s server list' shows them)", s, prog);
+}
+
+/* Another active server (not at position skip) already at url. */
+static const struct meta_server *url_taken(const struct meta_superblock *sb, const char *url,
+					   uint32_t skip)
+{
+	for (uint32_t i = 0; i < sb->n_servers; i++)
+		if (i != skip && !(sb->servers[i].flags & META_SERVER_F_RETIRED) &&
+		    strcmp(sb->servers[i].url, url) == 0)
+			return &sb->servers[i];
+	return NULL;
+}
+
+/* Asks the server at sv->url for one entry of the bucket's listing, signed with the
+ * filesystem's key: proves the address, the bucket and the key in one request. */
+static int probe(const char *dir, const struct meta_superblock *sb, const struct meta_server *sv)
+{
+	struct blockclient_config cfg = { .connect_timeout_ms = 2000, .request_timeout_ms = 5000 };
+	struct blockclient *bc = NULL;
+	struct blockclient_object *obj = NULL;
+	const char *url = sv->url;
+	char token[BLOCKCLIENT_LIST_KEY_MAX + 1];
+	size_t n;
+	int r;
+
+	r = scrub_credentials_load(dir, sb, &cfg);
+	if (r < 0)
+		return fail("no usable access key (credentials '%s'): %s", sb->credentials,
+			    strerror(-r));
+	r = blockclient_new(&cfg, &sv->id, &url, 1, &bc);
+	memset(&cfg, 0, sizeof(cfg));
+	if (r < 0)
+		return fail("cannot set up the block client: %s", strerror(-r));
+	obj = malloc(sizeof(*obj));
+	r = obj ? blockclient_list(bc, sv->id, "", NULL, obj, 1, &n, token, sizeof(token))
+		: -ENOMEM;
+	free(obj);
+	blockclient_free(bc);
+	if (r == -ENOENT)
+		return 0; /* signature accepted; an empty server has no bucket until a first PUT */
+	if (r == -EACCES)
+		return fail("%s refuses the filesystem's access key (use --force to add it anyway)",
+			    url);
+	if (r < 0)
+		return fail("%s does not answer: %s (use --force to add it anyway)", url,
+			    strerror(-r));
+	return 0;
+}
+
+static int cmd_list(const struct meta_superblock *sb)
+{
+	printf("%-5s %-8s %-40s %-12s %s\n", "ID", "STATE", "URL", "ZONE", "WEIGHT");
+	for (uint32_t i = 0; i < sb->n_servers; i++) {
+		const struct meta_server *sv = &sb->servers[i];
+
+		printf("%-5u %-8s %-40s %-12s %" PRIu64 "\n", sv->id,
+		       sv->flags & META_SERVER_F_RETIRED ? "retired" : "active", sv->url,
+		       sv->zone[0] ? sv->zone : "-", sv->weight);
+	}
+	printf("k=%u m=%u: %u active servers, %u needed\n", sb->k, sb->m, active_count(sb),
+	       sb->k + sb->m);
+	return 0;
+}
+
+static int commit(struct meta *meta, const struct meta_superblock *sb)
+{
+	int r = meta_superblock_update(meta, sb);
+
+	if (r < 0)
+		return fail("cannot write the superblock: %s", strerror(-r));
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "force", no_argument, NULL, 'f' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct meta_superblock *sb = NULL;
+	struct meta *meta = NULL;
+	bool force = false;
+	const char *cmd, *dir;
+	char err[320];
+	uint32_t pos;
+	int c, rc;
+
+	if (argc >= 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
+		usage(stdout);
+		return 0;
+	}
+	if (argc < 2)
+		return usage_error("no command");
+	if (strcmp(argv[1], "server") != 0)
+		return usage_error("unknown command '%s'", argv[1]);
+	if (argc < 3)
+		return usage_error("'server' needs a command (list, add, remove, replace)");
+	cmd = argv[2];
+	optind = 3;
+	while ((c = getopt_long(argc, argv, "fh", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'f':
+			force = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			return usage_error("invalid option");
+		}
+	}
+	const int nargs = argc - optind;
+	const int want = strcmp(cmd, "list") == 0	 ? 1
+			 : strcmp(cmd, "add") == 0	 ? 2
+			 : strcmp(cmd, "remove") == 0	 ? 2
+			 : strcmp(cmd, "replace") == 0 ? 3
+						       : -1;
+	if (want < 0)
+		return usage_error("unknown server command '%s' (list, add, remove, replace)", cmd);
+	if (nargs != want)
+		return usage_error("'server %s' takes %d argument%s", cmd, want, want > 1 ? "s" : "");
+	dir = argv[optind];
+
+	rc = open_meta(dir, &meta);
+	if (rc)
+		return rc;
+	sb = malloc(sizeof(*sb));
+	if (!sb) {
+		rc = fail("out of memory");
+		goto out;
+	}
+	memcpy(sb, meta_superblock(meta), sizeof(*sb));
+
+	if (strcmp(cmd, "list") == 0) {
+		rc = cmd_list(sb);
+	} else if (strcmp(cmd, "add") == 0) {
+		struct meta_server sv;
+		uint32_t next = 0;
+
+		if (meta_server_parse(argv[optind + 1], &sv, err, sizeof(err)) < 0) {
+			rc = usage_error("%s", err);
+			goto out;
+		}
+		if (sb->n_servers >= META_MAX_SERVERS) {
+			rc = fail("the list is full (%d servers, retired ones included)",
+				  META_MAX_SERVERS);
+			goto out;
+		}
+		for (uint32_t i = 0; i < sb->n_servers; i++)
+			if (sb->servers[i].id >= next)
+				next = sb->servers[i].id + 1u;
+		if (next > UINT16_MAX) {
+			rc = fail("no server id left");
+			goto out;
+		}
+		const struct meta_server *dup = url_taken(sb, sv.url, UINT32_MAX);
+		if (dup) {
+			rc = fail("server %u already has the address %s", dup->id, sv.url);
+			goto out;
+		}
+		sv.id = (uint16_t)next;
+		if (!force && (rc = probe(dir, sb, &sv)))
+			goto out;
+		sb->servers[sb->n_servers++] = sv;
+		rc = commit(meta, sb);
+		if (!rc)
+			printf("server %u added: %s\n", sv.id, sv.url);
+	} else if (strcmp(cmd, "remove") == 0) {
+		rc = parse_id(argv[optind + 1], sb, &pos);
+		if (rc)
+			goto out;
+		struct meta_server *sv = &sb->servers[pos];
+		if (sv->flags & META_SERVER_F_RETIRED) {
+			rc = fail("server %u is already retired", sv->id);
+			goto out;
+		}
+		if (active_count(sb) - 1 < sb->k + sb->m && !force) {
+			rc = fail("removing server %u would leave %u active servers, fewer than "
+				  "k+m = %u: its fragments could not be rebuilt elsewhere (add a "
+				  "server first, or --force)",
+				  sv->id, active_count(sb) - 1, sb->k + sb->m);
+			goto out;
+		}
+		sv->flags |= META_SERVER_F_RETIRED;
+		rc = commit(meta, sb);
+		if (!rc)
+			printf("server %u (%s) retired: run tessera-scrub %s to rebuild its "
+			       "fragments on the other servers\n",
+			       sv->id, sv->url, dir);
+	} else {
+		struct meta_server nsv;
+		const char *spec = argv[optind + 2];
+
+		rc = parse_id(argv[optind + 1], sb, &pos);
+		if (rc)
+			goto out;
+		if (meta_server_parse(spec, &nsv, err, sizeof(err)) < 0) {
+			rc = usage_error("%s", err);
+			goto out;
+		}
+		struct meta_server *sv = &sb->servers[pos];
+		if (sv->flags & META_SERVER_F_RETIRED) {
+			rc = fail("server %u is retired; add the new server instead", sv->id);
+			goto out;
+		}
+		const struct meta_server *dup = url_taken(sb, nsv.url, pos);
+		if (dup) {
+			rc = fail("server %u already has the address %s", dup->id, nsv.url);
+			goto out;
+		}
+		nsv.id = sv->id;
+		if (!strstr(spec, ",zone="))
+			memcpy(nsv.zone, sv->zone, sizeof(nsv.zone));
+		if (!strstr(spec, ",weight="))
+			nsv.weight = sv->weight;
+		if (!force && (rc = probe(dir, sb, &nsv)))
+			goto out;
+		char old[sizeof(sv->url)];
+		memcpy(old, sv->url, sizeof(old));
+		*sv = nsv;
+		rc = commit(meta, sb);
+		if (!rc)
+			printf("server %u moved from %s to %s: run tessera-scrub %s to rebuild "
+			       "what it lacks\n",
+			       sv->id, old, sv->url, dir);
+	}
+out:
+	free(sb);
+	meta_close(meta);
+	return rc;
+}
