@@ -77,17 +77,26 @@ static int drain_queue(struct scrub *s)
 		c->has_after = true;
 		if (s->opt.dry_run)
 			continue;
+		unsigned settled = 0, nops = 0;
 		for (unsigned i = 0; i < c->n; i++) {
-			proto_frag_key(keys[i], sizeof(keys[i]), s->sb->fs_uuid, c->g[i].ino,
+			if (!meta_server_active(s->sb, c->g[i].server)) {
+				/* retired or gone from the list: nothing to delete there */
+				meta_batch_garbage_del(b, c->seq[i]);
+				settled++;
+				continue;
+			}
+			proto_frag_key(keys[nops], sizeof(keys[nops]), s->sb->fs_uuid, c->g[i].ino,
 				       c->g[i].stripe, c->g[i].version, c->g[i].index);
-			ops[i] = (struct blockclient_op){ .method = BC_DELETE,
-							  .server = c->g[i].server, .key = keys[i] };
+			ops[nops] = (struct blockclient_op){ .method = BC_DELETE,
+							     .server = c->g[i].server,
+							     .key = keys[nops] };
+			c->seq[nops++] = c->seq[i];
 		}
-		blockclient_run(s->bc, ops, c->n, false);
-		unsigned settled = 0;
-		for (unsigned i = 0; i < c->n; i++) {
+		if (nops)
+			blockclient_run(s->bc, ops, nops, false);
+		for (unsigned i = 0; i < nops; i++) {
 			if (ops[i].result == 0 || ops[i].result == -ENOENT || ops[i].result == -EINVAL) {
-				/* -EINVAL: a server no longer in the list; nothing to delete. */
+				/* -EINVAL: a server the client does not know */
 				meta_batch_garbage_del(b, c->seq[i]);
 				settled++;
 			}
