@@ -342,56 +342,6 @@ static void print_summary(const struct scrub_stats *st, bool dry_run, bool gc)
 		printf("%" PRIu64 " problems found (dry run: nothing changed)\n", st->errors_left);
 }
 
-/* mountinfo escapes space, tab, newline and backslash as \ooo: decodes in place. */
-static void unescape_octal(char *s)
-{
-	char *w = s;
-
-	for (char *p = s; *p;) {
-		if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] >= '0' && p[2] <= '7' &&
-		    p[3] >= '0' && p[3] <= '7') {
-			*w++ = (char)((p[1] - '0') << 6 | (p[2] - '0') << 3 | (p[3] - '0'));
-			p += 4;
-		} else {
-			*w++ = *p++;
-		}
-	}
-	*w = '\0';
-}
-
-/* Whether path is the mount point of a tesserafs mount (type fuse.tesserafs); its source,
- * which tesserafs sets to its metadata directory (fsname=), goes to src. */
-static bool is_tesserafs_mount(const char *path, char *src, size_t size)
-{
-	char real[PATH_MAX], line[3 * PATH_MAX];
-	FILE *f;
-	bool found = false;
-
-	if (!realpath(path, real))
-		return false;
-	f = fopen("/proc/self/mountinfo", "r");
-	if (!f)
-		return false;
-	/* The last matching line wins: the mount on top. */
-	while (fgets(line, sizeof(line), f)) {
-		char mp[PATH_MAX], fstype[64], source[PATH_MAX];
-		const char *dash = strstr(line, " - ");
-		if (!dash || sscanf(line, "%*s %*s %*s %*s %4095s", mp) != 1 ||
-		    sscanf(dash + 3, "%63s %4095s", fstype, source) != 2)
-			continue;
-		unescape_octal(mp);
-		if (strcmp(mp, real) != 0)
-			continue;
-		found = strcmp(fstype, "fuse.tesserafs") == 0;
-		if (found) {
-			unescape_octal(source);
-			snprintf(src, size, "%s", source);
-		}
-	}
-	fclose(f);
-	return found;
-}
-
 static volatile sig_atomic_t stop_requested;
 static struct scrub *volatile running; /* the unmounted run, for the signal handler */
 
@@ -588,7 +538,7 @@ int main(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 
 	char dir[PATH_MAX];
-	if (is_tesserafs_mount(arg, dir, sizeof(dir))) {
+	if (control_mount_source(arg, dir, sizeof(dir))) {
 		rc = run_mounted(dir, arg, &opt, &o);
 		goto out;
 	}

@@ -1,11 +1,12 @@
 /*
- * tessera: the administration command. For now it manages the server list of an unmounted
- * filesystem (the superblock in META_DIR):
+ * tessera: the administration command. It manages the server list of an unmounted
+ * filesystem (the superblock in META_DIR) and backs the metadata up:
  *
  *   tessera server list META_DIR
  *   tessera server add META_DIR URL[,zone=Z][,weight=W]
  *   tessera server remove META_DIR ID
  *   tessera server replace META_DIR ID URL[,zone=Z][,weight=W]
+ *   tessera meta backup META_DIR|MOUNTPOINT DEST
  *
  * add gives the new server the next unused id. remove retires a server (META_SERVER_F_RETIRED):
  * nothing new goes to it and it is never read again; the fragments the stripe maps still place
@@ -20,12 +21,16 @@
  * filesystem's access key. The metadata must not be in use (the daemon holds its lock while
  * mounted): the change is one synced superblock write.
  *
+ * meta backup writes a RocksDB checkpoint (meta_backup()) into DEST, a new directory that
+ * tesserafs can mount; on a mounted filesystem the daemon makes it (control socket).
+ *
  * Exit status: 0 success, 1 operational error (metadata in use or unreadable, server not
  * answering, change refused), 2 usage error. Single-threaded.
  */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -34,6 +39,7 @@
 
 #include "tessera/blockclient.h"
 #include "tessera/common.h"
+#include "tessera/control.h"
 #include "tessera/meta.h"
 #include "tessera/scrub.h"
 
@@ -49,7 +55,8 @@ static void usage(FILE *f)
 		"       %s server add [--force] META_DIR URL[,zone=Z][,weight=W]\n"
 		"       %s server remove [--force] META_DIR ID\n"
 		"       %s server replace [--force] META_DIR ID URL[,zone=Z][,weight=W]\n"
-		"Administer the server list of an unmounted tesserafs filesystem.\n"
+		"       %s meta backup META_DIR|MOUNTPOINT DEST\n"
+		"Administer a tesserafs filesystem: its server list (unmounted), its metadata.\n"
 		"\n"
 		"  list      every server: id, state (active or retired), URL, zone, weight\n"
 		"  add       a new server with the next unused id; new stripes use it at once\n"
@@ -57,13 +64,15 @@ static void usage(FILE *f)
 		"            tessera-scrub afterwards to rebuild its fragments on the others\n"
 		"  replace   give server ID a new address (zone and weight kept unless given);\n"
 		"            run tessera-scrub afterwards to rebuild what the new one lacks\n"
+		"  backup    a consistent copy of the metadata in DEST (a new directory that\n"
+		"            tesserafs can mount); mounted or not\n"
 		"\n"
 		"  -f, --force   skip the check that the new server answers with the filesystem's\n"
 		"                key, and allow removing a server below k+m active ones\n"
 		"  -h, --help    show this help\n"
 		"\n"
 		"Exit status: 0 success, 1 operational error, 2 usage error.\n",
-		prog, prog, prog, prog);
+		prog, prog, prog, prog, prog);
 }
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -201,6 +210,88 @@ static int commit(struct meta *meta, const struct meta_superblock *sb)
 	return 0;
 }
 
+/* Makes dest absolute (its parent resolved; dest itself need not exist) into out. */
+static int absolute_dest(const char *dest, char *out, size_t size)
+{
+	char parent[PATH_MAX], real[PATH_MAX];
+	const char *base;
+	const char *slash = strrchr(dest, '/');
+	size_t n = slash ? (size_t)(slash - dest) : 0;
+
+	base = slash ? slash + 1 : dest;
+	if (!*base || strcmp(base, ".") == 0 || strcmp(base, "..") == 0)
+		return -EINVAL;
+	if (n >= sizeof(parent))
+		return -ENAMETOOLONG;
+	if (slash && n == 0)
+		strcpy(parent, "/");
+	else if (slash) {
+		memcpy(parent, dest, n);
+		parent[n] = '\0';
+	} else
+		strcpy(parent, ".");
+	if (!realpath(parent, real))
+		return -errno;
+	if (snprintf(out, size, "%s/%s", strcmp(real, "/") == 0 ? "" : real, base) >= (int)size)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+static int backup_mounted(const char *meta_dir, const char *dest)
+{
+	struct control_conn *c = NULL;
+	int r, result = 0;
+
+	r = control_connect(meta_dir, &c);
+	if (r < 0)
+		return fail("cannot reach the daemon of '%s': %s", meta_dir, strerror(-r));
+	r = control_backup(c, dest, &result);
+	control_close(c);
+	if (r == -EBUSY)
+		return fail("the daemon is busy (a scrub runs); try again later");
+	if (r < 0)
+		return fail("backup through the daemon of '%s' failed: %s", meta_dir, strerror(-r));
+	if (result < 0)
+		return fail("cannot back up to '%s': %s", dest, strerror(-result));
+	return 0;
+}
+
+/* tessera meta backup SOURCE DEST */
+static int meta_main(int argc, char **argv)
+{
+	char dest[PATH_MAX], dir[PATH_MAX];
+	struct meta *meta = NULL;
+	int r, rc;
+
+	if (argc < 3 || strcmp(argv[2], "backup") != 0)
+		return usage_error(argc < 3 ? "'meta' needs a command (backup)"
+					    : "unknown meta command (backup)");
+	if (argc != 5)
+		return usage_error("'meta backup' takes 2 arguments");
+	r = absolute_dest(argv[4], dest, sizeof(dest));
+	if (r < 0)
+		return fail("bad destination '%s': %s", argv[4], strerror(-r));
+	if (control_mount_source(argv[3], dir, sizeof(dir))) {
+		rc = backup_mounted(dir, dest);
+	} else {
+		snprintf(dir, sizeof(dir), "%s", argv[3]);
+		r = meta_open(dir, &meta);
+		if (r == -EBUSY) {
+			rc = backup_mounted(dir, dest); /* a daemon holds it */
+		} else if (r < 0) {
+			rc = fail("cannot open metadata '%s': %s", dir,
+				  r == -ENOENT ? "no tesserafs filesystem there" : strerror(-r));
+		} else {
+			r = meta_backup(meta, dest);
+			meta_close(meta);
+			rc = r < 0 ? fail("cannot back up to '%s': %s", dest, strerror(-r)) : 0;
+		}
+	}
+	if (rc == 0)
+		printf("metadata backed up to %s\n", dest);
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -222,8 +313,10 @@ int main(int argc, char **argv)
 	}
 	if (argc < 2)
 		return usage_error("no command");
+	if (strcmp(argv[1], "meta") == 0)
+		return meta_main(argc, argv);
 	if (strcmp(argv[1], "server") != 0)
-		return usage_error("unknown command '%s'", argv[1]);
+		return usage_error("unknown command '%s' (server, meta)", argv[1]);
 	if (argc < 3)
 		return usage_error("'server' needs a command (list, add, remove, replace)");
 	cmd = argv[2];

@@ -4,10 +4,11 @@
  * The daemon listens on META_DIR/control.sock (a unix stream socket, mode 0600, removed at
  * exit; only its own user and root may connect: SO_PEERCRED). A client finds it from the
  * mount point: tesserafs mounts with fsname=META_DIR, which /proc/self/mountinfo shows as the
- * mount's source. The one request today is a scrub: the daemon runs the scrub engine
- * (scrub.h) itself, on its own metadata, block client and inode lock, so that one process
- * writes RocksDB (the scrubber never opens it while mounted: RocksDB's LOCK forbids it anyway)
- * and every stripe-map change is a compare-and-set under the inode lock. One scrub at a time.
+ * mount's source. The requests are a scrub and a metadata backup. For a scrub the daemon
+ * runs the scrub engine (scrub.h) itself, on its own metadata, block client and inode lock,
+ * so that one process writes RocksDB (the scrubber never opens it while mounted: RocksDB's
+ * LOCK forbids it anyway) and every stripe-map change is a compare-and-set under the inode
+ * lock. One request at a time.
  * The checkpoint is META_DIR/scrub.checkpoint, as for an unmounted run.
  *
  * Protocol, version 1: text lines of at most CONTROL_LINE_MAX bytes; strings are "-" (none) or
@@ -19,6 +20,8 @@
  *           progress PHASE DONE TOTAL BYTES                                 (any number)
  *           stats NAME=VALUE ...   (every SCRUB_STATS_FIELDS counter)
  *           end RESULT             (scrub_run()'s result: 0 or -errno)
+ *   client: backup 1 DEST            (DEST an absolute path: meta_backup() into it)
+ *   daemon: end RESULT               (0 or -errno), or error ERRNO MESSAGE
  * The client shutting down its side of the connection (or closing it) cancels the scrub
  * (scrub_cancel(): the checkpoint stays, the next run resumes); after a shutdown the report
  * (stats, end -ECANCELED) still comes. A request while a scrub runs waits up to 2 s for it to
@@ -34,6 +37,7 @@
 #define TESSERA_CONTROL_H
 
 #include <signal.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -68,10 +72,20 @@ struct control_info {
 
 struct control_conn;
 
+/* Whether path is the mount point of a tesserafs mount (type fuse.tesserafs, from
+ * /proc/self/mountinfo; the mount on top wins); its source, which tesserafs sets to its
+ * metadata directory (fsname=), goes to src (size bytes). */
+bool control_mount_source(const char *path, char *src, size_t size);
+
 /* Connects to META_DIR/control.sock. Returns 0 and *ret (close with control_close()),
  * -ENOENT (no socket: not mounted, or a daemon without one), -ECONNREFUSED (a stale socket),
  * -EACCES, -errno. */
 int control_connect(const char *meta_dir, struct control_conn **ret);
+/* Asks the daemon for a metadata backup into dest (absolute path, see meta_backup()) and
+ * waits for it. Returns 0 and *ret_result (meta_backup()'s result), -EBUSY (a scrub is
+ * running), -EINVAL (dest not absolute), -EPROTO, -ECONNRESET, -errno. */
+int control_backup(struct control_conn *c, const char *dest, int *ret_result);
+
 /* Sends the scrub request (opt's flags and numbers; its callbacks stay here) and reads the
  * daemon's answer. Returns 0 and *ret_info, -EBUSY (a scrub is running), the daemon's other
  * -errno, -EPROTO (not the protocol), -ECONNRESET (the daemon closed), -errno. */

@@ -182,6 +182,15 @@ int meta_load_credentials(const char *meta_dir, const struct meta_superblock *sb
 			  char *access_key, size_t access_key_size, char *secret_key,
 			  size_t secret_key_size);
 
+/* Backs the metadata up into dest, a new directory (it must not exist; its parent must): a
+ * consistent RocksDB checkpoint of this moment (hard links where dest is on the same
+ * filesystem, copies elsewhere) plus the credentials file when the superblock names one
+ * relative to the metadata directory. Everything is fsynced, built under a temporary name
+ * beside dest and renamed at the end, so dest is either absent or a whole metadata directory
+ * that tesserafs can mount. Safe while the filesystem is in use (commits go on). Returns 0,
+ * -EEXIST, -ENOENT (no parent), -ENAMETOOLONG, -EIO, -errno. */
+int meta_backup(struct meta *m, const char *dest);
+
 /* ---- reads ---- */
 
 /* Returns 0 and *ret, -ENOENT, -EIO. */

@@ -559,6 +559,29 @@ static void reply_error(int fd, int err, const char *msg)
 		(void)send_all(fd, line, l.len);
 }
 
+/* "backup 1 DEST": a metadata backup (meta_backup()) into DEST, an absolute path; the answer
+ * is "end RESULT". It holds the job slot, so it never runs beside a scrub. */
+static void run_backup(struct job *j, struct meta *meta, char *line)
+{
+	char *t[CONTROL_TOKENS_MAX], reply[64];
+	const char *dest = NULL;
+	uint64_t v;
+	int r, n = tokenize(line, t);
+
+	if (n != 3 || tok_u64(t[1], &v) < 0 || v != CONTROL_VERSION || tok_str(t[2], &dest) < 0 ||
+	    !dest || dest[0] != '/') {
+		reply_error(j->fd, -EINVAL, "bad request");
+		return;
+	}
+	r = meta_backup(meta, dest);
+	if (r == 0)
+		tlog_info("metadata backed up to '%s'", dest);
+	else
+		tlog_warn("metadata backup to '%s' failed: %s", dest, strerror(-r));
+	n = snprintf(reply, sizeof(reply), "end %d\n", r);
+	(void)send_all(j->fd, reply, (size_t)n);
+}
+
 static void *runner_main(void *arg)
 {
 	struct job *j = arg;
@@ -575,6 +598,10 @@ static void *runner_main(void *arg)
 
 	memset(&st, 0, sizeof(st));
 	r = read_request(j->fd, line, sizeof(line));
+	if (r == 0 && strncmp(line, "backup ", 7) == 0) {
+		run_backup(j, meta, line);
+		goto out;
+	}
 	if (r == 0)
 		r = control_request_decode(line, &opt);
 	if (r < 0) {
@@ -872,6 +899,56 @@ struct control_conn {
 	size_t len;       /* bytes in buf */
 };
 
+/* ---------------------------------------------------------------- finding a mount */
+
+/* mountinfo escapes space, tab, newline and backslash as \ooo: decodes in place. */
+static void unescape_octal(char *s)
+{
+	char *w = s;
+
+	for (char *p = s; *p;) {
+		if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] >= '0' && p[2] <= '7' &&
+		    p[3] >= '0' && p[3] <= '7') {
+			*w++ = (char)((p[1] - '0') << 6 | (p[2] - '0') << 3 | (p[3] - '0'));
+			p += 4;
+		} else {
+			*w++ = *p++;
+		}
+	}
+	*w = '\0';
+}
+
+bool control_mount_source(const char *path, char *src, size_t size)
+{
+	char real[PATH_MAX], line[3 * PATH_MAX];
+	FILE *f;
+	bool found = false;
+
+	if (!realpath(path, real))
+		return false;
+	f = fopen("/proc/self/mountinfo", "r");
+	if (!f)
+		return false;
+	/* The last matching line wins: the mount on top. */
+	while (fgets(line, sizeof(line), f)) {
+		char mp[PATH_MAX], fstype[64], source[PATH_MAX];
+		const char *dash = strstr(line, " - ");
+		if (!dash || sscanf(line, "%*s %*s %*s %*s %4095s", mp) != 1 ||
+		    sscanf(dash + 3, "%63s %4095s", fstype, source) != 2)
+			continue;
+		unescape_octal(mp);
+		if (strcmp(mp, real) != 0)
+			continue;
+		found = strcmp(fstype, "fuse.tesserafs") == 0;
+		if (found) {
+			unescape_octal(source);
+			snprintf(src, size, "%s", source);
+		}
+	}
+	fclose(f);
+	return found;
+}
+
 int control_connect(const char *meta_dir, struct control_conn **ret)
 {
 	struct sockaddr_un addr;
@@ -987,6 +1064,41 @@ int control_scrub_start(struct control_conn *c, const struct scrub_options *opt,
 		r = -EPROTO;
 	if (r == 0)
 		*ret_info = m.info;
+	consume(c, used);
+	return r;
+}
+
+int control_backup(struct control_conn *c, const char *dest, int *ret_result)
+{
+	char req[CONTROL_LINE_MAX], *line;
+	struct line l = { .p = req, .size = sizeof(req) };
+	struct control_msg m;
+	size_t used;
+	int r;
+
+	if (!dest || dest[0] != '/')
+		return -EINVAL;
+	line_printf(&l, "backup %d", CONTROL_VERSION);
+	line_str(&l, dest);
+	r = line_end(&l);
+	if (r < 0)
+		return r;
+	r = send_all(c->fd, req, l.len);
+	if (r < 0)
+		return r;
+	/* a checkpoint of a large database takes a while: no deadline but the daemon's */
+	do
+		r = read_line(c, CONTROL_POLL_MS, &line, &used);
+	while (r == -EAGAIN);
+	if (r < 0)
+		return r;
+	r = control_msg_decode(line, &m);
+	if (r == 0 && m.kind == CONTROL_MSG_ERROR)
+		r = m.result;
+	else if (r == 0 && m.kind != CONTROL_MSG_END)
+		r = -EPROTO;
+	if (r == 0)
+		*ret_result = m.result;
 	consume(c, used);
 	return r;
 }

@@ -39,7 +39,9 @@
  */
 #include "meta_int.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -478,6 +480,118 @@ int meta_superblock_update(struct meta *m, const struct meta_superblock *sb)
 	memcpy(&m->sb, sb, sizeof(*sb));
 out:
 	free(buf);
+	return r;
+}
+
+/* fsyncs every regular file directly in dir, then dir. */
+static int sync_tree(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	int r = 0;
+
+	if (!d)
+		return -errno;
+	while (r == 0 && (de = readdir(d))) {
+		if (de->d_type != DT_REG && de->d_type != DT_UNKNOWN)
+			continue;
+		int fd = openat(dirfd(d), de->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (fd < 0) {
+			if (errno != ELOOP && errno != EISDIR)
+				r = -errno;
+			continue;
+		}
+		if (fsync(fd) < 0)
+			r = -errno;
+		close(fd);
+	}
+	closedir(d);
+	return r ? r : tfsync_dir(dir);
+}
+
+/* Removes a directory of plain files (a failed backup's temporary directory). */
+static void remove_flat_dir(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+
+	if (!d)
+		return;
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+			unlinkat(dirfd(d), de->d_name, 0);
+	closedir(d);
+	rmdir(dir);
+}
+
+int meta_backup(struct meta *m, const char *dest)
+{
+	rocksdb_checkpoint_t *cp = NULL;
+	char tmp[4096], path[4096], parent[4096];
+	const char *cred = NULL;
+	char *err = NULL, *buf = NULL, *slash;
+	struct stat st;
+	size_t len;
+	int r;
+
+	if (snprintf(tmp, sizeof(tmp), "%s.partial-%d", dest, (int)getpid()) >= (int)sizeof(tmp) ||
+	    snprintf(parent, sizeof(parent), "%s", dest) >= (int)sizeof(parent))
+		return -ENAMETOOLONG;
+	if (lstat(dest, &st) == 0)
+		return -EEXIST;
+	if (errno != ENOENT)
+		return -errno;
+	slash = strrchr(parent, '/');
+	if (slash == parent)
+		parent[1] = '\0';
+	else if (slash)
+		*slash = '\0';
+	else
+		strcpy(parent, ".");
+	if (stat(parent, &st) < 0)
+		return -errno;
+	if (!S_ISDIR(st.st_mode))
+		return -ENOTDIR;
+
+	cp = rocksdb_checkpoint_object_create(m->db, &err);
+	if (err)
+		return meta_err(err, "checkpoint");
+	/* log_size_for_flush 0: the memtables are flushed, so the copy needs no WAL replay */
+	rocksdb_checkpoint_create(cp, tmp, 0, &err);
+	rocksdb_checkpoint_object_destroy(cp);
+	if (err) {
+		r = meta_err(err, "checkpoint");
+		goto fail;
+	}
+	if (strncmp(m->sb.credentials, "file:", 5) == 0 && m->sb.credentials[5] != '/' &&
+	    !strchr(m->sb.credentials + 5, '/'))
+		cred = m->sb.credentials + 5;
+	if (cred && *cred) {
+		if (snprintf(path, sizeof(path), "%s/%s", m->dir, cred) >= (int)sizeof(path)) {
+			r = -ENAMETOOLONG;
+			goto fail;
+		}
+		r = tfile_read_all(path, 4096, &buf, &len);
+		if (r == 0)
+			r = snprintf(path, sizeof(path), "%s/%s", tmp, cred) < (int)sizeof(path)
+				    ? tfile_write_atomic(path, buf, len, 0600)
+				    : -ENAMETOOLONG;
+		if (buf)
+			memset(buf, 0, len);
+		free(buf);
+		if (r < 0 && r != -ENOENT)
+			goto fail;
+	}
+	r = sync_tree(tmp);
+	if (r < 0)
+		goto fail;
+	if (renameat2(AT_FDCWD, tmp, AT_FDCWD, dest, RENAME_NOREPLACE) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	return tfsync_dir(parent);
+fail:
+	remove_flat_dir(tmp);
 	return r;
 }
 

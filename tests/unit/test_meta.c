@@ -11,6 +11,7 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -604,6 +605,54 @@ START_TEST(test_list_all)
 	ck_assert_uint_eq(a.parents[2], 6);
 	ck_assert_uint_eq(a.inos[2], 0);
 	meta_batch_free(b);
+	meta_close(m);
+}
+END_TEST
+
+START_TEST(test_backup)
+{
+	char dir[128], dest[160], bad[200];
+	struct meta *m = fresh_fs(dir, sizeof(dir)), *b2 = NULL;
+	struct meta_batch *b = meta_batch_new(m);
+	struct meta_inode in;
+	uint64_t got;
+	int fd;
+
+	/* a credentials file travels along */
+	snprintf(bad, sizeof(bad), "%s/credentials", dir);
+	fd = open(bad, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, "AK SK\n", 6), 6);
+	close(fd);
+	in = (struct meta_inode){ .ino = 42, .mode = S_IFREG | 0644, .nlink = 1, .size = 5 };
+	meta_batch_inode_put(b, &in);
+	meta_batch_dentry_put(b, META_ROOT_INO, "f", 1, 42, S_IFREG);
+	ck_assert_int_eq(meta_commit(m, b, false), 0); /* not synced: the checkpoint flushes */
+
+	snprintf(dest, sizeof(dest), "%s.bk", dir);
+	ck_assert_int_eq(meta_backup(m, dest), 0);
+	ck_assert_int_eq(meta_backup(m, dest), -EEXIST);
+	snprintf(bad, sizeof(bad), "%s/no/such", dir);
+	ck_assert_int_eq(meta_backup(m, bad), -ENOENT);
+	/* later changes are not in it */
+	meta_batch_dentry_del(b, META_ROOT_INO, "f", 1);
+	ck_assert_int_eq(meta_commit(m, b, false), 0);
+	meta_batch_free(b);
+
+	ck_assert_int_eq(meta_open(dest, &b2), 0);
+	ck_assert_mem_eq(meta_superblock(b2), meta_superblock(m), sizeof(struct meta_superblock));
+	ck_assert_int_eq(meta_dentry_get(b2, META_ROOT_INO, "f", 1, &got, NULL), 0);
+	ck_assert_uint_eq(got, 42);
+	ck_assert_int_eq(meta_inode_get(b2, 42, &in), 0);
+	ck_assert_uint_eq(in.size, 5);
+	meta_close(b2);
+	ck_assert_int_eq(meta_dentry_get(m, META_ROOT_INO, "f", 1, &got, NULL), -ENOENT);
+	snprintf(bad, sizeof(bad), "%s/credentials", dest);
+	char *buf = NULL;
+	size_t len;
+	ck_assert_int_eq(tfile_read_all(bad, 100, &buf, &len), 0);
+	ck_assert_str_eq(buf, "AK SK\n");
+	free(buf);
 	meta_close(m);
 }
 END_TEST
@@ -1327,6 +1376,7 @@ static Suite *meta_suite(void)
 	tcase_add_test(tc, test_persistence);
 	tcase_add_test(tc, test_superblock_update);
 	tcase_add_test(tc, test_list_all);
+	tcase_add_test(tc, test_backup);
 	suite_add_tcase(s, tc);
 	return s;
 }
