@@ -2,16 +2,20 @@
  * blockclient: every HTTP request to the block servers.
  *
  * Requests are S3 path-style (PUT/GET/HEAD/DELETE /{bucket}/{key}) signed with SigV4 by
- * libcurl. blockclient_run() issues a batch of requests in parallel on one curl multi handle
- * and returns when all have finished; multi handles (and with them the keep-alive connection
- * caches) are pooled, so consecutive batches reuse connections.
+ * libcurl. Each client runs one event-loop thread that owns one libcurl multi handle, and with
+ * it one cache of keep-alive connections (at most 16 per server, 512 in all): every batch of
+ * every calling thread runs on that loop, so consecutive and concurrent batches reuse the same
+ * connections. blockclient_run() hands a batch to the loop and returns when all its requests
+ * have finished.
  *
  * Health: a transport failure (refused, reset, timeout) marks the server down with an
- * exponential back-off (1 s doubling to 30 s); when the back-off expires the next request
- * to it is the probe. HTTP errors do not mark a server down.
+ * exponential back-off (1 s doubling to 30 s); failures of requests sent while it is already
+ * down do not extend it. When the back-off expires the next request to it is the probe.
+ * HTTP errors do not mark a server down.
  *
- * Thread-safety: all functions may be called from any thread concurrently; the pool and the
- * health table have their own mutex. Only this module sees CURLcode.
+ * Thread-safety: all functions except blockclient_free() may be called from any thread
+ * concurrently; blockclient_free() is called once no other call is running. Buffers passed
+ * in ops are used only until the call that took them returns. Only this module sees CURLcode.
  */
 #ifndef TESSERA_BLOCKCLIENT_H
 #define TESSERA_BLOCKCLIENT_H
@@ -62,19 +66,22 @@ struct blockclient_op {
 struct blockclient;
 
 /* urls[i] is the base URL of server ids[i] (e.g. "http://127.0.0.1:9000"); both borrowed,
- * copied. Returns 0 and *ret (free with blockclient_free()), -EINVAL, -ENOMEM. */
+ * copied. Starts the client's event-loop thread. Returns 0 and *ret (free with
+ * blockclient_free(), which stops the thread), -EINVAL, -ENOMEM, -EAGAIN (no thread). */
 int blockclient_new(const struct blockclient_config *cfg, const uint16_t *ids,
 		    const char *const *urls, size_t n, struct blockclient **ret);
 void blockclient_free(struct blockclient *bc);
 
-/* Runs the ops in parallel and waits for all of them. Ops to servers that are marked down
- * and still in back-off fail at once with -EHOSTDOWN unless force is true.
- * Returns the number of ops that succeeded (result == 0). */
+/* Runs the ops in parallel (any number; requests to one server beyond its connection limit
+ * wait for a free connection) and waits for all of them. Ops to servers that are marked down
+ * and still in back-off fail at once with -EHOSTDOWN unless force is true; ops to an unknown
+ * server id fail with -EINVAL. Returns the number of ops that succeeded (result == 0). */
 int blockclient_run(struct blockclient *bc, struct blockclient_op *ops, size_t n, bool force);
 
 /* Like blockclient_run(), for at most 64 ops, but once `need` of them have succeeded it waits
  * at most grace_ms more for the others, then abandons them (result -ETIMEDOUT, their servers
- * marked down): a hung server does not hold up a write that already has its quorum.
+ * marked down, their requests cancelled before this returns: their buffers are free to reuse):
+ * a hung server does not hold up a write that already has its quorum.
  * Returns the number of ops that succeeded, or -EINVAL (n > 64). */
 int blockclient_run_quorum(struct blockclient *bc, struct blockclient_op *ops, size_t n,
 			   bool force, unsigned need, unsigned grace_ms);

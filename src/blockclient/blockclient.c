@@ -1,23 +1,54 @@
 /*
  * blockclient: S3 requests to the block servers over libcurl.
  *
- * A batch (blockclient_run) takes a context from a pool: a curl multi handle plus reusable
- * easy handles. Connections stay in the multi handle's cache between batches (HTTP/1.1
- * keep-alive), so a stripe write after the first costs no TCP handshake. The pool grows to the
- * number of threads that run batches at once and is bounded by BC_POOL_MAX; beyond that a
- * context is created and destroyed per batch.
+ * One event loop per client: a thread (loop_main) owns the one curl multi handle, and with it
+ * the one connection cache (HTTP/1.1 keep-alive) and DNS cache, and every easy handle. The
+ * threads that call blockclient_run()/blockclient_run_quorum()/blockclient_list() do not touch
+ * libcurl: run_batch() decides which ops are sent (health), puts a struct bc_batch that lives
+ * on the caller's stack on the submission queue, wakes the loop (curl_multi_wakeup) and waits
+ * on the batch's own condition variable until the loop completes it. The loop takes the queued
+ * batches, sets an easy handle up for each op and adds it to the multi handle, drives all
+ * transfers of all batches with curl_multi_perform/curl_multi_poll, records each finished
+ * transfer in its op, and completes a batch when its last transfer has finished or, for a
+ * quorum batch, when grace_ms have passed since `need` ops succeeded: the transfers still
+ * running are then abandoned (removed from the multi handle, result -ETIMEDOUT, server marked
+ * down) before the batch completes.
+ *
+ * Easy handles are reused through a free list (bounded by BC_FREE_MAX), so their TLS session
+ * caches stay warm. Connections are bounded: BC_HOST_CONNS per server and BC_TOTAL_CONNS in
+ * all (also the size of the idle cache), so parallel batches share a steady set of keep-alive
+ * connections instead of opening and closing their own; transfers beyond the bound wait in
+ * libcurl for a free connection.
  *
  * blockclient_list() runs one ListObjectsV2 GET through the same machinery and parses the
  * S3 XML with a small scanner (no XML library): the document is size-limited and every field
  * copied out of it is bounded.
  *
- * Locks: bc->lock protects the pool and the health table; it is never held during I/O.
+ * Threads and locks: bc->lock protects the submission queue, bc->stop, every batch's `done`
+ * and the health table; it is never held during I/O and no other lock is taken under it. The
+ * multi handle, the easy handles, the free list, the active list and every field of a batch
+ * marked "loop" belong to the loop thread alone (curl_multi_wakeup is the one libcurl call
+ * made from other threads, as libcurl allows).
+ *
+ * Invariants:
+ *  L1. The loop writes to an op (results, GET bytes) and reads a PUT's head/body only while
+ *      the op's batch is not done; it sets `done` (under bc->lock, then signals) after the
+ *      last transfer of the batch left the multi handle, and never touches the batch or its
+ *      ops afterwards. The caller returns only once it saw `done`, so its buffers are never
+ *      used after it returned, abandoned transfers included.
+ *  L2. Every batch the loop takes completes: each transfer ends through libcurl's own
+ *      timeouts (CURLOPT_TIMEOUT_MS) or through abandonment; a libcurl failure of the multi
+ *      handle itself fails every transfer in flight with -EIO.
+ *  L3. A server is marked down at most once per failure period (mark_locked): failures of
+ *      requests that were sent while it was already down do not stretch its back-off.
+ *
  * Only this file sees CURLcode; results are errno values.
  */
 #include "tessera/blockclient.h"
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,22 +58,53 @@
 
 #include "tessera/common.h"
 
-#define BC_POOL_MAX 64
-#define BC_BATCH_MAX 64
+#define BC_BATCH_MAX 64 /* ops of a quorum batch */
 #define BC_BACKOFF_MIN_NS 1000000000ull
 #define BC_BACKOFF_MAX_NS 30000000000ull
+#define BC_HOST_CONNS 16    /* connections per server */
+#define BC_TOTAL_CONNS 512  /* connections in all, and idle connections kept */
+#define BC_FREE_MAX 256     /* idle easy handles kept for reuse */
+#define BC_POLL_MAX_MS 1000 /* longest wait in curl_multi_poll */
 
 struct bc_server {
-	uint16_t id;
-	char *url;
-	uint64_t down_until_ns; /* 0 = up */
-	uint64_t backoff_ns;
+	uint16_t id;    /* immutable */
+	char *url;      /* immutable */
+	uint64_t down_until_ns; /* 0 = up; bc->lock */
+	uint64_t backoff_ns;    /* bc->lock */
 };
 
-struct bc_ctx {
-	struct bc_ctx *next;
-	CURLM *multi;
-	CURL *easy[BC_BATCH_MAX];
+struct bc_batch;
+
+/* One transfer: an easy handle and the state of the op it carries. Loop thread only. */
+struct bc_xfer {
+	struct bc_xfer *next, *prev; /* the free list (next only), or its batch's in-flight list */
+	struct bc_batch *batch;
+	struct blockclient_op *op;
+	CURL *easy;
+	struct curl_slist *headers;
+	char url[1024];
+	char range[64];
+	bool overflow;
+	size_t sent; /* PUT: bytes of head + body handed to curl */
+};
+
+/* A caller's batch; lives on the caller's stack until `done`. */
+struct bc_batch {
+	/* set before it is queued, then read-only */
+	struct blockclient_op *ops; /* ops to send have result -EINPROGRESS */
+	size_t n;
+	unsigned need;     /* 0: wait for every op */
+	uint64_t grace_ns;
+	pthread_cond_t cond;
+	/* bc->lock */
+	struct bc_batch *next; /* submission queue */
+	bool done;
+	/* loop */
+	struct bc_batch *active_next, *active_prev;
+	struct bc_xfer *inflight;
+	size_t pending;       /* transfers in the multi handle */
+	unsigned ok;          /* ops that succeeded */
+	uint64_t deadline_ns; /* quorum reached: abandon the rest then; 0 = not yet */
 };
 
 struct blockclient {
@@ -52,8 +114,16 @@ struct blockclient {
 	size_t n;
 	struct bc_server *servers;
 	pthread_mutex_t lock;
-	struct bc_ctx *pool;
-	unsigned pool_len;
+	/* bc->lock */
+	struct bc_batch *queue, *queue_tail;
+	bool stop;
+	/* loop */
+	CURLM *multi;
+	pthread_t thread;
+	bool thread_started;
+	struct bc_xfer *free_xfers;
+	unsigned n_free;
+	struct bc_batch *active;
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -63,10 +133,36 @@ static void curl_global(void)
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
+static void *loop_main(void *arg);
+
+static int loop_start(struct blockclient *bc)
+{
+	sigset_t all, old;
+	int r;
+
+	bc->multi = curl_multi_init();
+	if (!bc->multi)
+		return -ENOMEM;
+	long total = (long)TESSERA_MIN(bc->n * BC_HOST_CONNS, (size_t)BC_TOTAL_CONNS);
+	curl_multi_setopt(bc->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)BC_HOST_CONNS);
+	curl_multi_setopt(bc->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, total);
+	curl_multi_setopt(bc->multi, CURLMOPT_MAXCONNECTS, total);
+	/* The loop takes no signals: they go to the threads that wait for them (FUSE's). */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	r = pthread_create(&bc->thread, NULL, loop_main, bc);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (r != 0)
+		return -r;
+	bc->thread_started = true;
+	return 0;
+}
+
 int blockclient_new(const struct blockclient_config *cfg, const uint16_t *ids,
 		    const char *const *urls, size_t n, struct blockclient **ret)
 {
 	struct blockclient *bc;
+	int r = -ENOMEM;
 
 	if (!cfg || n == 0 || n > BLOCKCLIENT_MAX_SERVERS || !*cfg->bucket)
 		return -EINVAL;
@@ -97,34 +193,45 @@ int blockclient_new(const struct blockclient_config *cfg, const uint16_t *ids,
 		if (l > 0 && bc->servers[i].url[l - 1] == '/')
 			bc->servers[i].url[l - 1] = '\0';
 	}
+	r = loop_start(bc);
+	if (r < 0)
+		goto fail;
 	*ret = bc;
 	return 0;
 fail:
 	blockclient_free(bc);
-	return -ENOMEM;
+	return r;
 }
 
-static void ctx_free(struct bc_ctx *c)
+static void xfer_free(struct bc_xfer *x)
 {
-	if (!c)
+	if (!x)
 		return;
-	for (size_t i = 0; i < BC_BATCH_MAX; i++)
-		if (c->easy[i])
-			curl_easy_cleanup(c->easy[i]);
-	if (c->multi)
-		curl_multi_cleanup(c->multi);
-	free(c);
+	if (x->easy)
+		curl_easy_cleanup(x->easy);
+	curl_slist_free_all(x->headers);
+	free(x);
 }
 
 void blockclient_free(struct blockclient *bc)
 {
 	if (!bc)
 		return;
-	while (bc->pool) {
-		struct bc_ctx *c = bc->pool;
-		bc->pool = c->next;
-		ctx_free(c);
+	if (bc->thread_started) {
+		pthread_mutex_lock(&bc->lock);
+		bc->stop = true;
+		pthread_mutex_unlock(&bc->lock);
+		curl_multi_wakeup(bc->multi);
+		pthread_join(bc->thread, NULL);
 	}
+	/* No batch is in flight (the caller's promise), so every easy handle is free. */
+	while (bc->free_xfers) {
+		struct bc_xfer *x = bc->free_xfers;
+		bc->free_xfers = x->next;
+		xfer_free(x);
+	}
+	if (bc->multi)
+		curl_multi_cleanup(bc->multi);
 	for (size_t i = 0; i < bc->n; i++)
 		free(bc->servers[i].url);
 	free(bc->servers);
@@ -166,7 +273,7 @@ static void mark_locked(struct bc_server *s, bool up)
 	uint64_t now = tclock_monotonic_ns();
 	if (s->down_until_ns > now)
 		return; /* already backing off: failures of requests sent meanwhile (forced, or
-			   started before) say nothing new, and must not stretch the back-off */
+			   started before) say nothing new, and must not stretch the back-off (L3) */
 	s->backoff_ns = s->backoff_ns ? TESSERA_MIN(s->backoff_ns * 2, BC_BACKOFF_MAX_NS)
 				      : BC_BACKOFF_MIN_NS;
 	s->down_until_ns = now + s->backoff_ns;
@@ -183,55 +290,7 @@ void blockclient_mark(struct blockclient *bc, uint16_t id, bool up)
 	pthread_mutex_unlock(&bc->lock);
 }
 
-static struct bc_ctx *ctx_get(struct blockclient *bc)
-{
-	struct bc_ctx *c;
-
-	pthread_mutex_lock(&bc->lock);
-	c = bc->pool;
-	if (c) {
-		bc->pool = c->next;
-		bc->pool_len--;
-	}
-	pthread_mutex_unlock(&bc->lock);
-	if (c)
-		return c;
-	c = calloc(1, sizeof(*c));
-	if (!c)
-		return NULL;
-	c->multi = curl_multi_init();
-	if (!c->multi) {
-		free(c);
-		return NULL;
-	}
-	/* Several connections per server: the requests of one batch go to distinct servers,
-	 * but a pooled context serves many batches. */
-	curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 4L);
-	return c;
-}
-
-static void ctx_put(struct blockclient *bc, struct bc_ctx *c)
-{
-	pthread_mutex_lock(&bc->lock);
-	if (bc->pool_len < BC_POOL_MAX) {
-		c->next = bc->pool;
-		bc->pool = c;
-		bc->pool_len++;
-		c = NULL;
-	}
-	pthread_mutex_unlock(&bc->lock);
-	ctx_free(c);
-}
-
-struct bc_xfer {
-	struct blockclient_op *op;
-	CURL *easy;
-	struct curl_slist *headers;
-	char url[1024];
-	char range[64];
-	bool overflow;
-	size_t sent; /* PUT: bytes of head + body handed to curl */
-};
+/* ---------------------------------------------------------------- transfers (loop thread) */
 
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
@@ -329,9 +388,11 @@ static int map_status(long status)
 	}
 }
 
-static int setup_easy(struct blockclient *bc, CURL *e, struct bc_xfer *x, const char *base)
+/* Points a free easy handle at x->op. */
+static int setup_easy(struct blockclient *bc, struct bc_xfer *x, const char *base)
 {
 	struct blockclient_op *op = x->op;
+	CURL *e = x->easy;
 
 	int len = op->raw_path ? snprintf(x->url, sizeof(x->url), "%s/%s", base, op->key)
 			       : snprintf(x->url, sizeof(x->url), "%s/%s/%s", base, bc->cfg.bucket,
@@ -339,7 +400,6 @@ static int setup_easy(struct blockclient *bc, CURL *e, struct bc_xfer *x, const 
 	if (len < 0 || len >= (int)sizeof(x->url))
 		return -ENAMETOOLONG;
 	curl_easy_reset(e);
-	x->easy = e;
 	curl_easy_setopt(e, CURLOPT_URL, x->url);
 	/* Large receive buffer: a 1 MiB fragment in a few reads, not sixty-four. */
 	curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 256L * 1024);
@@ -366,9 +426,12 @@ static int setup_easy(struct blockclient *bc, CURL *e, struct bc_xfer *x, const 
 		/* No "Expect:" override: curl 7.88 would list the removed header as signed. The
 		 * payload is not hashed (UNSIGNED-PAYLOAD): every fragment carries its own crc32c,
 		 * checked on every read, and hashing 1.5x the written bytes costs CPU. */
-		x->headers = curl_slist_append(x->headers, "Content-Type: application/octet-stream");
+		if (x->headers)
+			x->headers = curl_slist_append(x->headers,
+						       "Content-Type: application/octet-stream");
 		/* Fragments are never checked against ETags: blockd may skip the MD5 (doc/blockd.md). */
-		x->headers = curl_slist_append(x->headers, "x-tessera-etag: no-md5");
+		if (x->headers)
+			x->headers = curl_slist_append(x->headers, "x-tessera-etag: no-md5");
 		break;
 	case BC_GET:
 		curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
@@ -392,146 +455,291 @@ static int setup_easy(struct blockclient *bc, CURL *e, struct bc_xfer *x, const 
 	return 0;
 }
 
-/* Records the result of a finished transfer. Returns its result. */
-static int finish_op(struct blockclient *bc, CURL *easy, CURLcode rc)
+/* A free transfer (from the free list, else a new one), or NULL. */
+static struct bc_xfer *xfer_get(struct blockclient *bc)
 {
-	struct bc_xfer *x = NULL;
+	struct bc_xfer *x = bc->free_xfers;
 
-	curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
-	if (!x)
-		return -EIO;
+	if (x) {
+		bc->free_xfers = x->next;
+		bc->n_free--;
+	} else {
+		x = calloc(1, sizeof(*x));
+		if (!x)
+			return NULL;
+		x->easy = curl_easy_init();
+		if (!x->easy) {
+			free(x);
+			return NULL;
+		}
+	}
+	x->next = x->prev = NULL;
+	x->overflow = false;
+	x->sent = 0;
+	return x;
+}
+
+/* Back to the free list; x is not in the multi handle. */
+static void xfer_put(struct blockclient *bc, struct bc_xfer *x)
+{
+	curl_slist_free_all(x->headers);
+	x->headers = NULL;
+	x->op = NULL;
+	x->batch = NULL;
+	if (bc->n_free >= BC_FREE_MAX) {
+		xfer_free(x);
+		return;
+	}
+	x->next = bc->free_xfers;
+	bc->free_xfers = x;
+	bc->n_free++;
+}
+
+static const char *method_name(enum blockclient_method m)
+{
+	return m == BC_PUT ? "put" : m == BC_GET ? "get" : m == BC_HEAD ? "head" : "delete";
+}
+
+/* Records the result of a finished transfer in its op and in the health table. */
+static void record_result(struct blockclient *bc, struct bc_xfer *x, CURLcode rc)
+{
 	struct blockclient_op *op = x->op;
+
 	if (rc == CURLE_OK) {
-		curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &op->http_status);
+		curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &op->http_status);
 		op->result = map_status(op->http_status);
 		if (op->method == BC_HEAD && op->result == 0) {
 			curl_off_t cl = -1;
-			curl_easy_getinfo(easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
+			curl_easy_getinfo(x->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
 			op->result_len = cl > 0 ? (size_t)cl : 0;
 		}
 	} else {
 		op->result = x->overflow ? -EMSGSIZE : map_curl(rc);
 	}
 	bool transport_failure = rc != CURLE_OK && !x->overflow;
-	tlog_debug("%s %s on server %u: %d (http %ld, curl %d)",
-		   op->method == BC_PUT ? "put" : op->method == BC_GET ? "get" :
-		   op->method == BC_HEAD ? "head" : "delete",
-		   op->key, op->server, op->result, op->http_status, (int)rc);
+	tlog_debug("%s %s on server %u: %d (http %ld, curl %d)", method_name(op->method), op->key,
+		   op->server, op->result, op->http_status, (int)rc);
 	blockclient_mark(bc, op->server, !transport_failure);
-	return op->result;
 }
+
+/* Marks the batch done and wakes its caller; b must not be used afterwards (L1). */
+static void batch_complete(struct blockclient *bc, struct bc_batch *b)
+{
+	if (b->active_prev)
+		b->active_prev->active_next = b->active_next;
+	else
+		bc->active = b->active_next;
+	if (b->active_next)
+		b->active_next->active_prev = b->active_prev;
+	pthread_mutex_lock(&bc->lock);
+	b->done = true;
+	pthread_cond_signal(&b->cond);
+	pthread_mutex_unlock(&bc->lock);
+}
+
+/* Takes x out of the multi handle and its batch; completes the batch after its last. */
+static void xfer_retire(struct blockclient *bc, struct bc_xfer *x)
+{
+	struct bc_batch *b = x->batch;
+
+	curl_multi_remove_handle(bc->multi, x->easy);
+	if (x->prev)
+		x->prev->next = x->next;
+	else
+		b->inflight = x->next;
+	if (x->next)
+		x->next->prev = x->prev;
+	if (x->op->result == 0)
+		b->ok++;
+	b->pending--;
+	xfer_put(bc, x);
+	if (b->pending == 0)
+		batch_complete(bc, b);
+	else if (b->need && b->ok >= b->need && !b->deadline_ns)
+		b->deadline_ns = tclock_monotonic_ns() + b->grace_ns;
+}
+
+/* Adds the transfers of a newly queued batch to the multi handle. */
+static void batch_start(struct blockclient *bc, struct bc_batch *b)
+{
+	b->active_prev = NULL;
+	b->active_next = bc->active;
+	if (bc->active)
+		bc->active->active_prev = b;
+	bc->active = b;
+	for (size_t i = 0; i < b->n; i++) {
+		struct blockclient_op *op = &b->ops[i];
+		if (op->result != -EINPROGRESS)
+			continue; /* decided by the caller */
+		struct bc_server *s = find_server(bc, op->server); /* id and url are immutable */
+		struct bc_xfer *x = xfer_get(bc);
+		if (!x) {
+			op->result = -ENOMEM;
+			continue;
+		}
+		x->op = op;
+		x->batch = b;
+		int r = setup_easy(bc, x, s->url);
+		if (r == 0 && curl_multi_add_handle(bc->multi, x->easy) != CURLM_OK)
+			r = -EIO;
+		if (r < 0) {
+			op->result = r;
+			xfer_put(bc, x);
+			continue;
+		}
+		x->next = b->inflight;
+		if (b->inflight)
+			b->inflight->prev = x;
+		b->inflight = x;
+		b->pending++;
+	}
+	if (b->pending == 0)
+		batch_complete(bc, b);
+}
+
+/* Gives up on the transfers of b still in flight: result, or -ETIMEDOUT after a quorum with
+ * their servers marked down. Completes b. */
+static void batch_abandon(struct blockclient *bc, struct bc_batch *b, int result)
+{
+	/* Counted, not `while (b->inflight)`: the last xfer_retire() completes b. */
+	for (size_t left = b->pending; left > 0; left--) {
+		struct bc_xfer *x = b->inflight;
+		x->op->result = result;
+		if (result == -ETIMEDOUT) {
+			tlog_debug("%s %s to server %u abandoned after the quorum",
+				   method_name(x->op->method), x->op->key, x->op->server);
+			blockclient_mark(bc, x->op->server, false);
+		}
+		xfer_retire(bc, x); /* the last one completes b */
+	}
+}
+
+/* Records every finished transfer. */
+static void loop_reap(struct blockclient *bc)
+{
+	CURLMsg *msg;
+	int left;
+
+	while ((msg = curl_multi_info_read(bc->multi, &left))) {
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		CURLcode rc = msg->data.result; /* msg is gone once the handle is removed */
+		struct bc_xfer *x = NULL;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+		if (!x)
+			continue;
+		record_result(bc, x, rc);
+		xfer_retire(bc, x);
+	}
+}
+
+/* Abandons what quorum batches no longer wait for. Returns the poll timeout (ms) until the
+ * next quorum deadline, at most BC_POLL_MAX_MS. */
+static int loop_expire(struct blockclient *bc)
+{
+	uint64_t now = tclock_monotonic_ns(), wait = (uint64_t)BC_POLL_MAX_MS * 1000000;
+	struct bc_batch *b = bc->active, *next;
+
+	for (; b; b = next) {
+		next = b->active_next; /* b may complete */
+		if (!b->deadline_ns)
+			continue;
+		if (now >= b->deadline_ns)
+			batch_abandon(bc, b, -ETIMEDOUT);
+		else
+			wait = TESSERA_MIN(wait, b->deadline_ns - now);
+	}
+	return (int)((wait + 999999) / 1000000);
+}
+
+static void *loop_main(void *arg)
+{
+	struct blockclient *bc = arg;
+
+	pthread_setname_np(pthread_self(), "tessera-bcloop"); /* for top -H and perf */
+	for (;;) {
+		pthread_mutex_lock(&bc->lock);
+		struct bc_batch *q = bc->queue, *next;
+		bool stop = bc->stop;
+		bc->queue = bc->queue_tail = NULL;
+		pthread_mutex_unlock(&bc->lock);
+		if (stop)
+			break; /* no caller is left (blockclient_free's contract) */
+		for (; q; q = next) {
+			next = q->next; /* q may complete at once */
+			batch_start(bc, q);
+		}
+		int running = 0;
+		CURLMcode mc = curl_multi_perform(bc->multi, &running);
+		loop_reap(bc);
+		if (mc != CURLM_OK) {
+			/* The multi handle itself failed: nothing in flight can finish (L2). */
+			tlog_debug("curl_multi_perform: %s", curl_multi_strerror(mc));
+			while (bc->active)
+				batch_abandon(bc, bc->active, -EIO);
+		}
+		int timeout = loop_expire(bc);
+		mc = curl_multi_poll(bc->multi, NULL, 0, timeout, NULL);
+		if (mc != CURLM_OK) {
+			tlog_debug("curl_multi_poll: %s", curl_multi_strerror(mc));
+			struct timespec ts = { 0, 10000000 }; /* no busy loop */
+			nanosleep(&ts, NULL);
+		}
+	}
+	return NULL;
+}
+
+/* ---------------------------------------------------------------- batches (callers) */
 
 static int run_batch(struct blockclient *bc, struct blockclient_op *ops, size_t n, bool force,
 		     unsigned need, unsigned grace_ms)
 {
-	struct bc_xfer xs[BC_BATCH_MAX];
-	bool added[BC_BATCH_MAX] = { false };
-	struct bc_ctx *c = NULL;
-	int ok = 0, running = 0;
+	struct bc_batch b;
+	size_t nsend = 0;
+	int ok = 0;
 
-	if (n > BC_BATCH_MAX) {
-		/* Larger batches run in slices; each slice is parallel. */
-		for (size_t i = 0; i < n; i += BC_BATCH_MAX)
-			ok += run_batch(bc, ops + i, TESSERA_MIN(n - i, (size_t)BC_BATCH_MAX), force,
-					0, 0);
-		return ok;
-	}
-	memset(xs, 0, sizeof(xs));
-	for (size_t i = 0; i < n; i++) {
-		ops[i].result = -EINPROGRESS;
-		ops[i].http_status = 0;
-		ops[i].result_len = 0;
-	}
-	c = ctx_get(bc);
-	if (!c) {
-		for (size_t i = 0; i < n; i++)
-			ops[i].result = -ENOMEM;
-		return 0;
-	}
-
+	pthread_mutex_lock(&bc->lock);
+	uint64_t now = tclock_monotonic_ns();
 	for (size_t i = 0; i < n; i++) {
 		struct blockclient_op *op = &ops[i];
-		const char *base = NULL;
-		bool up = false;
-
-		pthread_mutex_lock(&bc->lock);
 		struct bc_server *s = find_server(bc, op->server);
-		if (s) {
-			base = s->url;
-			up = s->down_until_ns == 0 || tclock_monotonic_ns() >= s->down_until_ns;
-		}
-		pthread_mutex_unlock(&bc->lock);
+		op->http_status = 0;
+		op->result_len = 0;
 		if (!s) {
 			op->result = -EINVAL;
-			continue;
-		}
-		if (!up && !force) {
+		} else if (!force && s->down_until_ns && now < s->down_until_ns) {
 			op->result = -EHOSTDOWN;
-			continue;
+		} else {
+			op->result = -EINPROGRESS; /* for the loop: send it */
+			nsend++;
 		}
-		if (!c->easy[i] && !(c->easy[i] = curl_easy_init())) {
-			op->result = -ENOMEM;
-			continue;
-		}
-		xs[i].op = op;
-		int r = setup_easy(bc, c->easy[i], &xs[i], base);
-		if (r < 0) {
-			op->result = r;
-			continue;
-		}
-		if (curl_multi_add_handle(c->multi, c->easy[i]) != CURLM_OK) {
-			op->result = -EIO;
-			continue;
-		}
-		added[i] = true;
 	}
+	pthread_mutex_unlock(&bc->lock);
 
-	uint64_t quorum_at = 0; /* when `need` ops had succeeded */
-	int done_ok = 0;
-	do {
-		CURLMcode mc = curl_multi_perform(c->multi, &running);
-		if (mc != CURLM_OK)
-			break;
-		CURLMsg *msg;
-		int left;
-		while ((msg = curl_multi_info_read(c->multi, &left))) {
-			if (msg->msg != CURLMSG_DONE)
-				continue;
-			if (finish_op(bc, msg->easy_handle, msg->data.result) == 0)
-				done_ok++;
-		}
-		if (running && need && done_ok >= (int)need) {
-			/* Enough: give the others grace_ms to finish, then stop waiting. */
-			uint64_t now = tclock_monotonic_ns();
-			if (!quorum_at)
-				quorum_at = now;
-			else if (now - quorum_at >= (uint64_t)grace_ms * 1000000)
-				break;
-		}
-		if (running)
-			mc = curl_multi_poll(c->multi, NULL, 0, quorum_at ? 50 : 1000, NULL);
-		if (mc != CURLM_OK)
-			break;
-	} while (running);
-
-	/* Requests still running were abandoned: their servers are too slow to wait for. */
-	for (size_t i = 0; i < n; i++) {
-		if (!added[i] || ops[i].result != -EINPROGRESS)
-			continue;
-		ops[i].result = -ETIMEDOUT;
-		tlog_debug("request %s to server %u abandoned after the quorum", ops[i].key,
-			   ops[i].server);
-		blockclient_mark(bc, ops[i].server, false);
+	if (nsend) {
+		memset(&b, 0, sizeof(b));
+		b.ops = ops;
+		b.n = n;
+		b.need = need;
+		b.grace_ns = (uint64_t)grace_ms * 1000000;
+		pthread_cond_init(&b.cond, NULL);
+		pthread_mutex_lock(&bc->lock);
+		if (bc->queue_tail)
+			bc->queue_tail->next = &b;
+		else
+			bc->queue = &b;
+		bc->queue_tail = &b;
+		pthread_mutex_unlock(&bc->lock);
+		curl_multi_wakeup(bc->multi);
+		pthread_mutex_lock(&bc->lock);
+		while (!b.done)
+			pthread_cond_wait(&b.cond, &bc->lock);
+		pthread_mutex_unlock(&bc->lock);
+		pthread_cond_destroy(&b.cond);
 	}
-
-	for (size_t i = 0; i < n; i++) {
-		if (added[i])
-			curl_multi_remove_handle(c->multi, c->easy[i]);
-		curl_slist_free_all(xs[i].headers);
+	for (size_t i = 0; i < n; i++)
 		if (ops[i].result == 0)
 			ok++;
-	}
-	ctx_put(bc, c);
 	return ok;
 }
 
