@@ -8,8 +8,11 @@
  * Also GET /{bucket}?list-type=2 (ListObjectsV2: prefix, start-after, continuation-token,
  * max-keys; no delimiter) and GET /metrics (Prometheus text, unauthenticated like status).
  *
- * Threads: blockd_start() runs libmicrohttpd with one thread per connection (bounded by
- * max_connections); the on_request callback is called from those threads concurrently.
+ * Threads: blockd_start() runs libmicrohttpd with a pool of event-loop threads (threads,
+ * default one per CPU) serving at most max_connections connections, plus job threads for
+ * the steps that wait for the disk (a PUT's commit, DELETE) and a deleter thread for
+ * replaced objects; the on_request callback is called from the event-loop threads
+ * concurrently.
  * The library logs at debug level, except blockd_start(), which logs once at error level why
  * it could not start; the program decides what to print about requests (on_request).
  */
@@ -55,7 +58,7 @@ struct blockd_config {
 	uint64_t max_object_size;      /* bytes */
 	unsigned max_connections;
 	unsigned connection_timeout_s; /* idle/slow client limit */
-	unsigned threads;              /* unused: one thread per connection */
+	unsigned threads;              /* event-loop threads; 0 = one per online CPU (at most 64) */
 	blockd_request_fn on_request;  /* optional */
 	void *on_request_ctx;
 };

@@ -53,6 +53,14 @@ struct bd_dsync_slot {
 	struct bd_dsync *list;
 };
 
+/* An old version of a replaced object, linked into DIR/tmp, waiting for the deleter thread
+ * (store.c, "Deferred deletes"). */
+struct bd_del {
+	struct bd_del *next;
+	char path[];
+};
+#define BD_DEL_MAX 4096 /* queued at most; beyond, the put unlinks its old version itself */
+
 struct bd_dir {
 	char root[PATH_MAX];    /* the data directory as configured */
 	char objects[PATH_MAX]; /* root/objects */
@@ -76,6 +84,14 @@ struct bd_store {
 	unsigned stages_out;               /* in use by puts */
 	atomic_uint_fast64_t dir_fsyncs;   /* fsync(2) calls on directories (group commit) */
 	atomic_uint_fast64_t dir_syncs_wanted; /* changes that needed one */
+	/* Deferred deletes: the queue (del_lock) and the deleter thread. */
+	pthread_mutex_t del_lock;
+	pthread_cond_t del_cond;
+	struct bd_del *del_head, *del_tail;
+	unsigned del_queued;
+	bool del_stopping;
+	bool del_running;       /* del_thread was started */
+	pthread_t del_thread;
 };
 
 /* An object being received: a temp file in dirs[dir].tmp plus running digests. */
@@ -103,11 +119,12 @@ struct bd_object {
 	char etag[BD_ETAG_MAX]; /* hex MD5 of the content, or the tag stored with it */
 };
 
-/* Creates DIR/objects and DIR/tmp in every data directory, removes temp files left by a
- * crash and counts the objects. Returns 0 or -errno; *ret_bad_dir names the directory that
- * failed. */
+/* Creates DIR/objects and DIR/tmp in every data directory, removes temp files (and old
+ * versions waiting for deletion) left by a crash, counts the objects and starts the deleter
+ * thread. Returns 0 or -errno; *ret_bad_dir names the directory that failed. */
 int bd_store_open(struct bd_store *s, const char (*dirs)[4096], unsigned n_dirs,
 		  const char **ret_bad_dir);
+/* Stops the deleter thread (after it deleted everything queued) and frees. */
 void bd_store_close(struct bd_store *s);
 
 /* Starts receiving bucket/key: picks the data directory (the one already holding the key,
@@ -123,8 +140,9 @@ int bd_put_write(struct bd_put *p, const void *buf, size_t len);
 /* Finalises the digests (md5_hex, sha256_hex) and the etag. Returns 0 or -EIO. */
 int bd_put_finish(struct bd_put *p);
 /* Makes the object durable and visible: fdatasync, rename into place, fsync the directory
- * (group commit). Requires bd_put_finish(). On failure the temp file is removed. Returns 0
- * or -errno. */
+ * (group commit). The version it replaces is unlinked later by the deleter thread. Requires
+ * bd_put_finish(). On failure the temp file is removed. Blocks on the disk: call it where
+ * waiting is allowed. Returns 0 or -errno. */
 int bd_put_commit(struct bd_put *p, const char *bucket, const char *key);
 /* Removes the temp file and frees the digests; safe to call twice and after commit. */
 void bd_put_abort(struct bd_put *p);

@@ -8,7 +8,8 @@
  * errors, warning for server errors), and with TESSERA_DEBUG=1 one line per request.
  *
  * Threads: the main thread only waits for signals (blocked everywhere, taken with
- * sigwait()); requests run on the library's connection threads, which call log_request().
+ * sigwait()); requests run on the library's event-loop and job threads, which call
+ * log_request().
  */
 #include <errno.h>
 #include <getopt.h>
@@ -36,6 +37,7 @@ static const char usage_text[] =
 	"  -s, --max-object-size SIZE  largest object accepted (default 64M)\n"
 	"  -m, --max-connections N     concurrent connections (default 512)\n"
 	"  -t, --connection-timeout S  idle connection timeout in seconds (default 60)\n"
+	"  -T, --threads N             event-loop threads (default one per CPU, at most 64)\n"
 	"  -h, --help                  show this help\n"
 	"  -V, --version               show the version\n"
 	"\n"
@@ -128,6 +130,7 @@ int main(int argc, char **argv)
 		{ "max-object-size", required_argument, NULL, 's' },
 		{ "max-connections", required_argument, NULL, 'm' },
 		{ "connection-timeout", required_argument, NULL, 't' },
+		{ "threads", required_argument, NULL, 'T' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -145,7 +148,7 @@ int main(int argc, char **argv)
 	cfg.listen_port = 9000;
 	cfg.on_request = log_request;
 
-	while ((c = getopt_long(argc, argv, "d:l:p:c:r:s:m:t:hV", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "d:l:p:c:r:s:m:t:T:hV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'd':
 			if (cfg.n_dirs >= BLOCKD_MAX_DIRS)
@@ -198,6 +201,11 @@ int main(int argc, char **argv)
 			if (parse_uint(optarg, 86400, &cfg.connection_timeout_s) < 0)
 				return usage_error("invalid number of seconds '%s' for "
 						   "--connection-timeout", optarg);
+			break;
+		case 'T':
+			if (parse_uint(optarg, 64, &cfg.threads) < 0)
+				return usage_error("invalid number '%s' for --threads (1 to 64)",
+						   optarg);
 			break;
 		case 'h':
 			fputs(usage_text, stdout);

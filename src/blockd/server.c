@@ -6,11 +6,25 @@
  * and GET /metrics (Prometheus text). It does not know how objects are laid out on disk
  * (store.c) nor how signatures are computed (proto/sigv4.c).
  *
- * Threads: libmicrohttpd runs one thread per connection (MHD_USE_THREAD_PER_CONNECTION,
- * at most cfg.max_connections, each idle-limited by cfg.connection_timeout_s); HTTP/1.1
- * keep-alive reuses the thread. A request's state (struct bd_req) belongs to its connection
- * thread: created by the URI log callback, freed by the completion callback. Shared state is
- * the store (own locks) and the atomic counters of struct blockd.
+ * Threads: libmicrohttpd runs a pool of cfg.threads event-loop threads (MHD_USE_EPOLL with
+ * MHD_OPTION_THREAD_POOL_SIZE; default one per online CPU), each serving its share of the
+ * connections (at most cfg.max_connections + BD_CONN_SLACK in all, each idle-limited by
+ * cfg.connection_timeout_s); HTTP/1.1 keep-alive keeps a connection on its thread. Request
+ * handling that only reads (GET, HEAD, list, status) and receiving a PUT body run on the
+ * event-loop thread. The steps that wait for the disk (a PUT's commit: fdatasync, rename,
+ * directory fsync; DELETE) would stall every connection of that thread, so they run on
+ * BD_JOB_THREADS job threads instead: the handler suspends its connection
+ * (MHD_suspend_connection), queues the request (run_job()), and the job thread resumes the
+ * connection when the step is done; libmicrohttpd then calls the handler again, which
+ * answers. Job threads never touch a request after resuming its connection. (Creating a
+ * bucket, rare, is answered on the first handler call of its PUT and so runs inline.)
+ * A request's state (struct bd_req) is created by the URI log callback and freed by the
+ * completion callback; between the two it is used by its connection's event-loop thread,
+ * or, while the connection is suspended, by the one job thread that runs its step. Shared
+ * state is the store (own locks), the job queue (job_lock) and the atomic counters of
+ * struct blockd. Stopping: the job threads finish every queued step (resuming its
+ * connection) before libmicrohttpd stops, which refuses to stop with a connection still
+ * suspended; a step queued after that runs on the event-loop thread itself.
  *
  * Invariants:
  *  1. No request reads or changes an object before its signature verified. The one deferred
@@ -26,9 +40,15 @@
  *  5. Every digest the client claims (x-amz-content-sha256, Content-MD5, x-amz-checksum-crc32,
  *     -crc32c, -sha256 in a header or an aws-chunked trailer) is checked before
  *     bd_put_commit(); a mismatch removes the temp file (check_digests()).
- *  6. Connections are bounded: libmicrohttpd accepts max_connections + BD_CONN_SLACK, and
- *     requests on the connections beyond max_connections get 503 SlowDown and a close.
- *     Accepted connections are counted (/-/status "connections"): the keep-alive proof.
+ *  6. Connections are bounded: libmicrohttpd accepts max_connections + BD_CONN_SLACK (split
+ *     between the event-loop threads), and requests on the connections beyond
+ *     max_connections get 503 SlowDown and a close. Accepted connections are counted
+ *     (/-/status "connections"): the keep-alive proof. A stalled client (no byte for
+ *     connection_timeout_s) is cut off by libmicrohttpd; a suspended connection is not timed
+ *     out while its step runs (the step is ours, not the client's).
+ *  7. Keep-alive: libmicrohttpd 0.9.75 closes the connection after a response queued on the
+ *     first handler call of a request; requests without a body are answered on the second
+ *     call (BD_WAIT) or later (after a job).
  *
  * Cost notes (doc/blockd.md, "Performance"): GET bodies up to BD_SMALL_GET are copied into
  * the response (headers and body in one send), larger ones go out with sendfile; a PUT
@@ -89,6 +109,12 @@
  * be told "503 SlowDown" instead of being dropped silently. */
 #define BD_CONN_SLACK 16
 
+/* Threads that run the steps waiting for the disk (see the header comment). Group commit
+ * (store.c) shares a directory fsync between the commits in progress together, so there are
+ * enough of them for the concurrency a cluster sends one server. */
+#define BD_JOB_THREADS 64
+#define BD_MAX_THREADS 64 /* event-loop threads, cfg.threads */
+
 /* Metrics dimensions: methods, statuses, latency buckets (seconds, upper bounds). */
 static const char *const bd_methods[] = { "GET", "HEAD", "PUT", "DELETE", "POST", "other" };
 #define BD_N_METHODS 6
@@ -117,6 +143,15 @@ struct blockd {
 	atomic_uint_fast64_t by_status[BD_N_METHODS][BD_N_STATUSES];
 	atomic_uint_fast64_t latency[BD_N_LAT + 1]; /* per bucket, the last is +Inf */
 	atomic_uint_fast64_t latency_sum_us;
+
+	/* Job queue (run_job()): FIFO of requests whose connection is suspended. */
+	pthread_mutex_t job_lock;
+	pthread_cond_t job_cond;
+	struct bd_req *job_head, *job_tail;
+	bool job_stopping;                     /* set by blockd_free(): drain, then exit */
+	bool job_lock_init;
+	unsigned n_job_threads;
+	pthread_t job_threads[BD_JOB_THREADS];
 };
 
 enum bd_cksum { BD_CK_NONE, BD_CK_CRC32, BD_CK_CRC32C, BD_CK_SHA256 };
@@ -137,10 +172,17 @@ struct bd_chunked {
 
 /* NEW: headers arrived (first handler call). WAIT: a request without a body, answered on the
  * second call: libmicrohttpd closes the connection after a response queued on the first
- * call, which would defeat keep-alive. BODY: receiving a PUT body. DONE: answered. */
-enum bd_phase { BD_NEW, BD_WAIT, BD_BODY, BD_DONE };
+ * call, which would defeat keep-alive. BODY: receiving a PUT body. JOB: the connection is
+ * suspended while a job thread runs r->job; the handler call after the resume answers with
+ * r->job_reply. DONE: answered. */
+enum bd_phase { BD_NEW, BD_WAIT, BD_BODY, BD_JOB, BD_DONE };
 
-/* One request; owned by its connection's thread. */
+struct bd_req;
+typedef int (*bd_job_fn)(struct bd_req *r);
+typedef enum MHD_Result (*bd_reply_fn)(struct bd_req *r, struct MHD_Connection *c);
+
+/* One request; used by its connection's event-loop thread, or by one job thread while the
+ * connection is suspended. */
 struct bd_req {
 	struct blockd *b;
 	char *uri;            /* the request target as received, at most BD_URI_MAX bytes */
@@ -181,6 +223,13 @@ struct bd_req {
 	bool aws_chunked;
 	struct bd_chunked ck;
 	uint64_t decoded_len; /* x-amz-decoded-content-length, UINT64_MAX when absent */
+
+	/* A step run on a job thread (run_job()). */
+	struct MHD_Connection *conn; /* suspended, resumed by the job thread */
+	bd_job_fn job;
+	bd_reply_fn job_reply;
+	int job_result;
+	struct bd_req *job_next;      /* in the job queue, under job_lock */
 };
 
 /* ---------------------------------------------------------------- a bounded growable string */
@@ -703,6 +752,98 @@ static int authenticate(struct bd_req *r, struct MHD_Connection *c, const char *
 	}
 }
 
+/* ---------------------------------------------------------------- jobs */
+
+/* Runs job(r) on a job thread with c suspended; the handler call after the resume answers
+ * with reply(r, c) (phase BD_JOB). When the job threads are stopping (or never started),
+ * runs both here. Must be called from the handler, on the call that would answer. */
+static enum MHD_Result run_job(struct bd_req *r, struct MHD_Connection *c, bd_job_fn job,
+			       bd_reply_fn reply)
+{
+	struct blockd *b = r->b;
+
+	r->job = job;
+	r->job_reply = reply;
+	r->conn = c;
+	r->job_next = NULL;
+	pthread_mutex_lock(&b->job_lock);
+	if (b->job_stopping || b->n_job_threads == 0) {
+		pthread_mutex_unlock(&b->job_lock);
+		r->job_result = job(r);
+		return reply(r, c);
+	}
+	/* Suspended before it is queued, so that the resume cannot come first. */
+	r->phase = BD_JOB;
+	MHD_suspend_connection(c);
+	if (b->job_tail)
+		b->job_tail->job_next = r;
+	else
+		b->job_head = r;
+	b->job_tail = r;
+	pthread_cond_signal(&b->job_cond);
+	pthread_mutex_unlock(&b->job_lock);
+	return MHD_YES;
+}
+
+static void *job_thread(void *arg)
+{
+	struct blockd *b = arg;
+	struct bd_req *r;
+
+	pthread_mutex_lock(&b->job_lock);
+	for (;;) {
+		while (!b->job_head && !b->job_stopping)
+			pthread_cond_wait(&b->job_cond, &b->job_lock);
+		if (!(r = b->job_head))
+			break; /* stopping, and nothing left to run */
+		b->job_head = r->job_next;
+		if (!b->job_head)
+			b->job_tail = NULL;
+		pthread_mutex_unlock(&b->job_lock);
+		r->job_result = r->job(r);
+		MHD_resume_connection(r->conn); /* r belongs to the connection again */
+		pthread_mutex_lock(&b->job_lock);
+	}
+	pthread_mutex_unlock(&b->job_lock);
+	return NULL;
+}
+
+static int jobs_start(struct blockd *b)
+{
+	pthread_attr_t attr;
+	int r = 0;
+
+	pthread_mutex_init(&b->job_lock, NULL);
+	pthread_cond_init(&b->job_cond, NULL);
+	b->job_lock_init = true;
+	if ((r = pthread_attr_init(&attr)) != 0)
+		return -r;
+	pthread_attr_setstacksize(&attr, BD_THREAD_STACK);
+	while (b->n_job_threads < BD_JOB_THREADS) {
+		r = pthread_create(&b->job_threads[b->n_job_threads], &attr, job_thread, b);
+		if (r != 0)
+			break;
+		b->n_job_threads++;
+	}
+	pthread_attr_destroy(&attr);
+	return r ? -r : 0;
+}
+
+/* Lets the job threads finish what is queued (each resumes its connection), then joins
+ * them; later steps run on the event-loop threads (run_job()). */
+static void jobs_stop(struct blockd *b)
+{
+	if (!b->job_lock_init)
+		return;
+	pthread_mutex_lock(&b->job_lock);
+	b->job_stopping = true;
+	pthread_cond_broadcast(&b->job_cond);
+	pthread_mutex_unlock(&b->job_lock);
+	for (unsigned i = 0; i < b->n_job_threads; i++)
+		pthread_join(b->job_threads[i], NULL);
+	b->n_job_threads = 0;
+}
+
 /* ---------------------------------------------------------------- objects */
 
 static enum MHD_Result serve_object(struct bd_req *r, struct MHD_Connection *c)
@@ -777,9 +918,14 @@ static enum MHD_Result serve_object(struct bd_req *r, struct MHD_Connection *c)
 	return queue(r, c, status, resp);
 }
 
-static enum MHD_Result delete_object(struct bd_req *r, struct MHD_Connection *c)
+static int delete_job(struct bd_req *r)
 {
-	int rr = bd_store_delete(&r->b->store, r->bucket, r->key);
+	return bd_store_delete(&r->b->store, r->bucket, r->key);
+}
+
+static enum MHD_Result delete_reply(struct bd_req *r, struct MHD_Connection *c)
+{
+	int rr = r->job_result;
 
 	if (rr < 0) {
 		set_detail(r, "cannot delete '%s/%s': %s", r->bucket, r->key, strerror(-rr));
@@ -1109,10 +1255,36 @@ static bool put_body(struct bd_req *r, const char *data, size_t n)
 	return true;
 }
 
-static enum MHD_Result finish_put(struct bd_req *r, struct MHD_Connection *c)
+static int commit_job(struct bd_req *r)
+{
+	return bd_put_commit(&r->put, r->bucket, r->key);
+}
+
+static enum MHD_Result commit_reply(struct bd_req *r, struct MHD_Connection *c)
 {
 	char etag[BD_ETAG_MAX + 2];
 	struct MHD_Response *resp;
+	int rr = r->job_result;
+
+	if (rr < 0) {
+		set_detail(r, "cannot store '%s/%s' in '%s': %s", r->bucket, r->key,
+			   r->b->store.dirs[r->put.dir].root, strerror(-rr));
+		return reply_error(r, c, rr, NULL);
+	}
+	snprintf(etag, sizeof(etag), "\"%s\"", r->put.etag);
+	resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+	if (!resp)
+		return MHD_NO;
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, etag);
+	if (r->ck_algo != BD_CK_NONE)
+		MHD_add_response_header(resp, bd_cksum_headers[r->ck_algo - 1].header,
+					r->ck_value);
+	return queue(r, c, MHD_HTTP_OK, resp);
+}
+
+/* The body arrived: checks it, then commits it on a job thread (answered by commit_reply()). */
+static enum MHD_Result finish_put(struct bd_req *r, struct MHD_Connection *c)
+{
 	int rr;
 
 	if (r->err)
@@ -1137,22 +1309,8 @@ static enum MHD_Result finish_put(struct bd_req *r, struct MHD_Connection *c)
 	}
 	if ((rr = check_digests(r)) < 0)
 		goto fail;
-	r->put_open = false;
-	rr = bd_put_commit(&r->put, r->bucket, r->key);
-	if (rr < 0) {
-		set_detail(r, "cannot store '%s/%s' in '%s': %s", r->bucket, r->key,
-			   r->b->store.dirs[r->put.dir].root, strerror(-rr));
-		return reply_error(r, c, rr, NULL);
-	}
-	snprintf(etag, sizeof(etag), "\"%s\"", r->put.etag);
-	resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
-	if (!resp)
-		return MHD_NO;
-	MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, etag);
-	if (r->ck_algo != BD_CK_NONE)
-		MHD_add_response_header(resp, bd_cksum_headers[r->ck_algo - 1].header,
-					r->ck_value);
-	return queue(r, c, MHD_HTTP_OK, resp);
+	r->put_open = false; /* bd_put_commit() removes the temp file when it fails */
+	return run_job(r, c, commit_job, commit_reply);
 fail:
 	bd_put_abort(&r->put);
 	r->put_open = false;
@@ -1237,6 +1395,8 @@ static enum MHD_Result bucket_request(struct bd_req *r, struct MHD_Connection *c
 	if (method_is(r, "PUT")) {
 		if (r->verify_deferred)
 			return reply_error(r, c, -EBADMSG, NULL);
+		/* On the first handler call (begin_request() for PUT), before any body, so
+		 * inline: a rare request, one mkdir and fsync per data directory. */
 		rr = bd_store_bucket_create(&r->b->store, r->bucket);
 		if (rr < 0) {
 			set_detail(r, "cannot create bucket '%s': %s", r->bucket, strerror(-rr));
@@ -1357,7 +1517,7 @@ static enum MHD_Result begin_request(struct bd_req *r, struct MHD_Connection *c,
 	if (is_get)
 		return serve_object(r, c);
 	if (method_is(r, "DELETE"))
-		return delete_object(r, c);
+		return run_job(r, c, delete_job, delete_reply);
 	if (method_is(r, "PUT"))
 		return begin_put(r, c);
 	return reply_error(r, c, -EOPNOTSUPP, NULL);
@@ -1395,6 +1555,9 @@ static enum MHD_Result bd_handler(void *cls, struct MHD_Connection *c, const cha
 			return ok ? MHD_YES : MHD_NO;
 		}
 		return finish_put(r, c);
+	case BD_JOB:
+		/* The call after the resume: the job ran. */
+		return r->job_reply(r, c);
 	case BD_DONE:
 		break;
 	}
@@ -1583,6 +1746,7 @@ int blockd_start(const struct blockd_config *cfg, struct blockd **ret)
 	struct blockd *b;
 	const char *bad_dir = NULL;
 	bool v6 = false;
+	unsigned threads;
 	int fd = -1, r;
 
 	if (cfg->n_keys == 0) {
@@ -1617,11 +1781,24 @@ int blockd_start(const struct blockd_config *cfg, struct blockd **ret)
 			   b->cfg.listen_port, strerror(-r));
 		goto fail;
 	}
-	b->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-					  MHD_USE_POLL | MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0),
+	threads = b->cfg.threads;
+	if (threads == 0) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+		threads = n > 0 ? (unsigned)n : 1;
+	}
+	threads = TESSERA_MIN(threads, (unsigned)BD_MAX_THREADS);
+	if ((r = jobs_start(b)) < 0) {
+		tlog_error("cannot start the job threads: %s", strerror(-r));
+		close(fd);
+		goto fail;
+	}
+	b->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+					  MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
+					  (v6 ? MHD_USE_IPv6 : 0),
 				  0, NULL, NULL, bd_handler, b,
 				  MHD_OPTION_EXTERNAL_LOGGER, bd_mhd_log, b,
 				  MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
+				  MHD_OPTION_THREAD_POOL_SIZE, threads,
 				  MHD_OPTION_CONNECTION_LIMIT,
 				  (unsigned int)(b->cfg.max_connections + BD_CONN_SLACK),
 				  MHD_OPTION_NOTIFY_CONNECTION, bd_connection, b,
@@ -1665,8 +1842,14 @@ void blockd_free(struct blockd *b)
 {
 	if (!b)
 		return;
+	/* First the job threads: libmicrohttpd does not stop with a connection suspended. */
+	jobs_stop(b);
 	if (b->mhd)
 		MHD_stop_daemon(b->mhd);
+	if (b->job_lock_init) {
+		pthread_mutex_destroy(&b->job_lock);
+		pthread_cond_destroy(&b->job_cond);
+	}
 	bd_store_close(&b->store);
 	OPENSSL_cleanse(b->cfg.keys, sizeof(b->cfg.keys));
 	free(b);

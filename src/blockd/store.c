@@ -4,6 +4,7 @@
  * Layout of each data directory DIR:
  *     DIR/objects/{bucket}/{key}   one regular file per object; the key's '/' are directories
  *     DIR/tmp/<16 hex>.tmp         objects being received; never visible as objects
+ *     DIR/tmp/<16 hex>.old         replaced versions waiting for the deleter thread
  * The object's ETag (hex MD5 of its content, or a unique "<32 hex>-1" tag when the client
  * asked for no MD5) is kept in the xattr "user.tessera.etag" when the filesystem supports
  * user xattrs (probed at open; without them the MD5 is always computed, and computed again
@@ -24,7 +25,9 @@
  * writers of the same key. Readers take no lock: rename() makes each switch atomic for them.
  * Directory fsyncs are shared between threads (group commit, below: dsync slot mutexes and
  * condition variables, never taken while holding one another; a key lock may be held
- * around a dsync slot lock, never the reverse). Staging buffers: stage_lock.
+ * around a dsync slot lock, never the reverse). Staging buffers: stage_lock. One deleter
+ * thread unlinks replaced versions (deferred deletes, below; its queue: del_lock, a leaf
+ * lock).
  *
  * Design notes: durability invariants.
  *
@@ -44,7 +47,8 @@
  *     durable and only if its file is still the one in place (remove_other_copies()). If a
  *     crash leaves two copies, bd_store_get() serves the newest (mtime) and the next put or
  *     delete cleans up.
- *  4. Crash leftovers are harmless and collected: temp files are removed by bd_store_open();
+ *  4. Crash leftovers are harmless and collected: temp files, and replaced versions that
+ *     the deleter thread had not removed yet, are in DIR/tmp and removed by bd_store_open();
  *     empty directories left by deletes are pruned opportunistically (delete removes empty
  *     parents; a racing put re-creates them and retries its rename).
  *  5. Deletes are durable before they are acknowledged: unlink -> an fsync of the parent
@@ -53,6 +57,8 @@
  * State diagram of a put (the function behind each arrow):
  *   (none) -bd_put_begin-> receiving (tmp) -bd_put_write*-> received -bd_put_finish->
  *   digested -bd_put_commit-> durable and visible;  any state -bd_put_abort-> (none)
+ * and of the version it replaces: object -aside_link+rename-> DIR/tmp/<hex>.old (unseen)
+ *   -dsync_parent ok, del_later-> queued -del_thread-> unlinked
  */
 #include "blockd_int.h"
 
@@ -225,6 +231,90 @@ static int dsync_parent(struct bd_store *s, const char *path)
 	return dsync_dir(s, dir);
 }
 
+/* ---------------------------------------------------------------- deferred deletes */
+
+/*
+ * Deferred deletes. rename(2) over an existing object drops the old file's last link inside
+ * the rename, and freeing its blocks can be slow (on a filesystem mounted with "discard",
+ * 1-10 ms, in the PUT's path). So bd_put_commit() first links the old file into DIR/tmp
+ * under a fresh name (aside_link()), renames, and once the put is durable queues the aside
+ * name here; the deleter thread unlinks it. Until then the old content is reachable only
+ * under DIR/tmp, which is never served and is emptied at start (invariant 4): a crash
+ * before the delete leaves garbage, never the old version visible as the object.
+ */
+
+static void *del_thread(void *arg)
+{
+	struct bd_store *s = arg;
+	struct bd_del *d;
+
+	pthread_mutex_lock(&s->del_lock);
+	for (;;) {
+		while (!s->del_head && !s->del_stopping)
+			pthread_cond_wait(&s->del_cond, &s->del_lock);
+		if (!(d = s->del_head))
+			break; /* stopping, and nothing left */
+		s->del_head = d->next;
+		if (!s->del_head)
+			s->del_tail = NULL;
+		s->del_queued--;
+		pthread_mutex_unlock(&s->del_lock);
+		if (unlink(d->path) < 0 && errno != ENOENT)
+			tlog_debug("cannot remove '%s': %s", d->path, strerror(errno));
+		free(d);
+		pthread_mutex_lock(&s->del_lock);
+	}
+	pthread_mutex_unlock(&s->del_lock);
+	return NULL;
+}
+
+/* Unlinks path on the deleter thread, or here when it cannot take it. */
+static void del_later(struct bd_store *s, const char *path)
+{
+	struct bd_del *d = malloc(sizeof(*d) + strlen(path) + 1);
+
+	if (d) {
+		strcpy(d->path, path);
+		d->next = NULL;
+		pthread_mutex_lock(&s->del_lock);
+		if (s->del_running && !s->del_stopping && s->del_queued < BD_DEL_MAX) {
+			if (s->del_tail)
+				s->del_tail->next = d;
+			else
+				s->del_head = d;
+			s->del_tail = d;
+			s->del_queued++;
+			pthread_cond_signal(&s->del_cond);
+			d = NULL;
+			path = NULL;
+		}
+		pthread_mutex_unlock(&s->del_lock);
+		free(d);
+	}
+	if (path)
+		(void)unlink(path);
+}
+
+/* Links the object at path into the temp directory of data directory dir under a fresh name
+ * (ret_aside), so that replacing it does not free it. Returns 0, or -errno when it could not
+ * (the caller then replaces it the plain way). */
+static int aside_link(struct bd_store *s, unsigned dir, const char *path, char ret_aside[PATH_MAX])
+{
+	uint8_t rnd[8];
+	char name[32];
+	int r;
+
+	if ((r = trandom_bytes(rnd, sizeof(rnd))) < 0)
+		return r;
+	thex_encode(rnd, sizeof(rnd), name);
+	strcat(name, ".old");
+	if ((r = path_join(ret_aside, PATH_MAX, s->dirs[dir].tmp, name, NULL)) < 0)
+		return r;
+	if (link(path, ret_aside) < 0)
+		return -errno;
+	return 0;
+}
+
 /* Creates the missing directories between base (which exists) and the file path, fsyncing
  * each new directory's parent (invariant 2). */
 static int mkdir_parents(const char *base, const char *path)
@@ -393,6 +483,8 @@ int bd_store_open(struct bd_store *s, const char (*dirs)[4096], unsigned n_dirs,
 	for (unsigned l = 0; l < BD_LOCK_STRIPES; l++)
 		pthread_mutex_init(&s->locks[l], NULL);
 	pthread_mutex_init(&s->stage_lock, NULL);
+	pthread_mutex_init(&s->del_lock, NULL);
+	pthread_cond_init(&s->del_cond, NULL);
 	for (unsigned l = 0; l < BD_DSYNC_SLOTS; l++) {
 		pthread_mutex_init(&s->dsync[l].lock, NULL);
 		pthread_cond_init(&s->dsync[l].cond, NULL);
@@ -427,6 +519,9 @@ int bd_store_open(struct bd_store *s, const char (*dirs)[4096], unsigned n_dirs,
 		d->n_bytes = bytes;
 		s->objects += d->n_objects;
 	}
+	if ((r = -pthread_create(&s->del_thread, NULL, del_thread, s)) < 0)
+		goto fail;
+	s->del_running = true;
 	return 0;
 fail:
 	if (ret_bad_dir)
@@ -437,6 +532,16 @@ fail:
 
 void bd_store_close(struct bd_store *s)
 {
+	if (s->del_running) {
+		pthread_mutex_lock(&s->del_lock);
+		s->del_stopping = true;
+		pthread_cond_broadcast(&s->del_cond);
+		pthread_mutex_unlock(&s->del_lock);
+		pthread_join(s->del_thread, NULL);
+		s->del_running = false;
+	}
+	pthread_mutex_destroy(&s->del_lock);
+	pthread_cond_destroy(&s->del_cond);
 	for (unsigned i = 0; i < BD_LOCK_STRIPES; i++)
 		pthread_mutex_destroy(&s->locks[i]);
 	for (unsigned i = 0; i < BD_DSYNC_SLOTS; i++) {
@@ -711,9 +816,9 @@ int bd_put_commit(struct bd_put *p, const char *bucket, const char *key)
 {
 	struct bd_store *s = p->store;
 	pthread_mutex_t *lock = key_lock(s, bucket, key);
-	char path[PATH_MAX];
+	char path[PATH_MAX], aside[PATH_MAX];
 	struct stat st, mine;
-	bool existed = false;
+	bool existed = false, have_aside = false;
 	int r, fd = p->fd;
 
 	if (fd < 0 || !p->etag[0])
@@ -748,6 +853,9 @@ int bd_put_commit(struct bd_put *p, const char *bucket, const char *key)
 	pthread_mutex_lock(lock);
 	existed = lstat(path, &st) == 0 && S_ISREG(st.st_mode);
 	int64_t old_size = existed ? st.st_size : 0;
+	/* Keep the version being replaced linked aside, for the deleter thread. */
+	if (existed && st.st_nlink == 1 && aside_link(s, p->dir, path, aside) == 0)
+		have_aside = true;
 	for (int attempt = 0;; attempt++) {
 		if ((r = mkdir_parents(s->dirs[p->dir].objects, path)) < 0)
 			break;
@@ -767,11 +875,20 @@ int bd_put_commit(struct bd_put *p, const char *bucket, const char *key)
 		s->dirs[p->dir].n_bytes += (int64_t)p->size - old_size;
 	}
 	pthread_mutex_unlock(lock);
-	if (r < 0)
+	if (r < 0) {
+		/* The old version is still the object: only its aside name goes. */
+		if (have_aside)
+			(void)unlink(aside);
 		goto fail;
+	}
 	/* Durable: an fsync of the directory that started after the rename, shared with the
 	 * other puts into the same directory (group commit), without the key's lock. */
 	r = dsync_parent(s, path);
+	/* The old version is now only in DIR/tmp, for good: it may go. (Unlinked before the
+	 * rename is durable, a crash could leave the directory naming a freed inode. After a
+	 * failed fsync the aside name stays, for bd_store_open() to remove.) */
+	if (r == 0 && have_aside)
+		del_later(s, aside);
 	if (r == 0 && s->n_dirs > 1) {
 		/* Only now that the new copy is durable may an older one elsewhere go. */
 		pthread_mutex_lock(lock);

@@ -7,8 +7,9 @@
 # "x-tessera-etag: no-md5" allows, keep-alive, listing, the payload-hash
 # modes curl produces (none, POSTFIELDS body hash, explicit hash, UNSIGNED-PAYLOAD), that
 # unsigned, wrongly signed, skewed, traversal and oversize requests are refused without
-# storing anything, and that objects acknowledged before a SIGKILL survive a restart with
-# no temp files left behind (store.c invariants 1, 2 and 4).
+# storing anything, that a replaced object's old version is deleted, and that objects
+# acknowledged before a SIGKILL survive a restart with no temp files left behind (store.c
+# invariants 1, 2 and 4).
 #
 # Environment: TESSERA_BUILD (build directory, default ./build). Self-contained: everything
 # lives in a temp dir that is removed on success (kept on failure); only the blockd PIDs this
@@ -108,7 +109,15 @@ stop_blockd() { # returns blockd's exit status
 }
 
 url() { echo "http://127.0.0.1:$PORT/$1"; }
-no_tmp_leftovers() { [[ -z $(find "$DATA/tmp" -type f) ]]; }
+# The version a PUT replaced waits in tmp/ for the deleter thread a moment: poll up to 2 s.
+no_tmp_leftovers() {
+	local i
+	for i in $(seq 20); do
+		[[ -z $(find "$DATA/tmp" -type f) ]] && return 0
+		sleep 0.1
+	done
+	return 1
+}
 xml_code() { grep -q "<Code>$1</Code>" "$OUT"; }
 
 # ---------------------------------------------------------------- refuses to start badly
@@ -306,6 +315,27 @@ s3 "$(url -/status)" >/dev/null
 check "status counts the stored objects" grep -q '"objects":4,' "$OUT"
 time_left
 
+# ---------------------------------------------------------------- replacing an object
+
+# The replaced version is linked aside into tmp/ and unlinked by the deleter thread once the
+# new one is durable (store.c, "Deferred deletes"): the key serves the new bytes at once,
+# tmp/ empties, and the object count does not change.
+head -c 300000 /dev/urandom >"$WORK/rep1"
+head -c 5000 /dev/urandom >"$WORK/rep2"
+s3 -T "$WORK/rep1" "$(url tessera/replace/k)" >/dev/null
+s3 "$(url -/status)" >/dev/null
+objs0=$(grep -o '"objects":[0-9]*,' "$OUT" | tail -n 1)
+for i in 1 2 3; do
+	s3 -T "$WORK/rep$((i % 2 + 1))" "$(url tessera/replace/k)" >/dev/null
+done
+code=$(s3 "$(url tessera/replace/k)")
+check "a replaced object serves the new bytes" eval 'test "$code" = 200 && cmp -s "$OUT" "$WORK/rep2"'
+check "... the old versions are deleted from tmp/" no_tmp_leftovers
+s3 "$(url -/status)" >/dev/null
+check "... and the object count is unchanged" eval \
+	'[[ $(grep -o "\"objects\":[0-9]*," "$OUT" | tail -n 1) == "$objs0" ]]'
+s3 -X DELETE "$(url tessera/replace/k)" >/dev/null
+
 # ---------------------------------------------------------------- SIGKILL during PUTs
 
 mkdir -p "$WORK/src"
@@ -325,9 +355,10 @@ wait "$BLOCKD_PID" 2>/dev/null || true
 forget_pid "$BLOCKD_PID"
 wait "$writer" 2>/dev/null || true
 nacked=$(wc -l <"$WORK/acked")
+: >"$DATA/tmp/0123456789abcdef.old" # a replaced version the deleter had not removed yet
 start_blockd blockd-restart --max-object-size 1M || { fail "blockd restarts after SIGKILL"; exit 1; }
 ok "blockd restarts after SIGKILL ($nacked objects were acknowledged)"
-check "no temp files left after restart" no_tmp_leftovers
+check "no temp files (nor replaced versions) left after restart" no_tmp_leftovers
 bad=0
 while read -r k; do
 	c=$(s3 "$(url "tessera/crash/$k")")

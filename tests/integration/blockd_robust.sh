@@ -57,7 +57,15 @@ OUT="$WORK/out"
 req() { timeout 20 curl -sS --max-time 15 -o "$OUT" -w '%{http_code}' "$@" 2>/dev/null || echo "curl-failed"; }
 s3() { req --aws-sigv4 "$SIGV4" --user "$AK:$SK" "$@"; }
 xml_code() { grep -q "<Code>$1</Code>" "$OUT"; }
-no_tmp_leftovers() { [[ -z $(find "$DATA/tmp" -type f) ]]; }
+# The version a PUT replaced waits in tmp/ for the deleter thread a moment: poll up to 2 s.
+no_tmp_leftovers() {
+	local i
+	for i in $(seq 20); do
+		[[ -z $(find "$DATA/tmp" -type f) ]] && return 0
+		sleep 0.1
+	done
+	return 1
+}
 
 PORT=
 BLOCKD_PID=
