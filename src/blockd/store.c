@@ -215,11 +215,15 @@ static int dsync_dir(struct bd_store *s, const char *dir)
 	return r;
 }
 
-/* dsync_dir() of the directory that contains path. */
+/* dsync_dir() of the directory that contains path. When that directory is gone, a delete in
+ * a sibling key removed it once it was empty (prune_empty_parents(), after our change): the
+ * nearest ancestor that still exists is synced instead, which makes the removal, and with it
+ * our change, durable. */
 static int dsync_parent(struct bd_store *s, const char *path)
 {
 	char dir[PATH_MAX];
 	char *slash;
+	int r;
 
 	if (strlen(path) >= sizeof(dir))
 		return -ENAMETOOLONG;
@@ -228,7 +232,13 @@ static int dsync_parent(struct bd_store *s, const char *path)
 	if (!slash || slash == dir)
 		return fsync_parent(path);
 	*slash = '\0';
-	return dsync_dir(s, dir);
+	while ((r = dsync_dir(s, dir)) == -ENOENT) {
+		slash = strrchr(dir, '/');
+		if (!slash || slash == dir)
+			break;
+		*slash = '\0';
+	}
+	return r;
 }
 
 /* ---------------------------------------------------------------- deferred deletes */

@@ -4,6 +4,8 @@
 #
 #  - concurrent PUT/PUT/DELETE/GET of one key: every GET returns one of the PUT bodies whole
 #    (with its own ETag) or 404, never a torn or mixed object (store.c invariants 1 and 3);
+#  - parallel deletes of the last keys of one key directory: each is 204 (the directory that
+#    one of them prunes is not an error for the others);
 #  - a stalled client (half a request header) does not hold up other clients and is cut off
 #    after --connection-timeout; a slow body is cut off too and leaves no temp file;
 #  - the connection limit: clients beyond --max-connections get 503 SlowDown, and service
@@ -129,6 +131,27 @@ done < <(cat "$WORK"/reads?)
 check "concurrent PUT x3/DELETE/GET of one key: $total reads, $whole whole bodies with their ETag, $gone 404, $bad torn" \
 	eval '[[ $bad -eq 0 && $whole -gt 0 && $total -ge 20 ]]'
 check "... and no temp file is left" no_tmp_leftovers
+
+# ---------------------------------------------------------------- sibling deletes
+# Deleting the last keys of one key directory in parallel: one delete prunes the emptied
+# directory while another still syncs it; every delete of an existing key must still be 204.
+printf 'x' >"$WORK/tiny"
+codes=""
+for round in 1 2 3 4 5; do
+	for i in $(seq 16); do s3 -T "$WORK/tiny" "$(url "tessera/sib$round/k$i")" >/dev/null; done
+	dels=()
+	for i in $(seq 16); do
+		(OUT="$WORK/del$i"; s3 -X DELETE "$(url "tessera/sib$round/k$i")" >"$WORK/code$i") &
+		dels+=($!)
+	done
+	wait "${dels[@]}"
+	for f in "$WORK"/code*; do codes+=" $(<"$f")"; done
+	rm -f "$WORK"/code* "$WORK"/del*
+done
+n204=$(tr ' ' '\n' <<<"$codes" | grep -c '^204$')
+check "80 parallel deletes of sibling keys: all 204 (got:${codes// 204/})" eval '[[ $n204 -eq 80 ]]'
+left=$(find "$DATA/objects/tessera" -path '*sib*' 2>/dev/null | wc -l)
+check "... and the key directories are gone" eval '[[ $left -eq 0 ]]'
 
 # ---------------------------------------------------------------- stalled and slow clients
 
