@@ -1698,6 +1698,32 @@ static int fetch_status(struct data *d, uint64_t *cap, uint64_t *avail)
 	return ok;
 }
 
+int data_check_access(struct data *d, uint16_t *bad, size_t bad_size, size_t *ret_n)
+{
+	struct blockclient_op *ops = calloc(d->n_servers ? d->n_servers : 1, sizeof(*ops));
+	char key[PROTO_KEY_MAX], uuid[37];
+	size_t n = 0;
+
+	if (!ops)
+		return -ENOMEM;
+	tuuid_format(d->sb->fs_uuid, uuid);
+	snprintf(key, sizeof(key), "%s/access-check", uuid);
+	for (size_t i = 0; i < d->n_servers; i++)
+		ops[i] = (struct blockclient_op){ .method = BC_HEAD, .server = d->servers[i].id,
+						  .key = key };
+	blockclient_run(d->bc, ops, d->n_servers, true);
+	for (size_t i = 0; i < d->n_servers; i++) {
+		if (ops[i].result != -EACCES)
+			continue;
+		if (n < bad_size)
+			bad[n] = d->servers[i].id;
+		n++;
+	}
+	free(ops);
+	*ret_n = n;
+	return 0;
+}
+
 int data_statfs(struct data *d, uint64_t *ret_total, uint64_t *ret_free)
 {
 	uint64_t total = 0, avail = 0, now = tclock_monotonic_ns();

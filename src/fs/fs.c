@@ -761,6 +761,21 @@ int fs_open(struct fs *fs, const char *meta_dir, const struct fs_options *opt)
 		tlog_error("cannot set up the data layer: %s", strerror(-r));
 		goto fail;
 	}
+	/* A server that refuses the key would fail every write to it: say so now, by name. */
+	uint16_t refused[META_MAX_SERVERS];
+	size_t n_refused = 0;
+	r = data_check_access(fs->data, refused, TESSERA_ARRAY_SIZE(refused), &n_refused);
+	if (r < 0)
+		goto fail;
+	for (size_t i = 0; i < n_refused; i++) {
+		const struct meta_server *sv = meta_server_find(sb, refused[i]);
+		tlog_error("server %u (%s) refuses the filesystem's access key (credentials '%s')",
+			   refused[i], sv ? sv->url : "?", sb->credentials);
+	}
+	if (n_refused) {
+		r = -EACCES;
+		goto fail;
+	}
 	r = remove_orphans(fs);
 	if (r < 0)
 		tlog_warn("orphan cleanup failed: %s", strerror(-r));

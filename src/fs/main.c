@@ -24,10 +24,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "tessera/blockclient.h"
 #include "tessera/common.h"
 #include "tessera/control.h"
 #include "tessera/fs.h"
 #include "tessera/meta.h"
+#include "tessera/proto.h"
 
 struct cmdline {
 	char *meta_dir;
@@ -130,6 +132,53 @@ static void usage(FILE *out)
 		"  -o allow_other,default_permissions,...  passed to the kernel\n");
 }
 
+/* Before detaching: asks every active server, with a signed HEAD of a key that does not
+ * exist, whether it takes the key (a 403 would fail every write to it later, out of sight of
+ * the terminal). Servers that do not answer are not an error here. Returns 0 or -EACCES. */
+static int check_key(const struct meta_superblock *sb, const char *ak, const char *sk,
+		     unsigned connect_timeout_ms)
+{
+	struct blockclient_config cfg = { .connect_timeout_ms = connect_timeout_ms ?
+								connect_timeout_ms : 2000,
+					  .request_timeout_ms = 5000 };
+	struct blockclient_op ops[META_MAX_SERVERS];
+	uint16_t ids[META_MAX_SERVERS];
+	const char *urls[META_MAX_SERVERS];
+	char key[PROTO_KEY_MAX], uuid[37];
+	struct blockclient *bc;
+	size_t n = 0;
+	int r, refused = 0;
+
+	snprintf(cfg.bucket, sizeof(cfg.bucket), "%s", sb->bucket);
+	snprintf(cfg.region, sizeof(cfg.region), "%s", sb->region);
+	snprintf(cfg.access_key, sizeof(cfg.access_key), "%s", ak);
+	snprintf(cfg.secret_key, sizeof(cfg.secret_key), "%s", sk);
+	tuuid_format(sb->fs_uuid, uuid);
+	snprintf(key, sizeof(key), "%s/access-check", uuid);
+	for (uint32_t i = 0; i < sb->n_servers; i++) {
+		if (sb->servers[i].flags & META_SERVER_F_RETIRED)
+			continue;
+		ids[n] = sb->servers[i].id;
+		urls[n] = sb->servers[i].url;
+		ops[n] = (struct blockclient_op){ .method = BC_HEAD, .server = ids[n], .key = key };
+		n++;
+	}
+	r = blockclient_new(&cfg, ids, urls, n, &bc);
+	memset(&cfg, 0, sizeof(cfg));
+	if (r < 0)
+		return 0; /* the daemon will report it */
+	blockclient_run(bc, ops, n, true);
+	blockclient_free(bc); /* its thread is gone before the fork */
+	for (size_t i = 0; i < n; i++) {
+		if (ops[i].result != -EACCES)
+			continue;
+		fprintf(stderr, "tesserafs: server %u (%s) refuses the filesystem's access key "
+			"(credentials '%s')\n", ids[i], urls[i], sb->credentials);
+		refused++;
+	}
+	return refused ? -EACCES : 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -209,22 +258,51 @@ int main(int argc, char **argv)
 			    fuse_opt_add_arg(&args, mount_opts) != 0)))
 		goto out;
 
-	/* Check the metadata before detaching, so that errors reach the terminal; RocksDB's
-	 * threads do not survive fork(), so the daemon opens it again afterwards. */
-	if (!c.foreground) {
+	/* An absolute mount point: fuse_daemonize() changes to "/" even in the foreground, and
+	 * the unmount after a failed start must still find the mount. */
+	char *abs_mnt = realpath(c.mountpoint, NULL);
+	if (!abs_mnt) {
+		fprintf(stderr, "tesserafs: mount point '%s': %s%s\n", c.mountpoint, strerror(errno),
+			errno == ENOTCONN ? " (a dead mount is there: fusermount3 -u it)" : "");
+		goto out;
+	}
+	free(c.mountpoint);
+	c.mountpoint = abs_mnt;
+
+	fs = fs_alloc();
+	if (!fs)
+		goto out;
+	if (c.foreground) {
+		/* Everything that can fail (metadata, credentials, servers refusing the key) fails
+		 * here, before anything is mounted. */
+		if (fs_open(fs, c.meta_dir, &fo) < 0)
+			goto out;
+	} else {
+		/* Check the metadata and the key before detaching, so that errors reach the
+		 * terminal; RocksDB's threads do not survive fork(), so the daemon opens it again
+		 * afterwards. */
 		struct meta *m;
+		char ak[128], sk[128];
 		r = meta_open(c.meta_dir, &m);
 		if (r < 0) {
 			fprintf(stderr, "tesserafs: cannot open metadata '%s': %s\n", c.meta_dir,
 				r == -ENOENT ? "no filesystem (run tessera-mkfs)" : strerror(-r));
 			goto out;
 		}
+		r = meta_load_credentials(c.meta_dir, meta_superblock(m), ak, sizeof(ak), sk,
+					  sizeof(sk));
+		if (r < 0)
+			fprintf(stderr, "tesserafs: no usable access key (credentials '%s'): %s\n",
+				meta_superblock(m)->credentials,
+				r == -EINVAL ? "no key pair" : strerror(-r));
+		else
+			r = check_key(meta_superblock(m), ak, sk, fo.connect_timeout_ms);
+		memset(ak, 0, sizeof(ak));
+		memset(sk, 0, sizeof(sk));
 		meta_close(m);
+		if (r < 0)
+			goto out;
 	}
-
-	fs = fs_alloc();
-	if (!fs)
-		goto out;
 	se = fuse_session_new(&args, fs_ops(), sizeof(struct fuse_lowlevel_ops), fs);
 	if (!se)
 		goto out;
@@ -238,8 +316,7 @@ int main(int argc, char **argv)
 	if (fuse_daemonize(c.foreground) != 0)
 		goto out_unmount;
 
-	r = fs_open(fs, c.meta_dir, &fo);
-	if (r < 0)
+	if (!c.foreground && fs_open(fs, c.meta_dir, &fo) < 0)
 		goto out_unmount;
 	tlog_info("mounted '%s' on '%s'", c.meta_dir, c.mountpoint);
 	r = control_start(fs, c.meta_dir, &ctl);

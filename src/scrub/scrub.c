@@ -76,6 +76,7 @@
 struct dmg {
 	uint64_t ino, stripe, version;
 	uint64_t good;   /* fragments that passed the check */
+	uint64_t unreach; /* fragments whose server did not answer (or refused our key) */
 	uint32_t flags;
 };
 
@@ -509,6 +510,23 @@ static void probe_servers(struct run *run)
 		scrub_warn(s, "server %u (%s) does not answer: %s", s->servers[i].id,
 			   s->srv[i]->url, strerror(-ops[i].result));
 	}
+	/* /-/status needs no key: a signed HEAD of a key that does not exist (404 when the key
+	 * is accepted) finds the servers that refuse ours, before they look like lost data. */
+	char key[PROTO_KEY_MAX], uuid[37];
+	tuuid_format(s->sb->fs_uuid, uuid);
+	snprintf(key, sizeof(key), "%s/access-check", uuid);
+	for (size_t i = 0; i < s->n_servers; i++)
+		ops[i] = (struct blockclient_op){ .method = BC_HEAD, .server = s->servers[i].id,
+						  .key = key };
+	blockclient_run(s->bc, ops, s->n_servers, true);
+	for (size_t i = 0; i < s->n_servers; i++) {
+		if (run->srv_down[i] || ops[i].result != -EACCES)
+			continue;
+		run->srv_down[i] = true;
+		scrub_warn(s, "server %u (%s) refuses the filesystem's access key (check its "
+			   "credentials): its fragments count as unreachable",
+			   s->servers[i].id, s->srv[i]->url);
+	}
 out:
 	free(ops);
 	free(bufs);
@@ -610,6 +628,27 @@ static void stripe_lost(struct run *run, uint64_t ino, uint64_t stripe, uint64_t
 		.stripe = stripe, .index = -1, .server = -1,
 		.off = stripe * s->sb->stripe_size, .len = len, .path = have ? path : NULL,
 		.msg = msg });
+}
+
+/* Reports a stripe with fewer than k good fragments: lost when even the fragments on servers
+ * that did not answer could not make k, else unavailable (not repaired: check again when the
+ * servers are back). */
+static void stripe_short(struct run *run, const struct dmg *d, const struct meta_stripe *rec)
+{
+	const int good = __builtin_popcountll(d->good), away = __builtin_popcountll(d->unreach);
+	char msg[160];
+
+	if (good + away >= (int)rec->k) {
+		snprintf(msg, sizeof(msg),
+			 "only %d of %u fragments good and %d on servers that do not answer (or refuse "
+			 "the key), %u needed: unavailable, not lost",
+			 good, rec->k + rec->m, away, rec->k);
+		stripe_lost(run, d->ino, d->stripe, rec->data_len, false, msg);
+		return;
+	}
+	snprintf(msg, sizeof(msg), "only %d of %u fragments good, %u needed", good,
+		 rec->k + rec->m, rec->k);
+	stripe_lost(run, d->ino, d->stripe, rec->data_len, true, msg);
 }
 
 /* Whether the map of (ino, stripe) is still at `version`: in mounted mode the filesystem may
@@ -774,9 +813,13 @@ static void verify_stripe(struct run *run, struct worker *w, void *item)
 		if (bad & (1ull << i))
 			frag_event(s, bad_kind[i], it, i, bad_msg[i]);
 	if (bad || (rec->flags & META_STRIPE_F_DEGRADED)) {
+		uint64_t unreach = 0;
+		for (unsigned i = 0; i < n; i++)
+			if ((bad & (1ull << i)) && bad_kind[i] == SCRUB_EV_FRAG_UNREACHABLE)
+				unreach |= 1ull << i;
 		int r = repair_queue(run, &(struct dmg){ .ino = it->ino, .stripe = it->stripe,
 							.version = rec->version, .good = good,
-							.flags = rec->flags });
+							.unreach = unreach, .flags = rec->flags });
 		if (r < 0)
 			run->fatal = r;
 		pthread_mutex_lock(&s->lock);
@@ -869,9 +912,7 @@ static void repair_stripe(struct run *run, struct worker *w, void *item)
 		goto done;
 	}
 	if (__builtin_popcountll(d->good) < (int)rec.k) {
-		snprintf(msg, sizeof(msg), "only %d of %u fragments good, %u needed",
-			 __builtin_popcountll(d->good), n, rec.k);
-		stripe_lost(run, d->ino, d->stripe, rec.data_len, true, msg);
+		stripe_short(run, d, &rec);
 		goto done;
 	}
 	scrub_rate_take(s, (uint64_t)rec.k * slot);
@@ -1205,10 +1246,7 @@ static void repair_dry(struct run *run)
 		if (meta_stripe_get(s->meta, d.ino, d.stripe, &rec) < 0)
 			continue;
 		if (__builtin_popcountll(d.good) < (int)rec.k) {
-			char msg[96];
-			snprintf(msg, sizeof(msg), "only %d of %u fragments good, %u needed",
-				 __builtin_popcountll(d.good), rec.k + rec.m, rec.k);
-			stripe_lost(run, d.ino, d.stripe, rec.data_len, true, msg);
+			stripe_short(run, &d, &rec);
 		} else {
 			pthread_mutex_lock(&s->lock);
 			s->st.errors_left++;
@@ -1521,7 +1559,8 @@ int scrub_exit_status(const struct scrub_stats *st, int run_result)
 		rc |= SCRUB_EXIT_FIXED;
 	if (st->errors_left)
 		rc |= SCRUB_EXIT_LEFT;
-	if (run_result < 0)
+	/* errors left while servers did not answer: the run could not do its whole job */
+	if (run_result < 0 || (st->errors_left && st->frags_unreachable))
 		rc |= SCRUB_EXIT_OPERATIONAL;
 	return rc;
 }
