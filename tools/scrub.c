@@ -342,6 +342,31 @@ static void print_summary(const struct scrub_stats *st, bool dry_run, bool gc)
 		printf("%" PRIu64 " problems found (dry run: nothing changed)\n", st->errors_left);
 }
 
+/* After a complete run that left nothing to repair, every stripe has its fragments on the
+ * servers its map names, replaced ones included: their refill is done (META_SERVER_F_REFILL,
+ * which holds back the next `tessera server remove` or `replace`). */
+static void clear_refill(struct meta *meta, const struct out *o)
+{
+	struct meta_superblock *sb = malloc(sizeof(*sb));
+	bool any = false;
+	int r;
+
+	if (!sb)
+		return;
+	memcpy(sb, meta_superblock(meta), sizeof(*sb));
+	for (uint32_t i = 0; i < sb->n_servers; i++) {
+		if (!(sb->servers[i].flags & META_SERVER_F_REFILL))
+			continue;
+		sb->servers[i].flags &= ~META_SERVER_F_REFILL;
+		any = true;
+		if (!o->json && !o->quiet)
+			printf("server %u (%s) is refilled\n", sb->servers[i].id, sb->servers[i].url);
+	}
+	if (any && (r = meta_superblock_update(meta, sb)) < 0)
+		fprintf(stderr, "%s: cannot record the refilled servers: %s\n", prog, strerror(-r));
+	free(sb);
+}
+
 static volatile sig_atomic_t stop_requested;
 static struct scrub *volatile running; /* the unmounted run, for the signal handler */
 
@@ -594,6 +619,9 @@ int main(int argc, char **argv)
 	running = NULL;
 	rc = scrub_exit_status(&st, r);
 	report(&o, uuid, &opt, &st, rc, r, false);
+	if (r == 0 && !opt.dry_run && !opt.skip_namespace && !st.errors_left &&
+	    !st.frags_unreachable)
+		clear_refill(meta, &o);
 out:
 	scrub_free(s);
 	blockclient_free(bc);

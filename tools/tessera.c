@@ -18,7 +18,11 @@
  * A change is refused when it would leave fewer active servers than k+m (every fragment of a
  * stripe goes to a different server), when a new address duplicates an active server's, and,
  * unless --force, when the new server does not answer a signed listing of the bucket with the
- * filesystem's access key. The metadata must not be in use (the daemon holds its lock while
+ * filesystem's access key, or while the previous remove or replace is not settled: each one
+ * costs every stripe on that server a fragment until tessera-scrub has rebuilt it, so two
+ * before a scrub could leave stripes with fewer than k (a replaced server is flagged
+ * META_SERVER_F_REFILL until a complete scrub clears it; a retired one is settled when no
+ * stripe map names it any more). The metadata must not be in use (the daemon holds its lock while
  * mounted): the change is one synced superblock write.
  *
  * meta backup writes a RocksDB checkpoint (meta_backup()) into DEST, a new directory that
@@ -186,15 +190,66 @@ static int probe(const char *dir, const struct meta_superblock *sb, const struct
 	return 0;
 }
 
+struct drain_scan {
+	const struct meta_superblock *sb;
+	uint64_t stripes;  /* stripes with a fragment on a retired server */
+	uint16_t example;  /* one such server */
+};
+
+static int drain_one(void *ctx, uint64_t ino, uint64_t stripe, const struct meta_stripe *rec)
+{
+	struct drain_scan *d = ctx;
+
+	(void)ino;
+	(void)stripe;
+	for (unsigned i = 0; i < (unsigned)rec->k + rec->m && i < 64; i++) {
+		const struct meta_server *sv;
+		if (!(rec->present & (1ull << i)))
+			continue;
+		sv = meta_server_find(d->sb, rec->servers[i]);
+		if (sv && (sv->flags & META_SERVER_F_RETIRED)) {
+			d->example = sv->id;
+			d->stripes++;
+			break;
+		}
+	}
+	return 0;
+}
+
+/* Every remove or replace costs each stripe on that server one fragment until a scrub has
+ * rebuilt it: a second one before that could leave stripes with fewer than k. Refuses while
+ * a replaced server is not refilled or a retired one still holds fragments. */
+static int check_settled(struct meta *meta, const struct meta_superblock *sb)
+{
+	struct drain_scan d = { .sb = sb };
+	int r;
+
+	for (uint32_t i = 0; i < sb->n_servers; i++)
+		if (sb->servers[i].flags & META_SERVER_F_REFILL)
+			return fail("server %u was given a new address and is not refilled yet: run "
+				    "tessera-scrub first (or --force)",
+				    sb->servers[i].id);
+	r = meta_stripe_list_all(meta, drain_one, &d);
+	if (r < 0)
+		return fail("cannot read the stripe maps: %s", strerror(-r));
+	if (d.stripes)
+		return fail("retired server %u still holds fragments of %llu stripe(s): run "
+			    "tessera-scrub first (or --force)",
+			    d.example, (unsigned long long)d.stripes);
+	return 0;
+}
+
 static int cmd_list(const struct meta_superblock *sb)
 {
-	printf("%-5s %-8s %-40s %-12s %s\n", "ID", "STATE", "URL", "ZONE", "WEIGHT");
+	printf("%-5s %-9s %-40s %-12s %s\n", "ID", "STATE", "URL", "ZONE", "WEIGHT");
 	for (uint32_t i = 0; i < sb->n_servers; i++) {
 		const struct meta_server *sv = &sb->servers[i];
 
-		printf("%-5u %-8s %-40s %-12s %" PRIu64 "\n", sv->id,
-		       sv->flags & META_SERVER_F_RETIRED ? "retired" : "active", sv->url,
-		       sv->zone[0] ? sv->zone : "-", sv->weight);
+		printf("%-5u %-9s %-40s %-12s %" PRIu64 "\n", sv->id,
+		       sv->flags & META_SERVER_F_RETIRED  ? "retired"
+		       : sv->flags & META_SERVER_F_REFILL ? "refilling"
+							  : "active",
+		       sv->url, sv->zone[0] ? sv->zone : "-", sv->weight);
 	}
 	printf("k=%u m=%u: %u active servers, %u needed\n", sb->k, sb->m, active_count(sb),
 	       sb->k + sb->m);
@@ -398,6 +453,8 @@ int main(int argc, char **argv)
 			rc = fail("server %u is already retired", sv->id);
 			goto out;
 		}
+		if (!force && (rc = check_settled(meta, sb)))
+			goto out;
 		if (active_count(sb) - 1 < sb->k + sb->m && !force) {
 			rc = fail("removing server %u would leave %u active servers, fewer than "
 				  "k+m = %u: its fragments could not be rebuilt elsewhere (add a "
@@ -432,7 +489,10 @@ int main(int argc, char **argv)
 			rc = fail("server %u already has the address %s", dup->id, nsv.url);
 			goto out;
 		}
+		if (!force && (rc = check_settled(meta, sb)))
+			goto out;
 		nsv.id = sv->id;
+		nsv.flags = META_SERVER_F_REFILL;
 		if (!strstr(spec, ",zone="))
 			memcpy(nsv.zone, sv->zone, sizeof(nsv.zone));
 		if (!strstr(spec, ",weight="))

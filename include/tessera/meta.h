@@ -82,6 +82,10 @@ struct meta_server {
  * maps still place on it count as lost until the scrubber has rebuilt them elsewhere. The
  * entry stays so that its id is never given to another server. */
 #define META_SERVER_F_RETIRED 0x1u
+/* Given a new address (an empty replacement, say): the fragments the stripe maps place on it
+ * may be missing there until a complete scrub has rebuilt them, which clears the flag. */
+#define META_SERVER_F_REFILL 0x2u
+#define META_SERVER_F_ALL (META_SERVER_F_RETIRED | META_SERVER_F_REFILL)
 
 struct meta_superblock {
 	uint32_t format_version;

@@ -765,8 +765,10 @@ int fs_open(struct fs *fs, const char *meta_dir, const struct fs_options *opt)
 	uint16_t refused[META_MAX_SERVERS];
 	size_t n_refused = 0;
 	r = data_check_access(fs->data, refused, TESSERA_ARRAY_SIZE(refused), &n_refused);
-	if (r < 0)
+	if (r < 0) {
+		tlog_error("cannot check the servers' access: %s", strerror(-r));
 		goto fail;
+	}
 	for (size_t i = 0; i < n_refused; i++) {
 		const struct meta_server *sv = meta_server_find(sb, refused[i]);
 		tlog_error("server %u (%s) refuses the filesystem's access key (credentials '%s')",

@@ -42,6 +42,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -509,19 +510,21 @@ static int sync_tree(const char *dir)
 	return r ? r : tfsync_dir(dir);
 }
 
-/* Removes a directory of plain files (a failed backup's temporary directory). */
-static void remove_flat_dir(const char *dir)
+static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
-	DIR *d = opendir(dir);
-	struct dirent *de;
+	(void)st;
+	(void)ftw;
+	if (flag == FTW_DP)
+		rmdir(path);
+	else
+		unlink(path);
+	return 0;
+}
 
-	if (!d)
-		return;
-	while ((de = readdir(d)))
-		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
-			unlinkat(dirfd(d), de->d_name, 0);
-	closedir(d);
-	rmdir(dir);
+/* Removes a failed backup's temporary directory (it holds what this process made). */
+static void remove_tree(const char *dir)
+{
+	nftw(dir, remove_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 int meta_backup(struct meta *m, const char *dest)
@@ -563,8 +566,10 @@ int meta_backup(struct meta *m, const char *dest)
 		r = meta_err(err, "checkpoint");
 		goto fail;
 	}
+	/* a key file named relative to the metadata directory travels with it (not one that
+	 * climbs out of it with "..") */
 	if (strncmp(m->sb.credentials, "file:", 5) == 0 && m->sb.credentials[5] != '/' &&
-	    !strchr(m->sb.credentials + 5, '/'))
+	    !strstr(m->sb.credentials + 5, ".."))
 		cred = m->sb.credentials + 5;
 	if (cred && *cred) {
 		if (snprintf(path, sizeof(path), "%s/%s", m->dir, cred) >= (int)sizeof(path)) {
@@ -574,8 +579,15 @@ int meta_backup(struct meta *m, const char *dest)
 		r = tfile_read_all(path, 4096, &buf, &len);
 		if (r == 0)
 			r = snprintf(path, sizeof(path), "%s/%s", tmp, cred) < (int)sizeof(path)
-				    ? tfile_write_atomic(path, buf, len, 0600)
+				    ? 0
 				    : -ENAMETOOLONG;
+		if (r == 0 && (slash = strrchr(path, '/')) && slash > path + strlen(tmp)) {
+			*slash = '\0';
+			r = tmkdir_p(path, 0700);
+			*slash = '/';
+		}
+		if (r == 0)
+			r = tfile_write_atomic(path, buf, len, 0600);
 		if (buf)
 			memset(buf, 0, len);
 		free(buf);
@@ -591,7 +603,7 @@ int meta_backup(struct meta *m, const char *dest)
 	}
 	return tfsync_dir(parent);
 fail:
-	remove_flat_dir(tmp);
+	remove_tree(tmp);
 	return r;
 }
 

@@ -198,7 +198,8 @@ int meta_garbage_decode(const uint8_t *buf, size_t len, struct meta_garbage *ret
  * create_time(8) bucket(len 1 + bytes) region(len 1 + bytes) credentials(len 2 + bytes)
  * n_servers(2), per server id(2) url(len 2 + bytes) zone(len 1 + bytes) weight(8) flags(4),
  * and a crc32c(4) of everything before it. Version 1 has no inline_max, versions 1 and 2 no
- * server flags; they decode with the defaults (4 KiB, 0). ---- */
+ * server flags; they decode with the defaults (4 KiB, 0). Version 2 is written while no
+ * server has flags. ---- */
 
 /* Length of a string field that must be shorter than its array and contain no NUL;
  * returns -1 when it is not terminated inside the array. */
@@ -232,7 +233,7 @@ static bool superblock_valid(const struct meta_superblock *sb)
 
 		if (str_field_len(sv->url, sizeof(sv->url)) <= 0 ||
 		    str_field_len(sv->zone, sizeof(sv->zone)) < 0 ||
-		    (sv->flags & ~META_SERVER_F_RETIRED) != 0)
+		    (sv->flags & ~META_SERVER_F_ALL) != 0)
 			return false;
 		if (seen[sv->id / 64] & (UINT64_C(1) << (sv->id % 64)))
 			return false;
@@ -257,16 +258,21 @@ size_t meta_superblock_encode(const struct meta_superblock *sb, uint8_t *out, si
 {
 	size_t len = 45 + 4 + 2 + 4;
 	uint8_t *p = out;
+	bool flags = false;
 
 	if (!superblock_valid(sb))
 		return 0;
+	/* Version 2 while no server has flags, so that older programs still read it. */
+	for (uint32_t i = 0; i < sb->n_servers; i++)
+		flags |= sb->servers[i].flags != 0;
 	len += 1 + strlen(sb->bucket) + 1 + strlen(sb->region) + 2 + strlen(sb->credentials);
 	for (uint32_t i = 0; i < sb->n_servers; i++)
-		len += 2 + 2 + strlen(sb->servers[i].url) + 1 + strlen(sb->servers[i].zone) + 8 + 4;
+		len += 2 + 2 + strlen(sb->servers[i].url) + 1 + strlen(sb->servers[i].zone) + 8 +
+		       (flags ? 4 : 0);
 	if (size < len)
 		return len;
 
-	*p++ = META_REC_SUPERBLOCK_V3;
+	*p++ = flags ? META_REC_SUPERBLOCK_V3 : META_REC_SUPERBLOCK_V2;
 	be_put32(p, sb->format_version), p += 4;
 	memcpy(p, sb->fs_uuid, 16), p += 16;
 	be_put32(p, sb->k), p += 4;
@@ -286,7 +292,8 @@ size_t meta_superblock_encode(const struct meta_superblock *sb, uint8_t *out, si
 		p = put_str(p, sv->url, 2);
 		p = put_str(p, sv->zone, 1);
 		be_put64(p, sv->weight), p += 8;
-		be_put32(p, sv->flags), p += 4;
+		if (flags)
+			be_put32(p, sv->flags), p += 4;
 	}
 	be_put32(p, tcrc32c(0, out, (size_t)(p - out))), p += 4;
 	return (size_t)(p - out);

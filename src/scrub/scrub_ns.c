@@ -511,36 +511,60 @@ static int release_stray_stripes(struct ns *ns)
 
 enum { SCRUB_REACH_UNKNOWN, SCRUB_REACH_WALKING, SCRUB_REACH_ROOT };
 
-/* Moves directory e out of its parent's entries into /lost+found (breaking a cycle). */
+/* Moves directory e out of its parent's entries into /lost+found (breaking a cycle): the
+ * entry's removal, the new entry and the new '..' in one batch. */
 static int detach_to_lost_found(struct ns *ns, struct scrub_inode *e)
 {
 	struct scrub *s = ns->s;
-	char name[META_NAME_MAX + 1];
-	struct scrub_inode *p = scrub_inode_find(s, e->parent);
+	char name[META_NAME_MAX + 1], lname[32];
+	struct scrub_inode *p = scrub_inode_find(s, e->parent), *l;
+	const uint64_t parent = e->parent;
+	struct meta_inode in;
+	uint64_t lf = 0;
 	int r;
 
 	r = scrub_entry_name(s, e->parent, e->ino, name);
 	if (r < 0)
 		return r == -ENOENT ? 0 : r;
-	if (!ns->fix) {
+	if (!ns->fix || (s->opt.in_use && s->opt.in_use(s->opt.in_use_ctx, e->ino))) {
 		scrub_ns_event(s, e->ino, false,
 			       "directory %llu is in a cycle cut off from the root (entry '%s' "
-			       "in %llu)",
-			       (unsigned long long)e->ino, name, (unsigned long long)e->parent);
+			       "in %llu)%s",
+			       (unsigned long long)e->ino, name, (unsigned long long)e->parent,
+			       ns->fix ? ": in use, left for a later run" : "");
 		return 0;
 	}
-	meta_batch_dentry_del(ns->b, e->parent, name, strlen(name));
+	r = lost_found(ns, &lf);
+	if (r < 0) {
+		scrub_ns_event(s, e->ino, false,
+			       "directory %llu is in a cycle cut off from the root: cannot use "
+			       "/lost+found: %s",
+			       (unsigned long long)e->ino, strerror(-r));
+		return r == -EEXIST ? 0 : r;
+	}
+	r = meta_inode_get(s->meta, e->ino, &in);
+	if (r < 0)
+		return r;
+	int len = snprintf(lname, sizeof(lname), "#%llu", (unsigned long long)e->ino);
+	in.rdev = lf; /* '..' (meta.h) */
+	meta_batch_dentry_del(ns->b, parent, name, strlen(name));
+	meta_batch_dentry_put(ns->b, lf, lname, (size_t)len, e->ino, S_IFDIR);
+	meta_batch_inode_put(ns->b, &in);
 	r = ns_commit(ns);
 	if (r < 0)
 		return r;
 	if (p && p->subdirs)
 		p->subdirs--;
-	e->refs = 0;
-	e->parent = 0;
+	l = scrub_inode_find(s, lf);
+	if (l)
+		l->subdirs++;
+	e->refs = 1;
+	e->parent = lf;
 	scrub_ns_event(s, e->ino, true,
-		       "directory %llu was in a cycle cut off from the root: entry '%s' removed",
-		       (unsigned long long)e->ino, name);
-	return fix_unlinked(ns, e); /* into /lost+found, which reaches the root */
+		       "directory %llu was in a cycle cut off from the root: moved from '%s' in "
+		       "%llu to /lost+found/%s",
+		       (unsigned long long)e->ino, name, (unsigned long long)parent, lname);
+	return 0;
 }
 
 /* Step 5: walks from each directory up its parents. A walk that reaches the root (or a

@@ -87,6 +87,9 @@ admin 0 "remove server 2" remove "$TESSERA_META" 2
 list_has "^2 +retired" && ok "server 2 is listed as retired" || fail "list: $(cat "$ADMIN_OUT")"
 admin 1 "a second removal would leave fewer than k+m" remove "$TESSERA_META" 3
 admin 1 "removing a retired server again" remove "$TESSERA_META" 2
+admin 1 "no replace while the retired server still holds fragments" replace "$TESSERA_META" 4 \
+	"http://127.0.0.1:9"
+grep -q "still holds fragments" "$ADMIN_OUT" && ok "... says why" || fail "message: $(cat "$ADMIN_OUT")"
 check "stop server 2 (out of the list)" lib_local stop-server 2
 
 scrub 4 "dry run finds the retired server's fragments" -n
@@ -131,14 +134,17 @@ OUT=$(lib_local new-server) || fail "new-server: $OUT"
 NEW_URL=${OUT##* }
 NEW_IDX=$(awk '{print $2}' <<<"$OUT")
 admin 0 "replace server 4 by $NEW_URL" replace "$TESSERA_META" 4 "$NEW_URL"
-list_has "^4 +active +${NEW_URL//./\\.} " && ok "server 4 has the new address" ||
+list_has "^4 +refilling +${NEW_URL//./\\.} " && ok "server 4 has the new address, refilling" ||
 	fail "list: $(cat "$ADMIN_OUT")"
+admin 1 "no other change before the refill" remove "$TESSERA_META" 5
+grep -q "not refilled" "$ADMIN_OUT" && ok "... says why" || fail "message: $(cat "$ADMIN_OUT")"
 scrub 1 "scrub after the replacement"
 [[ $(json_stat frags_rebuilt "$REPORT") == "$HELD4" ]] && ok "$HELD4 fragments rebuilt" ||
 	fail "$(json_stat frags_rebuilt "$REPORT") fragments rebuilt, want $HELD4"
 [[ $(server_objects "$NEW_IDX") == "$HELD4" ]] && ok "the new server holds them" ||
 	fail "the new server holds $(server_objects "$NEW_IDX"), want $HELD4"
 scrub 0 "second scrub is clean"
+list_has "^4 +active " && ok "a complete scrub ended the refill" || fail "list: $(cat "$ADMIN_OUT")"
 
 # ---- 3. add a server: new stripes use it
 OUT=$(lib_local new-server) || fail "new-server: $OUT"

@@ -382,9 +382,18 @@ START_TEST(test_superblock_codec)
 	ck_assert(!meta_server_active(out, 99));
 	ck_assert_ptr_null(meta_server_find(out, 99));
 	ck_assert_str_eq(meta_server_find(out, 4)->url, "http://127.0.0.1:9004");
-	sb->servers[2].flags = 0x2;
+	sb->servers[2].flags = 0x4;
 	ck_assert_uint_eq(meta_superblock_encode(sb, buf, META_SUPERBLOCK_ENC_MAX), 0);
 	sb->servers[2].flags = 0;
+	/* without flags the record is version 2 (older programs read it) */
+	len = meta_superblock_encode(sb, buf, META_SUPERBLOCK_ENC_MAX);
+	ck_assert_uint_eq(buf[0], 2);
+	{
+		uint8_t *old2 = malloc(META_SUPERBLOCK_ENC_MAX);
+		ck_assert_uint_eq(encode_old_superblock(sb, 2, old2), len);
+		ck_assert_mem_eq(old2, buf, len);
+		free(old2);
+	}
 	/* Beyond META_INLINE_MAX: refused. */
 	sb->inline_max = META_INLINE_MAX + 1;
 	ck_assert_uint_eq(meta_superblock_encode(sb, buf, META_SUPERBLOCK_ENC_MAX), 0);
@@ -410,6 +419,7 @@ START_TEST(test_superblock_codec)
 		memset(sb->servers[i].url, 'u', sizeof(sb->servers[i].url) - 1);
 		memset(sb->servers[i].zone, 'z', sizeof(sb->servers[i].zone) - 1);
 	}
+	sb->servers[7].flags = META_SERVER_F_REFILL; /* flags make it a version 3 record */
 	len = meta_superblock_encode(sb, buf, META_SUPERBLOCK_ENC_MAX);
 	ck_assert_uint_eq(len, META_SUPERBLOCK_ENC_MAX);
 	ck_assert_int_eq(meta_superblock_decode(buf, len, out), 0);
