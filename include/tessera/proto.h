@@ -89,6 +89,11 @@ int proto_frag_verify(const uint8_t *obj, size_t len, const uint8_t *expect_uuid
 int proto_frag_key(char *out, size_t size, const uint8_t fs_uuid[16], uint64_t ino,
 		   uint64_t stripe, uint64_t version, unsigned index);
 
+/* The key "<uuid>/access-check", an object that never exists: a signed HEAD of it answers 404
+ * when the server takes the key it was signed with, 403 when it refuses it. Returns the
+ * length, or -ENAMETOOLONG. */
+int proto_access_key(char *out, size_t size, const uint8_t fs_uuid[16]);
+
 /* Parses a fragment key back. Returns 0 or -EINVAL. */
 int proto_frag_key_parse(const char *key, uint8_t fs_uuid[16], uint64_t *ino, uint64_t *stripe,
 			 uint64_t *version, unsigned *index);

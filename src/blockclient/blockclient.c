@@ -748,6 +748,25 @@ int blockclient_run(struct blockclient *bc, struct blockclient_op *ops, size_t n
 	return run_batch(bc, ops, n, force, 0, 0);
 }
 
+int blockclient_check_access(struct blockclient *bc, const uint16_t *ids, size_t n,
+			     const char *key, bool *refused)
+{
+	struct blockclient_op *ops = calloc(n ? n : 1, sizeof(*ops));
+	int count = 0;
+
+	if (!ops)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		ops[i] = (struct blockclient_op){ .method = BC_HEAD, .server = ids[i], .key = key };
+	run_batch(bc, ops, n, true, 0, 0);
+	for (size_t i = 0; i < n; i++) {
+		refused[i] = ops[i].result == -EACCES;
+		count += refused[i];
+	}
+	free(ops);
+	return count;
+}
+
 int blockclient_run_quorum(struct blockclient *bc, struct blockclient_op *ops, size_t n,
 			   bool force, unsigned need, unsigned grace_ms)
 {

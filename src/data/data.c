@@ -1700,26 +1700,23 @@ static int fetch_status(struct data *d, uint64_t *cap, uint64_t *avail)
 
 int data_check_access(struct data *d, uint16_t *bad, size_t bad_size, size_t *ret_n)
 {
-	struct blockclient_op *ops = calloc(d->n_servers ? d->n_servers : 1, sizeof(*ops));
-	char key[PROTO_KEY_MAX], uuid[37];
+	uint16_t ids[META_MAX_SERVERS];
+	bool refused[META_MAX_SERVERS];
+	char key[PROTO_KEY_MAX];
 	size_t n = 0;
+	int r;
 
-	if (!ops)
-		return -ENOMEM;
-	tuuid_format(d->sb->fs_uuid, uuid);
-	snprintf(key, sizeof(key), "%s/access-check", uuid);
 	for (size_t i = 0; i < d->n_servers; i++)
-		ops[i] = (struct blockclient_op){ .method = BC_HEAD, .server = d->servers[i].id,
-						  .key = key };
-	blockclient_run(d->bc, ops, d->n_servers, true);
+		ids[i] = d->servers[i].id;
+	proto_access_key(key, sizeof(key), d->sb->fs_uuid);
+	r = blockclient_check_access(d->bc, ids, d->n_servers, key, refused);
+	if (r < 0)
+		return r;
 	for (size_t i = 0; i < d->n_servers; i++) {
-		if (ops[i].result != -EACCES)
-			continue;
-		if (n < bad_size)
-			bad[n] = d->servers[i].id;
-		n++;
+		if (refused[i] && n < bad_size)
+			bad[n] = ids[i];
+		n += refused[i];
 	}
-	free(ops);
 	*ret_n = n;
 	return 0;
 }

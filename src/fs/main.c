@@ -141,42 +141,36 @@ static int check_key(const struct meta_superblock *sb, const char *ak, const cha
 	struct blockclient_config cfg = { .connect_timeout_ms = connect_timeout_ms ?
 								connect_timeout_ms : 2000,
 					  .request_timeout_ms = 5000 };
-	struct blockclient_op ops[META_MAX_SERVERS];
 	uint16_t ids[META_MAX_SERVERS];
 	const char *urls[META_MAX_SERVERS];
-	char key[PROTO_KEY_MAX], uuid[37];
+	bool refused[META_MAX_SERVERS];
+	char key[PROTO_KEY_MAX];
 	struct blockclient *bc;
 	size_t n = 0;
-	int r, refused = 0;
+	int r;
 
 	snprintf(cfg.bucket, sizeof(cfg.bucket), "%s", sb->bucket);
 	snprintf(cfg.region, sizeof(cfg.region), "%s", sb->region);
 	snprintf(cfg.access_key, sizeof(cfg.access_key), "%s", ak);
 	snprintf(cfg.secret_key, sizeof(cfg.secret_key), "%s", sk);
-	tuuid_format(sb->fs_uuid, uuid);
-	snprintf(key, sizeof(key), "%s/access-check", uuid);
 	for (uint32_t i = 0; i < sb->n_servers; i++) {
 		if (sb->servers[i].flags & META_SERVER_F_RETIRED)
 			continue;
 		ids[n] = sb->servers[i].id;
-		urls[n] = sb->servers[i].url;
-		ops[n] = (struct blockclient_op){ .method = BC_HEAD, .server = ids[n], .key = key };
-		n++;
+		urls[n++] = sb->servers[i].url;
 	}
 	r = blockclient_new(&cfg, ids, urls, n, &bc);
 	memset(&cfg, 0, sizeof(cfg));
 	if (r < 0)
 		return 0; /* the daemon will report it */
-	blockclient_run(bc, ops, n, true);
+	proto_access_key(key, sizeof(key), sb->fs_uuid);
+	r = blockclient_check_access(bc, ids, n, key, refused);
 	blockclient_free(bc); /* its thread is gone before the fork */
-	for (size_t i = 0; i < n; i++) {
-		if (ops[i].result != -EACCES)
-			continue;
-		fprintf(stderr, "tesserafs: server %u (%s) refuses the filesystem's access key "
-			"(credentials '%s')\n", ids[i], urls[i], sb->credentials);
-		refused++;
-	}
-	return refused ? -EACCES : 0;
+	for (size_t i = 0; r > 0 && i < n; i++)
+		if (refused[i])
+			fprintf(stderr, "tesserafs: server %u (%s) refuses the filesystem's access "
+				"key (credentials '%s')\n", ids[i], urls[i], sb->credentials);
+	return r > 0 ? -EACCES : 0;
 }
 
 int main(int argc, char **argv)

@@ -132,3 +132,15 @@ int proto_frag_key_parse(const char *key, uint8_t fs_uuid[16], uint64_t *ino, ui
 	*index = idx;
 	return 0;
 }
+
+int proto_access_key(char *out, size_t size, const uint8_t fs_uuid[16])
+{
+	char uuid[37];
+	int n;
+
+	tuuid_format(fs_uuid, uuid);
+	n = snprintf(out, size, "%s/access-check", uuid);
+	if (n < 0 || (size_t)n >= size)
+		return -ENAMETOOLONG;
+	return n;
+}

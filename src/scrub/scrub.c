@@ -510,17 +510,18 @@ static void probe_servers(struct run *run)
 		scrub_warn(s, "server %u (%s) does not answer: %s", s->servers[i].id,
 			   s->srv[i]->url, strerror(-ops[i].result));
 	}
-	/* /-/status needs no key: a signed HEAD of a key that does not exist (404 when the key
-	 * is accepted) finds the servers that refuse ours, before they look like lost data. */
-	char key[PROTO_KEY_MAX], uuid[37];
-	tuuid_format(s->sb->fs_uuid, uuid);
-	snprintf(key, sizeof(key), "%s/access-check", uuid);
+	/* /-/status needs no key: a signed probe finds the servers that refuse ours, before
+	 * their fragments look like lost data. */
+	uint16_t ids[META_MAX_SERVERS];
+	bool refused[META_MAX_SERVERS];
+	char key[PROTO_KEY_MAX];
 	for (size_t i = 0; i < s->n_servers; i++)
-		ops[i] = (struct blockclient_op){ .method = BC_HEAD, .server = s->servers[i].id,
-						  .key = key };
-	blockclient_run(s->bc, ops, s->n_servers, true);
+		ids[i] = s->servers[i].id;
+	proto_access_key(key, sizeof(key), s->sb->fs_uuid);
+	if (blockclient_check_access(s->bc, ids, s->n_servers, key, refused) < 0)
+		goto out;
 	for (size_t i = 0; i < s->n_servers; i++) {
-		if (run->srv_down[i] || ops[i].result != -EACCES)
+		if (run->srv_down[i] || !refused[i])
 			continue;
 		run->srv_down[i] = true;
 		scrub_warn(s, "server %u (%s) refuses the filesystem's access key (check its "

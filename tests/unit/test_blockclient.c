@@ -508,6 +508,43 @@ static void mt_round(struct blockclient *bc, unsigned round)
 	}
 }
 
+/* blockclient_check_access(): the right key is taken (404 for the probe key), a wrong secret
+ * is refused (403), an address nobody listens at proves nothing. */
+START_TEST(test_check_access)
+{
+	struct blockclient_config cfg;
+	uint16_t ids[N_SRV + 1];
+	const char *urls[N_SRV + 1];
+	bool refused[N_SRV + 1];
+	struct blockclient *good = client_servers(), *bad = NULL;
+
+	for (unsigned i = 0; i < N_SRV; i++) {
+		ids[i] = (uint16_t)(10 + i);
+		urls[i] = srv_url[i];
+	}
+	memset(refused, 1, sizeof(refused));
+	ck_assert_int_eq(blockclient_check_access(good, ids, N_SRV, "uuid/access-check", refused),
+			 0);
+	for (unsigned i = 0; i < N_SRV; i++)
+		ck_assert(!refused[i]);
+
+	cfg_init(&cfg);
+	snprintf(cfg.secret_key, sizeof(cfg.secret_key), "not-the-secret");
+	cfg.connect_timeout_ms = 500;
+	ids[N_SRV] = 99;
+	urls[N_SRV] = "http://127.0.0.1:9"; /* discard port: nobody listens */
+	ck_assert_int_eq(blockclient_new(&cfg, ids, urls, N_SRV + 1, &bad), 0);
+	ck_assert_int_eq(blockclient_check_access(bad, ids, N_SRV + 1, "uuid/access-check",
+						  refused),
+			 (int)N_SRV);
+	for (unsigned i = 0; i < N_SRV; i++)
+		ck_assert(refused[i]);
+	ck_assert(!refused[N_SRV]);
+	blockclient_free(bad);
+	blockclient_free(good);
+}
+END_TEST
+
 START_TEST(test_many_threads)
 {
 	struct blockclient *bc = client_servers();
@@ -624,6 +661,7 @@ static Suite *blockclient_suite(void)
 	tcase_add_unchecked_fixture(tc, servers_setup, servers_teardown);
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_roundtrip);
+	tcase_add_test(tc, test_check_access);
 	tcase_add_test(tc, test_many_threads);
 	tcase_add_test(tc, test_quorum_hung);
 	suite_add_tcase(s, tc);
