@@ -7,7 +7,11 @@
  *   tessera server remove META_DIR ID
  *   tessera server replace META_DIR ID URL[,zone=Z][,weight=W]
  *   tessera meta backup META_DIR|MOUNTPOINT DEST
+ *   tessera status META_DIR|MOUNTPOINT
  *
+ * status and server list also work while the filesystem is mounted: they read a view of the
+ * metadata (meta_open_read_only()). status asks every active server for its /-/status and
+ * for a signed probe: up, down or refusing the key, with capacity and free bytes.
  * add gives the new server the next unused id. remove retires a server (META_SERVER_F_RETIRED):
  * nothing new goes to it and it is never read again; the fragments the stripe maps still place
  * on it count as missing until tessera-scrub rebuilds them on the other servers. replace gives
@@ -45,6 +49,7 @@
 #include "tessera/common.h"
 #include "tessera/control.h"
 #include "tessera/meta.h"
+#include "tessera/proto.h"
 #include "tessera/scrub.h"
 
 #define EXIT_FAIL 1
@@ -60,6 +65,7 @@ static void usage(FILE *f)
 		"       %s server remove [--force] META_DIR ID\n"
 		"       %s server replace [--force] META_DIR ID URL[,zone=Z][,weight=W]\n"
 		"       %s meta backup META_DIR|MOUNTPOINT DEST\n"
+		"       %s status META_DIR|MOUNTPOINT\n"
 		"Administer a tesserafs filesystem: its server list (unmounted), its metadata.\n"
 		"\n"
 		"  list      every server: id, state (active or retired), URL, zone, weight\n"
@@ -70,13 +76,15 @@ static void usage(FILE *f)
 		"            run tessera-scrub afterwards to rebuild what the new one lacks\n"
 		"  backup    a consistent copy of the metadata in DEST (a new directory that\n"
 		"            tesserafs can mount); mounted or not\n"
+		"  status    the filesystem's profile and every server's state, capacity and\n"
+		"            free space; mounted or not (list too)\n"
 		"\n"
 		"  -f, --force   skip the check that the new server answers with the filesystem's\n"
 		"                key, and allow removing a server below k+m active ones\n"
 		"  -h, --help    show this help\n"
 		"\n"
 		"Exit status: 0 success, 1 operational error, 2 usage error.\n",
-		prog, prog, prog, prog, prog);
+		prog, prog, prog, prog, prog, prog);
 }
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -311,6 +319,127 @@ static int backup_mounted(const char *meta_dir, const char *dest)
 	return 0;
 }
 
+static const char *human(uint64_t v, char *buf, size_t size)
+{
+	static const char units[] = "BKMGTPE";
+	double d = (double)v;
+	int u = 0;
+
+	while (d >= 1024 && u < 6) {
+		d /= 1024;
+		u++;
+	}
+	snprintf(buf, size, u ? "%.1f%c" : "%.0f%c", d, units[u]);
+	return buf;
+}
+
+/* tessera status SOURCE */
+static int status_main(const char *src)
+{
+	enum { STATUS_MAX = 16384 };
+	struct blockclient_config cfg = { .connect_timeout_ms = 2000, .request_timeout_ms = 5000 };
+	struct blockclient_op *ops = NULL;
+	struct blockclient *bc = NULL;
+	struct meta *meta = NULL;
+	uint16_t ids[META_MAX_SERVERS];
+	const char *urls[META_MAX_SERVERS];
+	bool refused[META_MAX_SERVERS] = { false };
+	char dir[PATH_MAX], key[PROTO_KEY_MAX], uuid[37], a[16], b[16], *bufs = NULL;
+	bool mounted = control_mount_source(src, dir, sizeof(dir));
+	int r, rc = EXIT_FAIL;
+
+	if (!mounted)
+		snprintf(dir, sizeof(dir), "%s", src);
+	r = meta_open(dir, &meta); /* busy: a daemon has it, i.e. it is mounted */
+	if (r == -EBUSY) {
+		mounted = true;
+		r = meta_open_read_only(dir, &meta);
+	} else if (r == 0 && mounted) {
+		meta_close(meta); /* a mount whose daemon is gone: report what is there */
+		r = meta_open_read_only(dir, &meta);
+	}
+	if (r < 0)
+		return fail("cannot open metadata '%s': %s", dir,
+			    r == -ENOENT ? "no tesserafs filesystem there" : strerror(-r));
+	const struct meta_superblock *sb = meta_superblock(meta);
+	tuuid_format(sb->fs_uuid, uuid);
+	printf("filesystem %s: k=%u m=%u, stripe %s, write quorum %u, inline up to %u bytes\n", uuid,
+	       sb->k, sb->m, human(sb->stripe_size, a, sizeof(a)), sb->write_quorum, sb->inline_max);
+	printf("metadata %s, %s\n", dir, mounted ? "in use (mounted)" : "not mounted");
+
+	for (uint32_t i = 0; i < sb->n_servers; i++) {
+		ids[i] = sb->servers[i].id;
+		urls[i] = sb->servers[i].url;
+	}
+	ops = calloc(sb->n_servers ? sb->n_servers : 1, sizeof(*ops));
+	bufs = calloc(sb->n_servers ? sb->n_servers : 1, STATUS_MAX + 1);
+	if (!ops || !bufs) {
+		fail("out of memory");
+		goto out;
+	}
+	r = scrub_credentials_load(dir, sb, &cfg);
+	if (r < 0) {
+		fprintf(stderr, "%s: no usable access key (credentials '%s'): %s; the key is not "
+			"checked\n", prog, sb->credentials, strerror(-r));
+		strcpy(cfg.access_key, "none"); /* /-/status needs no key */
+		strcpy(cfg.secret_key, "none");
+	}
+	if (blockclient_new(&cfg, ids, urls, sb->n_servers, &bc) < 0) {
+		fail("cannot set up the block client");
+		goto out;
+	}
+	memset(&cfg, 0, sizeof(cfg));
+	for (uint32_t i = 0; i < sb->n_servers; i++)
+		ops[i] = (struct blockclient_op){ .method = BC_GET, .server = ids[i],
+						  .key = "-/status", .raw_path = true,
+						  .buf = bufs + i * (STATUS_MAX + 1),
+						  .buf_size = STATUS_MAX };
+	blockclient_run(bc, ops, sb->n_servers, true);
+	proto_access_key(key, sizeof(key), sb->fs_uuid);
+	if (r == 0 && blockclient_check_access(bc, ids, sb->n_servers, key, refused) < 0) {
+		fail("out of memory");
+		goto out;
+	}
+	printf("%-5s %-9s %-32s %-10s %-8s %9s %9s\n", "ID", "STATE", "URL", "ZONE", "ANSWER",
+	       "CAPACITY", "FREE");
+	unsigned active = 0, answering = 0;
+	uint64_t cap_all = 0, free_all = 0;
+	for (uint32_t i = 0; i < sb->n_servers; i++) {
+		const struct meta_server *sv = &sb->servers[i];
+		const bool retired = sv->flags & META_SERVER_F_RETIRED;
+		char *doc = bufs + i * (STATUS_MAX + 1);
+		const char *answer = ops[i].result ? "down" : refused[i] ? "refuses" : "up";
+		uint64_t cap = 0, fr = 0;
+
+		if (!ops[i].result) {
+			doc[ops[i].result_len] = '\0';
+			cap = tjson_sum(doc, "capacity");
+			fr = tjson_sum(doc, "free");
+		}
+		if (!retired) {
+			active++;
+			answering += !ops[i].result && !refused[i];
+			cap_all += cap;
+			free_all += fr;
+		}
+		printf("%-5u %-9s %-32s %-10s %-8s %9s %9s\n", sv->id,
+		       retired ? "retired" : sv->flags & META_SERVER_F_REFILL ? "refilling" : "active",
+		       sv->url, sv->zone[0] ? sv->zone : "-", answer,
+		       ops[i].result ? "-" : human(cap, a, sizeof(a)),
+		       ops[i].result ? "-" : human(fr, b, sizeof(b)));
+	}
+	printf("%u of %u active servers answer with the key; %u+%u needs %u; raw capacity %s, free %s\n",
+	       answering, active, sb->k, sb->m, sb->k + sb->m, human(cap_all, a, sizeof(a)),
+	       human(free_all, b, sizeof(b)));
+	rc = 0;
+out:
+	blockclient_free(bc);
+	free(ops);
+	free(bufs);
+	meta_close(meta);
+	return rc;
+}
+
 /* tessera meta backup SOURCE DEST */
 static int meta_main(int argc, char **argv)
 {
@@ -370,8 +499,13 @@ int main(int argc, char **argv)
 		return usage_error("no command");
 	if (strcmp(argv[1], "meta") == 0)
 		return meta_main(argc, argv);
+	if (strcmp(argv[1], "status") == 0) {
+		if (argc != 3)
+			return usage_error("'status' takes 1 argument");
+		return status_main(argv[2]);
+	}
 	if (strcmp(argv[1], "server") != 0)
-		return usage_error("unknown command '%s' (server, meta)", argv[1]);
+		return usage_error("unknown command '%s' (server, meta, status)", argv[1]);
 	if (argc < 3)
 		return usage_error("'server' needs a command (list, add, remove, replace)");
 	cmd = argv[2];
@@ -400,9 +534,14 @@ int main(int argc, char **argv)
 		return usage_error("'server %s' takes %d argument%s", cmd, want, want > 1 ? "s" : "");
 	dir = argv[optind];
 
-	rc = open_meta(dir, &meta);
-	if (rc)
+	if (strcmp(cmd, "list") == 0) {
+		int r = meta_open_read_only(dir, &meta); /* also while mounted */
+		if (r < 0)
+			return fail("cannot open metadata '%s': %s", dir,
+				    r == -ENOENT ? "no tesserafs filesystem there" : strerror(-r));
+	} else if ((rc = open_meta(dir, &meta))) {
 		return rc;
+	}
 	sb = malloc(sizeof(*sb));
 	if (!sb) {
 		rc = fail("out of memory");

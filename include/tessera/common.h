@@ -112,6 +112,10 @@ int tmkdir_p(const char *path, unsigned mode);
  * Returns 0, -ENOENT (not mounted), or -errno of the write (e.g. -EACCES when not root). */
 int tmount_set_readahead(const char *mountpoint, unsigned kb);
 
+/* Sums every `"name":NUMBER` in a JSON text: good enough for blockd's /-/status document,
+ * where per-directory figures (capacity, free) add up to the server's. */
+uint64_t tjson_sum(const char *json, const char *name);
+
 /* Parses the decimal number at the start of s (a digit must come first: no sign, no space) and
  * sets *end past it. Returns 0, or -EINVAL (no digit, or more than 64 bits). */
 int tparse_u64(const char *s, const char **end, uint64_t *ret);

@@ -161,6 +161,10 @@ int meta_mkfs(const char *dir, const struct meta_superblock *sb, uint32_t root_u
  * there is no filesystem, -EBADMSG on a damaged superblock, -EBUSY when another process has
  * it open (RocksDB's LOCK), -errno. */
 int meta_open(const char *dir, struct meta **ret);
+/* Opens an existing filesystem for reading only, also while a daemon has it open (RocksDB's
+ * read-only mode takes no lock): a view of the moment of opening. Every write fails (-EIO).
+ * For status reports. Returns as meta_open(), never -EBUSY. */
+int meta_open_read_only(const char *dir, struct meta **ret);
 void meta_close(struct meta *m);
 
 /* The superblock read at open (borrowed, valid until meta_close()). */

@@ -410,3 +410,21 @@ int tmount_set_readahead(const char *mountpoint, unsigned kb)
 	close(fd);
 	return r;
 }
+
+uint64_t tjson_sum(const char *json, const char *name)
+{
+	char pat[64];
+	uint64_t sum = 0;
+	int n = snprintf(pat, sizeof(pat), "\"%s\":", name);
+
+	if (n < 0 || (size_t)n >= sizeof(pat))
+		return 0;
+	for (const char *p = strstr(json, pat); p; p = strstr(p + n, pat)) {
+		const char *q = p + n;
+		while (*q == ' ')
+			q++;
+		sum += strtoull(q, NULL, 10);
+	}
+	return sum;
+}
+

@@ -1646,22 +1646,6 @@ static void *gc_main(void *arg)
 
 /* ---------------------------------------------------------------- statfs */
 
-/* Sums every `"name":NUMBER` in a JSON text: good enough for blockd's flat status document. */
-static uint64_t json_sum(const char *json, const char *name)
-{
-	char pat[64];
-	uint64_t sum = 0;
-	size_t pl = (size_t)snprintf(pat, sizeof(pat), "\"%s\":", name);
-
-	for (const char *p = strstr(json, pat); p; p = strstr(p + pl, pat)) {
-		const char *q = p + pl;
-		while (*q == ' ')
-			q++;
-		sum += strtoull(q, NULL, 10);
-	}
-	return sum;
-}
-
 /* Asks every server for its /-/status: capacity and free bytes of its data directories
  * (cap[i], avail[i]; 0 for a server that did not answer). Returns how many answered, or
  * -ENOMEM. */
@@ -1689,8 +1673,8 @@ static int fetch_status(struct data *d, uint64_t *cap, uint64_t *avail)
 			continue;
 		char *s = bufs + i * (STATUS_MAX + 1);
 		s[ops[i].result_len] = '\0';
-		cap[i] = json_sum(s, "capacity");
-		avail[i] = json_sum(s, "free");
+		cap[i] = tjson_sum(s, "capacity");
+		avail[i] = tjson_sum(s, "free");
 		ok++;
 	}
 	free(bufs);

@@ -213,8 +213,9 @@ void meta_close(struct meta *m)
 	free(m);
 }
 
-/* Opens the database with every column family; no superblock checks. */
-static int db_open(const char *dir, bool create, struct meta **ret)
+/* Opens the database with every column family; no superblock checks. read_only: RocksDB's
+ * read-only mode (no LOCK taken, no writes; a view of the moment of opening). */
+static int db_open(const char *dir, bool create, bool read_only, struct meta **ret)
 {
 	struct meta_opts o = { 0 };
 	struct meta *m;
@@ -232,8 +233,14 @@ static int db_open(const char *dir, bool create, struct meta **ret)
 	}
 	m->cache = rocksdb_cache_create_lru(META_CACHE_BYTES);
 	opts_init(&o, m->cache, create);
-	m->db = rocksdb_open_column_families(o.db, dir, CF_COUNT, cf_names,
-					     (const rocksdb_options_t *const *)o.cf, m->cf, &err);
+	if (read_only)
+		m->db = rocksdb_open_for_read_only_column_families(
+			o.db, dir, CF_COUNT, cf_names, (const rocksdb_options_t *const *)o.cf, m->cf,
+			0, &err);
+	else
+		m->db = rocksdb_open_column_families(o.db, dir, CF_COUNT, cf_names,
+						     (const rocksdb_options_t *const *)o.cf, m->cf,
+						     &err);
 	if (err) {
 		m->db = NULL;
 		memset(m->cf, 0, sizeof(m->cf));
@@ -406,7 +413,7 @@ out:
 	return r;
 }
 
-int meta_open(const char *dir, struct meta **ret)
+static int open_existing(const char *dir, bool read_only, struct meta **ret)
 {
 	struct meta *m = NULL;
 	int r;
@@ -416,11 +423,11 @@ int meta_open(const char *dir, struct meta **ret)
 		r = -ENOENT;
 	if (r < 0)
 		return r;
-	r = db_open(dir, false, &m);
+	r = db_open(dir, false, read_only, &m);
 	if (r < 0)
 		return r;
 	r = load_superblock(m);
-	if (r < 0)
+	if (r < 0 || read_only)
 		goto out;
 	r = load_ino_counter(m);
 	if (r < 0)
@@ -433,6 +440,16 @@ out:
 	}
 	*ret = m;
 	return 0;
+}
+
+int meta_open(const char *dir, struct meta **ret)
+{
+	return open_existing(dir, false, ret);
+}
+
+int meta_open_read_only(const char *dir, struct meta **ret)
+{
+	return open_existing(dir, true, ret);
 }
 
 const struct meta_superblock *meta_superblock(const struct meta *m)
@@ -655,7 +672,7 @@ int meta_mkfs(const char *dir, const struct meta_superblock *sb, uint32_t root_u
 		if (r < 0)
 			goto out;
 	}
-	r = db_open(dir, true, &m);
+	r = db_open(dir, true, false, &m);
 	if (r < 0)
 		goto out;
 

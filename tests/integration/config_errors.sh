@@ -97,6 +97,8 @@ expect 1 "refuses the filesystem's access key" "tesserafs (detached): a key the 
 	"$B/tesserafs" "$META" "$M2"
 check "... nothing mounted, no dead mount" not_mounted
 expect 12 "refuses the filesystem's access key" "scrub: a key the servers refuse" "$B/tessera-scrub" "$META"
+"$B/tessera" status "$META" >"$LIB_WORK/status" 2>&1 && [[ $(grep -c " refuses " "$LIB_WORK/status") == 6 ]] &&
+	ok "status shows the servers refusing the key" || fail "status: $(cat "$LIB_WORK/status")"
 grep -q "unavailable, not lost" "$LIB_WORK/out" && ! grep -q UNRECOVERABLE "$LIB_WORK/out" &&
 	ok "... reported as unavailable, not as lost" || fail "report: $(head -c 600 "$LIB_WORK/out")"
 cp "$CFG/creds.saved" "$META/credentials"

@@ -61,8 +61,12 @@ list_has() {
 	"$ADMIN" server list "$TESSERA_META" >"$ADMIN_OUT" 2>&1 && grep -Eq "$1" "$ADMIN_OUT"
 }
 
-admin 1 "refused while mounted" list "$TESSERA_META"
+admin 0 "list while mounted" list "$TESSERA_META"
+admin 1 "a change while mounted is refused" remove "$TESSERA_META" 0
 grep -q "in use" "$ADMIN_OUT" && ok "says the metadata is in use" || fail "message: $(cat "$ADMIN_OUT")"
+"$ADMIN" status "$M" >"$ADMIN_OUT" 2>&1 && grep -q "in use (mounted)" "$ADMIN_OUT" &&
+	grep -q "7 of 7 active servers answer" "$ADMIN_OUT" && ok "status of the mount" ||
+	fail "status: $(cat "$ADMIN_OUT")"
 check "unmount (servers stay up)" lib_local unmount
 
 scrub 0 "clean filesystem"
@@ -91,6 +95,9 @@ admin 1 "no replace while the retired server still holds fragments" replace "$TE
 	"http://127.0.0.1:9"
 grep -q "still holds fragments" "$ADMIN_OUT" && ok "... says why" || fail "message: $(cat "$ADMIN_OUT")"
 check "stop server 2 (out of the list)" lib_local stop-server 2
+"$ADMIN" status "$TESSERA_META" >"$ADMIN_OUT" 2>&1 && grep -Eq "^2 +retired .* down " "$ADMIN_OUT" &&
+	grep -q "6 of 6 active servers answer" "$ADMIN_OUT" && ok "status: server 2 retired and down" ||
+	fail "status: $(cat "$ADMIN_OUT")"
 
 scrub 4 "dry run finds the retired server's fragments" -n
 [[ $(json_stat frags_missing "$REPORT") == "$HELD2" ]] && ok "dry run: $HELD2 fragments to move" ||

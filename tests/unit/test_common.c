@@ -406,6 +406,19 @@ START_TEST(test_random_bytes)
 }
 END_TEST
 
+START_TEST(test_json_sum)
+{
+	const char *doc = "{\"dirs\":[{\"capacity\":100,\"free\": 40},{\"capacity\":28,"
+			  "\"free\":2}],\"objects\":7,\"xcapacity\":5}";
+
+	ck_assert_uint_eq(tjson_sum(doc, "capacity"), 128);
+	ck_assert_uint_eq(tjson_sum(doc, "free"), 42);
+	ck_assert_uint_eq(tjson_sum(doc, "objects"), 7);
+	ck_assert_uint_eq(tjson_sum(doc, "missing"), 0);
+	ck_assert_uint_eq(tjson_sum("", "capacity"), 0);
+}
+END_TEST
+
 static Suite *common_suite(void)
 {
 	Suite *s = suite_create("common");
@@ -426,6 +439,7 @@ static Suite *common_suite(void)
 	tcase_add_test(tc, test_file_concurrent_writers);
 	tcase_add_test(tc, test_mkdir_p);
 	tcase_add_test(tc, test_tgrow);
+	tcase_add_test(tc, test_json_sum);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -667,6 +667,36 @@ START_TEST(test_backup)
 }
 END_TEST
 
+START_TEST(test_read_only)
+{
+	char dir[128];
+	struct meta *m = fresh_fs(dir, sizeof(dir)), *ro = NULL, *busy = NULL;
+	struct meta_batch *b = meta_batch_new(m);
+	struct meta_inode in = { .ino = 77, .mode = S_IFREG | 0600, .nlink = 1, .size = 3 };
+	uint64_t got;
+
+	meta_batch_inode_put(b, &in);
+	meta_batch_dentry_put(b, META_ROOT_INO, "x", 1, 77, S_IFREG);
+	ck_assert_int_eq(meta_commit(m, b, true), 0);
+	ck_assert_int_eq(meta_open(dir, &busy), -EBUSY);
+	/* while the writer holds it: a read-only view of this moment */
+	ck_assert_int_eq(meta_open_read_only(dir, &ro), 0);
+	ck_assert_mem_eq(meta_superblock(ro), meta_superblock(m), sizeof(struct meta_superblock));
+	ck_assert_int_eq(meta_dentry_get(ro, META_ROOT_INO, "x", 1, &got, NULL), 0);
+	ck_assert_uint_eq(got, 77);
+	struct meta_batch *rb = meta_batch_new(ro);
+	meta_batch_dentry_del(rb, META_ROOT_INO, "x", 1);
+	ck_assert_int_lt(meta_commit(ro, rb, false), 0);
+	meta_batch_free(rb);
+	meta_close(ro);
+	ck_assert_int_eq(meta_dentry_get(m, META_ROOT_INO, "x", 1, &got, NULL), 0);
+	snprintf(dir + strlen(dir), sizeof(dir) - strlen(dir), "-none");
+	ck_assert_int_eq(meta_open_read_only(dir, &ro), -ENOENT);
+	meta_batch_free(b);
+	meta_close(m);
+}
+END_TEST
+
 /* ---- life cycle ---- */
 
 START_TEST(test_mkfs_open)
@@ -1387,6 +1417,7 @@ static Suite *meta_suite(void)
 	tcase_add_test(tc, test_superblock_update);
 	tcase_add_test(tc, test_list_all);
 	tcase_add_test(tc, test_backup);
+	tcase_add_test(tc, test_read_only);
 	suite_add_tcase(s, tc);
 	return s;
 }
