@@ -247,19 +247,6 @@ static void on_event(void *ctx, const struct scrub_event *ev)
 	}
 }
 
-static void human_bytes(uint64_t v, char *out, size_t size)
-{
-	const char *u[] = { "B", "KiB", "MiB", "GiB", "TiB" };
-	double d = (double)v;
-	int i = 0;
-
-	while (d >= 1024 && i < 4) {
-		d /= 1024;
-		i++;
-	}
-	snprintf(out, size, i ? "%.1f %s" : "%.0f %s", d, u[i]);
-}
-
 static void on_progress(void *ctx, const char *phase, uint64_t done, uint64_t total,
 			uint64_t bytes)
 {
@@ -274,8 +261,8 @@ static void on_progress(void *ctx, const char *phase, uint64_t done, uint64_t to
 		o->phase_t0 = now;
 	}
 	double secs = (double)(now - o->phase_t0) / 1e9;
-	human_bytes(bytes, b, sizeof(b));
-	human_bytes(secs > 0.05 ? (uint64_t)((double)bytes / secs) : 0, rate, sizeof(rate));
+	tformat_bytes(bytes, b, sizeof(b));
+	tformat_bytes(secs > 0.05 ? (uint64_t)((double)bytes / secs) : 0, rate, sizeof(rate));
 	if (total > done && done > 0 && secs > 1) {
 		uint64_t left = (uint64_t)(secs * (double)(total - done) / (double)done);
 		snprintf(eta, sizeof(eta), ", ETA %" PRIu64 ":%02" PRIu64, left / 60, left % 60);
@@ -311,8 +298,8 @@ static void print_summary(const struct scrub_stats *st, bool dry_run, bool gc)
 {
 	char b1[32], b2[32];
 
-	human_bytes(st->bytes_checked, b1, sizeof(b1));
-	human_bytes(st->bytes_rebuilt, b2, sizeof(b2));
+	tformat_bytes(st->bytes_checked, b1, sizeof(b1));
+	tformat_bytes(st->bytes_rebuilt, b2, sizeof(b2));
 	printf("%" PRIu64 " inodes (%" PRIu64 " files, %" PRIu64 " directories), %" PRIu64
 	       " stripes, %" PRIu64 " fragments, %s read\n", st->inodes, st->files, st->dirs,
 	       st->stripes, st->fragments, b1);
@@ -334,7 +321,7 @@ static void print_summary(const struct scrub_stats *st, bool dry_run, bool gc)
 		       st->garbage_drained, st->gc_listed, st->gc_orphans, st->gc_deleted,
 		       st->gc_young);
 	if (st->repair_ns && st->bytes_rebuilt) {
-		human_bytes((uint64_t)((double)st->bytes_rebuilt * 1e9 / (double)st->repair_ns), b2,
+		tformat_bytes((uint64_t)((double)st->bytes_rebuilt * 1e9 / (double)st->repair_ns), b2,
 			    sizeof(b2));
 		printf("rebuild rate: %s/s\n", b2);
 	}

@@ -321,15 +321,7 @@ static int backup_mounted(const char *meta_dir, const char *dest)
 
 static const char *human(uint64_t v, char *buf, size_t size)
 {
-	static const char units[] = "BKMGTPE";
-	double d = (double)v;
-	int u = 0;
-
-	while (d >= 1024 && u < 6) {
-		d /= 1024;
-		u++;
-	}
-	snprintf(buf, size, u ? "%.1f%c" : "%.0f%c", d, units[u]);
+	tformat_bytes(v, buf, size);
 	return buf;
 }
 
@@ -400,7 +392,7 @@ static int status_main(const char *src)
 		fail("out of memory");
 		goto out;
 	}
-	printf("%-5s %-9s %-32s %-10s %-8s %9s %9s\n", "ID", "STATE", "URL", "ZONE", "ANSWER",
+	printf("%-5s %-9s %-32s %-10s %-8s %11s %11s\n", "ID", "STATE", "URL", "ZONE", "ANSWER",
 	       "CAPACITY", "FREE");
 	unsigned active = 0, answering = 0;
 	uint64_t cap_all = 0, free_all = 0;
@@ -422,7 +414,7 @@ static int status_main(const char *src)
 			cap_all += cap;
 			free_all += fr;
 		}
-		printf("%-5u %-9s %-32s %-10s %-8s %9s %9s\n", sv->id,
+		printf("%-5u %-9s %-32s %-10s %-8s %11s %11s\n", sv->id,
 		       retired ? "retired" : sv->flags & META_SERVER_F_REFILL ? "refilling" : "active",
 		       sv->url, sv->zone[0] ? sv->zone : "-", answer,
 		       ops[i].result ? "-" : human(cap, a, sizeof(a)),

@@ -112,6 +112,9 @@ int tmkdir_p(const char *path, unsigned mode);
  * Returns 0, -ENOENT (not mounted), or -errno of the write (e.g. -EACCES when not root). */
 int tmount_set_readahead(const char *mountpoint, unsigned kb);
 
+/* Writes v as a size for people ("512 B", "1.5 GiB", up to TiB) into out. */
+void tformat_bytes(uint64_t v, char *out, size_t size);
+
 /* Sums every `"name":NUMBER` in a JSON text: good enough for blockd's /-/status document,
  * where per-directory figures (capacity, free) add up to the server's. */
 uint64_t tjson_sum(const char *json, const char *name);

@@ -428,3 +428,16 @@ uint64_t tjson_sum(const char *json, const char *name)
 	return sum;
 }
 
+void tformat_bytes(uint64_t v, char *out, size_t size)
+{
+	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+	double d = (double)v;
+	int i = 0;
+
+	while (d >= 1024 && i < 4) {
+		d /= 1024;
+		i++;
+	}
+	snprintf(out, size, i ? "%.1f %s" : "%.0f %s", d, units[i]);
+}
+
