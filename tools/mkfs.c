@@ -28,6 +28,8 @@
 #include "tessera/common.h"
 #include "tessera/meta.h"
 
+#include "cli.h"
+
 #define EXIT_USAGE 2
 #define MKFS_KEY_MAX 128
 #define MKFS_CONFIG_MAX (1u << 20)
@@ -79,32 +81,10 @@ static void usage(FILE *f)
 		prog);
 }
 
-/* Reports a usage error and returns the usage exit code. */
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int usage_error(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "%s: error: ", prog);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\nTry '%s --help' for more information.\n", prog);
-	return EXIT_USAGE;
-}
-
-static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int fail(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "%s: error: ", prog);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	return EXIT_FAILURE;
-}
+static const struct cli_style style = { "tessera-mkfs", "error: ", " for more information",
+				     EXIT_USAGE, EXIT_FAILURE };
+#define usage_error(...) cli_usage_error(&style, __VA_ARGS__)
+#define fail(...) cli_fail(&style, __VA_ARGS__)
 
 /* ---- parsing helpers ---- */
 

@@ -34,6 +34,8 @@
 #include "tessera/meta.h"
 #include "tessera/scrub.h"
 
+#include "cli.h"
+
 static const char *prog = "tessera-scrub";
 
 #define JSON_MAX_ITEMS 10000
@@ -79,18 +81,9 @@ static void usage(FILE *f)
 		prog, SCRUB_WINDOW_DEFAULT);
 }
 
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int usage_error(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "%s: ", prog);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\nTry '%s --help'.\n", prog);
-	return SCRUB_EXIT_USAGE;
-}
+static const struct cli_style style = { "tessera-scrub", "", "", SCRUB_EXIT_USAGE,
+				     SCRUB_EXIT_OPERATIONAL };
+#define usage_error(...) cli_usage_error(&style, __VA_ARGS__)
 
 /* ---------------------------------------------------------------- JSON helpers */
 

@@ -52,6 +52,8 @@
 #include "tessera/proto.h"
 #include "tessera/scrub.h"
 
+#include "cli.h"
+
 #define EXIT_FAIL 1
 #define EXIT_USAGE 2
 
@@ -87,31 +89,9 @@ static void usage(FILE *f)
 		prog, prog, prog, prog, prog, prog);
 }
 
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int usage_error(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "%s: ", prog);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\nTry '%s --help'.\n", prog);
-	return EXIT_USAGE;
-}
-
-static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int fail(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "%s: ", prog);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	return EXIT_FAIL;
-}
+static const struct cli_style style = { "tessera", "", "", EXIT_USAGE, EXIT_FAIL };
+#define usage_error(...) cli_usage_error(&style, __VA_ARGS__)
+#define fail(...) cli_fail(&style, __VA_ARGS__)
 
 static int open_meta(const char *dir, struct meta **ret)
 {
