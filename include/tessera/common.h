@@ -24,6 +24,19 @@ enum tlog_level { TLOG_ERROR = 0, TLOG_WARN = 1, TLOG_INFO = 2, TLOG_DEBUG = 3 }
 void tlog_set_level(enum tlog_level level);
 /* Prefix for every line ("tessera-blockd"); the string is borrowed and must outlive logging. */
 void tlog_set_ident(const char *ident);
+/* The level of a name ("error", "warning" or "warn", "info", "debug"). 0 or -EINVAL. */
+int tlog_level_parse(const char *name, enum tlog_level *ret);
+
+/* Where lines go: stderr (the default, no timestamps), syslog (facility daemon, the ident as
+ * syslog's ident, the level as its priority), or a file opened for appending, each line
+ * prefixed with a local timestamp. tlog_to_file() keeps a copy of path for tlog_reopen().
+ * Returns 0 or -errno (the sink is unchanged on failure). */
+void tlog_to_stderr(void);
+void tlog_to_syslog(void);
+int tlog_to_file(const char *path);
+/* Reopens the log file (after log rotation) in place: safe to call from a signal handler (it
+ * uses only open, dup2 and close). A no-op unless the sink is a file. */
+void tlog_reopen(void);
 void tlog(enum tlog_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void tlogv(enum tlog_level level, const char *fmt, va_list ap);
 
@@ -105,6 +118,25 @@ int tfile_write_atomic(const char *path, const void *buf, size_t len, unsigned m
 int tfsync_dir(const char *dirpath);
 /* mkdir -p with mode; existing directories are fine. Returns 0 or -errno. */
 int tmkdir_p(const char *path, unsigned mode);
+
+/* ---- /proc/self/mountinfo ---- */
+
+/* One mount, its fields unescaped (\040 for a space...); valid only during the callback. */
+struct tmount_entry {
+	const char *majmin;     /* "0:52" */
+	const char *mountpoint; /* absolute path */
+	const char *fstype;     /* "fuse.tesserafs" */
+	const char *source;     /* "/srv/meta" */
+};
+/* Calls fn for each mount, in the order the kernel lists them (a mount listed later is on top
+ * of an earlier one at the same mount point), until fn returns non-zero. Returns fn's last
+ * result, 0, or -errno when mountinfo cannot be read. */
+int tmount_each(int (*fn)(void *ctx, const struct tmount_entry *e), void *ctx);
+/* The topmost mount at path (resolved with realpath()): its fstype and source copied into
+ * the buffers (either may be NULL). Returns 0, -ENOENT (nothing mounted exactly there), or
+ * -errno. */
+int tmount_at(const char *path, char *fstype, size_t fstype_size, char *source,
+	      size_t source_size);
 
 /* Sets the kernel readahead (KiB) of the filesystem mounted at mountpoint, by writing
  * /sys/class/bdi/MAJOR:MINOR/read_ahead_kb for the mount found in /proc/self/mountinfo

@@ -20,6 +20,9 @@ struct fs_options {
 	unsigned request_timeout_s; /* per block request; 0 = default (10 s) */
 	unsigned connect_timeout_ms; /* 0 = default (2000) */
 	double attr_timeout_s;      /* kernel attribute/entry cache; < 0 = default (1 s) */
+	unsigned lock_wait_ms;      /* how long to wait for another process (a daemon that is
+	                               still exiting after its unmount, a scrub) to release the
+	                               metadata; a META_DIR that is mounted is refused at once */
 	struct data_config data;    /* the data layer's settings (data_config_defaults()) */
 };
 

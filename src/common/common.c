@@ -1,9 +1,9 @@
 /*
  * common: logging, clocks, checksums, random bytes and small file helpers.
  *
- * The log level and ident are process-wide and set once at start-up; tlog() writes one
- * whole line per call to stderr (a single write, so lines from threads do not interleave).
- * Nothing here keeps other state.
+ * The log level, ident and sink are process-wide and set at start-up (the level may change
+ * later); tlog() writes one whole line per call (a single write, so lines from threads do not
+ * interleave) to stderr, syslog or a log file. Nothing here keeps other state.
  */
 #include "tessera/common.h"
 
@@ -13,18 +13,25 @@
 #include <libgen.h>
 #include <limits.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <isa-l/crc.h>
 #include <openssl/rand.h>
 
-static int log_level = -1;
+enum log_sink { LOG_SINK_STDERR, LOG_SINK_SYSLOG, LOG_SINK_FILE };
+
+static _Atomic int log_level = -1;
 static const char *log_ident = "tessera";
+static _Atomic int log_sink = LOG_SINK_STDERR;
+static int log_fd = -1;              /* LOG_SINK_FILE: replaced in place by tlog_reopen() */
+static char log_path[PATH_MAX];
 
 void tlog_set_level(enum tlog_level level)
 {
@@ -36,11 +43,74 @@ void tlog_set_ident(const char *ident)
 	log_ident = ident;
 }
 
+int tlog_level_parse(const char *name, enum tlog_level *ret)
+{
+	static const struct { const char *name; enum tlog_level level; } names[] = {
+		{ "error", TLOG_ERROR }, { "warning", TLOG_WARN }, { "warn", TLOG_WARN },
+		{ "info", TLOG_INFO },   { "debug", TLOG_DEBUG },
+	};
+
+	for (size_t i = 0; i < TESSERA_ARRAY_SIZE(names); i++) {
+		if (strcmp(name, names[i].name) == 0) {
+			*ret = names[i].level;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+void tlog_to_stderr(void)
+{
+	log_sink = LOG_SINK_STDERR;
+}
+
+void tlog_to_syslog(void)
+{
+	openlog(log_ident, LOG_PID | LOG_NDELAY, LOG_DAEMON);
+	log_sink = LOG_SINK_SYSLOG;
+}
+
+int tlog_to_file(const char *path)
+{
+	int fd;
+
+	if (strlen(path) >= sizeof(log_path))
+		return -ENAMETOOLONG;
+	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	if (fd < 0)
+		return -errno;
+	if (log_fd >= 0) {
+		/* Replace the open descriptor in place, so a concurrent writer never sees it
+		 * closed. */
+		dup2(fd, log_fd);
+		close(fd);
+	} else {
+		log_fd = fd;
+	}
+	snprintf(log_path, sizeof(log_path), "%s", path);
+	log_sink = LOG_SINK_FILE;
+	return 0;
+}
+
+void tlog_reopen(void)
+{
+	int fd;
+
+	if (log_sink != LOG_SINK_FILE || log_fd < 0)
+		return;
+	fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	if (fd < 0)
+		return; /* keep writing to the old file */
+	dup2(fd, log_fd);
+	close(fd);
+}
+
 void tlogv(enum tlog_level level, const char *fmt, va_list ap)
 {
 	static const char *const names[] = { "error", "warning", "info", "debug" };
+	static const int priorities[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
 	char line[2048];
-	int n;
+	int n = 0, sink = log_sink;
 
 	if (log_level < 0) {
 		const char *d = getenv("TESSERA_DEBUG");
@@ -48,17 +118,32 @@ void tlogv(enum tlog_level level, const char *fmt, va_list ap)
 	}
 	if ((int)level > log_level)
 		return;
-	n = snprintf(line, sizeof(line), "%s: %s: ", log_ident, names[level]);
-	if (n < 0)
+	if (sink == LOG_SINK_SYSLOG) {
+		if (vsnprintf(line, sizeof(line), fmt, ap) >= 0)
+			syslog(priorities[level], "%s: %s", names[level], line);
 		return;
-	int r = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
+	}
+	if (sink == LOG_SINK_FILE) {
+		struct timespec ts;
+		struct tm tm;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		localtime_r(&ts.tv_sec, &tm);
+		n = (int)strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
+		n += snprintf(line + n, sizeof(line) - (size_t)n, ".%03ld [%d] ",
+			      ts.tv_nsec / 1000000, (int)getpid());
+	}
+	int r = snprintf(line + n, sizeof(line) - (size_t)n, "%s: %s: ", log_ident, names[level]);
+	if (r < 0)
+		return;
+	n += r;
+	r = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
 	if (r < 0)
 		return;
 	n += r;
 	if ((size_t)n > sizeof(line) - 2)
 		n = (int)sizeof(line) - 2;
 	line[n++] = '\n';
-	ssize_t w = write(STDERR_FILENO, line, (size_t)n);
+	ssize_t w = write(sink == LOG_SINK_FILE ? log_fd : STDERR_FILENO, line, (size_t)n);
 	(void)w;
 }
 
@@ -361,13 +446,13 @@ int tparse_size(const char *s, uint64_t *ret)
 	return 0;
 }
 
-/* Undoes the octal escapes (\040 for a space...) of a /proc/self/mountinfo field in place. */
+/* Undoes the octal escapes (\\040 for a space...) of a /proc/self/mountinfo field in place. */
 static void unescape_mountinfo(char *s)
 {
 	char *w = s;
 
 	for (char *r = s; *r; r++) {
-		if (r[0] == '\\' && r[1] >= '0' && r[1] <= '7' && r[2] >= '0' && r[2] <= '7' &&
+		if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] >= '0' && r[2] <= '7' &&
 		    r[3] >= '0' && r[3] <= '7') {
 			*w++ = (char)((r[1] - '0') << 6 | (r[2] - '0') << 3 | (r[3] - '0'));
 			r += 3;
@@ -378,35 +463,95 @@ static void unescape_mountinfo(char *s)
 	*w = '\0';
 }
 
-int tmount_set_readahead(const char *mountpoint, unsigned kb)
+int tmount_each(int (*fn)(void *ctx, const struct tmount_entry *e), void *ctx)
 {
-	char want[PATH_MAX], line[8192], dev[64] = "", path[PATH_MAX];
+	char line[3 * PATH_MAX + 256];
 	FILE *f;
-	int r = -ENOENT;
+	int r = 0;
 
-	if (!realpath(mountpoint, want))
-		return -errno;
 	f = fopen("/proc/self/mountinfo", "re");
 	if (!f)
 		return -errno;
-	while (fgets(line, sizeof(line), f)) {
-		char majmin[64], mnt[PATH_MAX];
-		/* id parent major:minor root mountpoint ... */
-		if (sscanf(line, "%*s %*s %63s %*s %4095s", majmin, mnt) != 2)
+	while (r == 0 && fgets(line, sizeof(line), f)) {
+		/* id parent major:minor root mountpoint options [optional...] - fstype source ... */
+		char majmin[64], mnt[PATH_MAX], fstype[128], source[PATH_MAX];
+		const char *dash = strstr(line, " - ");
+		if (!dash || sscanf(line, "%*s %*s %63s %*s %4095s", majmin, mnt) != 2 ||
+		    sscanf(dash + 3, "%127s %4095s", fstype, source) != 2)
 			continue;
 		unescape_mountinfo(mnt);
-		if (strcmp(mnt, want) == 0)
-			snprintf(dev, sizeof(dev), "%s", majmin); /* the last one is on top */
+		unescape_mountinfo(source);
+		struct tmount_entry e = { majmin, mnt, fstype, source };
+		r = fn(ctx, &e);
 	}
 	fclose(f);
-	if (!*dev)
+	return r;
+}
+
+struct mount_at_ctx {
+	const char *want;
+	bool found;
+	char majmin[64], fstype[128], source[PATH_MAX];
+};
+
+static int mount_at_fn(void *ctx, const struct tmount_entry *e)
+{
+	struct mount_at_ctx *c = ctx;
+
+	if (strcmp(e->mountpoint, c->want) == 0) { /* the last one is on top */
+		c->found = true;
+		snprintf(c->majmin, sizeof(c->majmin), "%s", e->majmin);
+		snprintf(c->fstype, sizeof(c->fstype), "%s", e->fstype);
+		snprintf(c->source, sizeof(c->source), "%s", e->source);
+	}
+	return 0;
+}
+
+static int mount_find(const char *path, struct mount_at_ctx *c)
+{
+	char want[PATH_MAX];
+	int r;
+
+	if (!realpath(path, want))
+		return -errno;
+	c->want = want;
+	c->found = false;
+	r = tmount_each(mount_at_fn, c);
+	c->want = NULL;
+	if (r < 0)
 		return r;
-	snprintf(path, sizeof(path), "/sys/class/bdi/%s/read_ahead_kb", dev);
+	return c->found ? 0 : -ENOENT;
+}
+
+int tmount_at(const char *path, char *fstype, size_t fstype_size, char *source,
+	      size_t source_size)
+{
+	struct mount_at_ctx c;
+	int r = mount_find(path, &c);
+
+	if (r < 0)
+		return r;
+	if (fstype)
+		snprintf(fstype, fstype_size, "%s", c.fstype);
+	if (source)
+		snprintf(source, source_size, "%s", c.source);
+	return 0;
+}
+
+int tmount_set_readahead(const char *mountpoint, unsigned kb)
+{
+	struct mount_at_ctx c;
+	char path[PATH_MAX + 64], num[32];
+	int r = mount_find(mountpoint, &c);
+
+	if (r < 0)
+		return r;
+	snprintf(path, sizeof(path), "/sys/class/bdi/%s/read_ahead_kb", c.majmin);
 	int fd = open(path, O_WRONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	int n = snprintf(line, sizeof(line), "%u\n", kb);
-	r = write(fd, line, (size_t)n) == n ? 0 : -errno;
+	int n = snprintf(num, sizeof(num), "%u\n", kb);
+	r = write(fd, num, (size_t)n) == n ? 0 : -errno;
 	close(fd);
 	return r;
 }

@@ -901,52 +901,15 @@ struct control_conn {
 
 /* ---------------------------------------------------------------- finding a mount */
 
-/* mountinfo escapes space, tab, newline and backslash as \ooo: decodes in place. */
-static void unescape_octal(char *s)
-{
-	char *w = s;
-
-	for (char *p = s; *p;) {
-		if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] >= '0' && p[2] <= '7' &&
-		    p[3] >= '0' && p[3] <= '7') {
-			*w++ = (char)((p[1] - '0') << 6 | (p[2] - '0') << 3 | (p[3] - '0'));
-			p += 4;
-		} else {
-			*w++ = *p++;
-		}
-	}
-	*w = '\0';
-}
-
 bool control_mount_source(const char *path, char *src, size_t size)
 {
-	char real[PATH_MAX], line[3 * PATH_MAX];
-	FILE *f;
-	bool found = false;
+	char fstype[128], source[PATH_MAX];
 
-	if (!realpath(path, real))
+	if (tmount_at(path, fstype, sizeof(fstype), source, sizeof(source)) < 0 ||
+	    strcmp(fstype, "fuse.tesserafs") != 0)
 		return false;
-	f = fopen("/proc/self/mountinfo", "r");
-	if (!f)
-		return false;
-	/* The last matching line wins: the mount on top. */
-	while (fgets(line, sizeof(line), f)) {
-		char mp[PATH_MAX], fstype[64], source[PATH_MAX];
-		const char *dash = strstr(line, " - ");
-		if (!dash || sscanf(line, "%*s %*s %*s %*s %4095s", mp) != 1 ||
-		    sscanf(dash + 3, "%63s %4095s", fstype, source) != 2)
-			continue;
-		unescape_octal(mp);
-		if (strcmp(mp, real) != 0)
-			continue;
-		found = strcmp(fstype, "fuse.tesserafs") == 0;
-		if (found) {
-			unescape_octal(source);
-			snprintf(src, size, "%s", source);
-		}
-	}
-	fclose(f);
-	return found;
+	snprintf(src, size, "%s", source);
+	return true;
 }
 
 int control_connect(const char *meta_dir, struct control_conn **ret)

@@ -718,6 +718,59 @@ struct fs *fs_alloc(void)
 	return fs;
 }
 
+struct mounted_ctx {
+	const char *meta_dir;
+	char mountpoint[PATH_MAX];
+};
+
+static int mounted_fn(void *ctx, const struct tmount_entry *e)
+{
+	struct mounted_ctx *c = ctx;
+
+	if (strcmp(e->fstype, "fuse.tesserafs") != 0 || strcmp(e->source, c->meta_dir) != 0)
+		return 0;
+	snprintf(c->mountpoint, sizeof(c->mountpoint), "%s", e->mountpoint);
+	return 1;
+}
+
+/* Opens the metadata. A held lock is waited for (up to wait_ms) when no mount of meta_dir is
+ * listed: umount returns before the daemon that served the mount has closed the database, and
+ * a new mount right after it must not fail. Logs why it fails. */
+static int open_meta(const char *meta_dir, unsigned wait_ms, struct meta **ret)
+{
+	uint64_t deadline = tclock_monotonic_ns() + (uint64_t)wait_ms * 1000000u;
+	bool said = false;
+	int r;
+
+	for (;;) {
+		r = meta_open(meta_dir, ret);
+		if (r != -EBUSY)
+			break;
+		struct mounted_ctx mc = { .meta_dir = meta_dir };
+		if (tmount_each(mounted_fn, &mc) > 0) {
+			tlog_error("metadata '%s' is already mounted on '%s'", meta_dir,
+				   mc.mountpoint);
+			return r;
+		}
+		if (tclock_monotonic_ns() >= deadline)
+			break;
+		if (!said) {
+			tlog_info("metadata '%s' is in use by another process: waiting up to %u s "
+				  "for it to finish", meta_dir, wait_ms / 1000);
+			said = true;
+		}
+		struct timespec ts = { 0, 50 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
+	if (r == -ENOENT)
+		tlog_error("'%s' holds no tesserafs filesystem (run tessera-mkfs)", meta_dir);
+	else if (r == -EBUSY)
+		tlog_error("metadata '%s' is in use by another process", meta_dir);
+	else if (r < 0)
+		tlog_error("cannot open metadata '%s': %s", meta_dir, strerror(-r));
+	return r;
+}
+
 int fs_open(struct fs *fs, const char *meta_dir, const struct fs_options *opt)
 {
 	struct blockclient_config bcfg;
@@ -727,16 +780,9 @@ int fs_open(struct fs *fs, const char *meta_dir, const struct fs_options *opt)
 	int r;
 
 	fs->timeout = opt && opt->attr_timeout_s >= 0 ? opt->attr_timeout_s : 1.0;
-	r = meta_open(meta_dir, &fs->meta);
-	if (r < 0) {
-		if (r == -ENOENT)
-			tlog_error("'%s' holds no tesserafs filesystem (run tessera-mkfs)", meta_dir);
-		else if (r == -EBUSY)
-			tlog_error("metadata '%s' is in use by another process", meta_dir);
-		else
-			tlog_error("cannot open metadata '%s': %s", meta_dir, strerror(-r));
+	r = open_meta(meta_dir, opt ? opt->lock_wait_ms : 0, &fs->meta);
+	if (r < 0)
 		goto fail;
-	}
 	sb = meta_superblock(fs->meta);
 	memset(&bcfg, 0, sizeof(bcfg));
 	snprintf(bcfg.bucket, sizeof(bcfg.bucket), "%s", sb->bucket);

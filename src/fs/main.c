@@ -3,8 +3,17 @@
  *
  *   tesserafs [-f] [-d] [-s] [-o opt[,opt...]] META_DIR MOUNTPOINT
  *
- * Our options (-o): request_timeout=SECONDS, connect_timeout_ms=MS, attr_timeout=SECONDS.
+ * Our options (-o): request_timeout=SECONDS, connect_timeout_ms=MS, attr_timeout=SECONDS,
+ * log=FILE, log_level=LEVEL, lock_wait=SECONDS and the data layer's settings (usage()).
  * Every other -o option goes to libfuse and the kernel (allow_other, default_permissions, ...).
+ *
+ * Detaching (without -f, as mount(8) and fstab start it): the process forks before it opens
+ * anything. RocksDB, libcurl and the block client start threads, and threads do not survive
+ * fork(): a child that inherits a thread pool's state waits at exit, forever, for threads that
+ * ran only in the parent. So the parent starts nothing; the child opens the metadata, checks
+ * the servers and mounts, with stderr still on the terminal, then tells the parent through a
+ * pipe, and only then moves its log to syslog (or -o log=FILE) and leaves the terminal. The
+ * parent exits with the child's verdict, so mount(8) sees a failed start as a failure.
  * Also usable from mount(8) and fstab as type fuse.tesserafs (META_DIR as the device).
  * Unless -o fsname=/subtype= are given, the mount shows META_DIR as its source and
  * fuse.tesserafs as its type (tessera-scrub finds the control socket, META_DIR/control.sock,
@@ -16,12 +25,15 @@
 #define FUSE_USE_VERSION 312
 
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <fuse_lowlevel.h>
 #include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "tessera/blockclient.h"
@@ -49,6 +61,9 @@ struct cmdline {
 	char *buffer_budget;
 	unsigned hedge_ms;
 	unsigned write_quorum;
+	char *log_file;
+	char *log_level;
+	unsigned lock_wait_s;
 	int have_fsname;
 	int have_subtype;
 };
@@ -71,6 +86,9 @@ static const struct fuse_opt opt_spec[] = {
 	{ "buffer_budget=%s", offsetof(struct cmdline, buffer_budget), 0 },
 	{ "hedge_ms=%u", offsetof(struct cmdline, hedge_ms), 0 },
 	{ "write_quorum=%u", offsetof(struct cmdline, write_quorum), 0 },
+	{ "log=%s", offsetof(struct cmdline, log_file), 0 },
+	{ "log_level=%s", offsetof(struct cmdline, log_level), 0 },
+	{ "lock_wait=%u", offsetof(struct cmdline, lock_wait_s), 0 },
 	FUSE_OPT_KEY("fsname=", 2),
 	FUSE_OPT_KEY("subtype=", 3),
 	FUSE_OPT_KEY("-d", 1),
@@ -129,61 +147,92 @@ static void usage(FILE *out)
 		"  -o buffer_budget=SIZE   stripe buffers over all open files (default 256M)\n"
 		"  -o hedge_ms=MS          read around a data fragment slower than this (default 2000)\n"
 		"  -o write_quorum=Q       fragments that must be stored (default: the filesystem's)\n"
+		"  -o log=FILE             log to FILE (reopened on SIGHUP); detached, the default is\n"
+		"                          syslog (facility daemon), in the foreground stderr\n"
+		"  -o log_level=LEVEL      error, warning, info (default) or debug\n"
+		"  -o lock_wait=S          wait up to S seconds for a previous daemon of META_DIR to\n"
+		"                          release it (default 30; a mounted META_DIR is refused)\n"
 		"  -o allow_other,default_permissions,...  passed to the kernel\n");
 }
 
-/* Before detaching: asks every active server, with a signed HEAD of a key that does not
- * exist, whether it takes the key (a 403 would fail every write to it later, out of sight of
- * the terminal). Servers that do not answer are not an error here. Returns 0 or -EACCES. */
-static int check_key(const struct meta_superblock *sb, const char *ak, const char *sk,
-		     unsigned connect_timeout_ms)
+/* Forks; the parent waits for the child's verdict on a pipe and exits with it (0 once the
+ * child reported that it is mounted, else the child's exit status). The child starts a new
+ * session and gets the pipe's write end in *ret_fd. Returns 0 in the child, -errno when the
+ * fork itself failed (nothing detached). */
+static int detach_fork(int *ret_fd)
 {
-	struct blockclient_config cfg = { .connect_timeout_ms = connect_timeout_ms ?
-								connect_timeout_ms : 2000,
-					  .request_timeout_ms = 5000 };
-	uint16_t ids[META_MAX_SERVERS];
-	const char *urls[META_MAX_SERVERS];
-	bool refused[META_MAX_SERVERS];
-	char key[PROTO_KEY_MAX];
-	struct blockclient *bc;
-	size_t n = 0;
-	int r;
+	int p[2], status;
+	pid_t pid;
+	char c;
+	ssize_t n;
 
-	snprintf(cfg.bucket, sizeof(cfg.bucket), "%s", sb->bucket);
-	snprintf(cfg.region, sizeof(cfg.region), "%s", sb->region);
-	snprintf(cfg.access_key, sizeof(cfg.access_key), "%s", ak);
-	snprintf(cfg.secret_key, sizeof(cfg.secret_key), "%s", sk);
-	for (uint32_t i = 0; i < sb->n_servers; i++) {
-		if (sb->servers[i].flags & META_SERVER_F_RETIRED)
-			continue;
-		ids[n] = sb->servers[i].id;
-		urls[n++] = sb->servers[i].url;
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -errno;
+	pid = fork();
+	if (pid < 0) {
+		int e = errno;
+		close(p[0]);
+		close(p[1]);
+		return -e;
 	}
-	r = blockclient_new(&cfg, ids, urls, n, &bc);
-	memset(&cfg, 0, sizeof(cfg));
-	if (r < 0)
-		return 0; /* the daemon will report it */
-	proto_access_key(key, sizeof(key), sb->fs_uuid);
-	r = blockclient_check_access(bc, ids, n, key, refused);
-	blockclient_free(bc); /* its thread is gone before the fork */
-	for (size_t i = 0; r > 0 && i < n; i++)
-		if (refused[i])
-			fprintf(stderr, "tesserafs: server %u (%s) refuses the filesystem's access "
-				"key (credentials '%s')\n", ids[i], urls[i], sb->credentials);
-	return r > 0 ? -EACCES : 0;
+	if (pid == 0) {
+		close(p[0]);
+		setsid();
+		*ret_fd = p[1];
+		return 0;
+	}
+	close(p[1]);
+	do
+		n = read(p[0], &c, 1);
+	while (n < 0 && errno == EINTR);
+	if (n == 1 && c == 0)
+		_exit(0);
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	_exit(WIFEXITED(status) && WEXITSTATUS(status) ? WEXITSTATUS(status) : 1);
+}
+
+/* The detached child is mounted: the log leaves stderr, stdio goes to /dev/null, and the
+ * parent is told (and exits). */
+static void detach_done(int fd, bool log_file)
+{
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+	if (!log_file)
+		tlog_to_syslog();
+	if (chdir("/") < 0)
+		tlog_warn("cannot change to '/': %s", strerror(errno));
+	if (null >= 0) {
+		dup2(null, STDIN_FILENO);
+		dup2(null, STDOUT_FILENO);
+		dup2(null, STDERR_FILENO);
+		if (null > STDERR_FILENO)
+			close(null);
+	}
+	ssize_t w = write(fd, "", 1);
+	(void)w;
+	close(fd);
+}
+
+static void on_sighup(int sig)
+{
+	(void)sig;
+	tlog_reopen();
 }
 
 int main(int argc, char **argv)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
-	struct cmdline c = { .read_ahead_kb = 1024, .readahead_stripes = UINT_MAX };
+	struct cmdline c = { .read_ahead_kb = 1024, .readahead_stripes = UINT_MAX,
+			     .lock_wait_s = UINT_MAX };
 	struct fs_options fo = { .attr_timeout_s = -1 };
 	uint64_t sz;
 	struct fuse_session *se = NULL;
 	struct fs *fs = NULL;
 	struct control *ctl = NULL;
 	char *mount_opts = NULL;
-	int ret = 1, r;
+	int ret = 1, r, ready_fd = -1;
+	bool opened = false;
 
 	tlog_set_ident("tesserafs");
 	if (fuse_opt_parse(&args, &c, opt_spec, opt_proc) == -1)
@@ -252,8 +301,8 @@ int main(int argc, char **argv)
 			    fuse_opt_add_arg(&args, mount_opts) != 0)))
 		goto out;
 
-	/* An absolute mount point: fuse_daemonize() changes to "/" even in the foreground, and
-	 * the unmount after a failed start must still find the mount. */
+	/* An absolute mount point: the detached daemon changes to "/", and the unmount after a
+	 * failed start must still find the mount. */
 	char *abs_mnt = realpath(c.mountpoint, NULL);
 	if (!abs_mnt) {
 		fprintf(stderr, "tesserafs: mount point '%s': %s%s\n", c.mountpoint, strerror(errno),
@@ -263,55 +312,61 @@ int main(int argc, char **argv)
 	free(c.mountpoint);
 	c.mountpoint = abs_mnt;
 
+	if (c.log_level) {
+		enum tlog_level lv;
+		if (tlog_level_parse(c.log_level, &lv) < 0) {
+			fprintf(stderr, "tesserafs: bad log_level '%s' (error, warning, info or "
+				"debug)\n", c.log_level);
+			ret = 2;
+			goto out;
+		}
+		tlog_set_level(lv);
+	}
+	fo.lock_wait_ms = (c.lock_wait_s == UINT_MAX ? 30 : c.lock_wait_s) * 1000u;
+
+	/* Nothing before this point starts a thread. */
+	if (!c.foreground && (r = detach_fork(&ready_fd)) < 0) {
+		fprintf(stderr, "tesserafs: cannot detach: %s\n", strerror(-r));
+		goto out;
+	}
+	if (c.log_file) {
+		r = tlog_to_file(c.log_file);
+		if (r < 0) {
+			fprintf(stderr, "tesserafs: cannot open log file '%s': %s\n", c.log_file,
+				strerror(-r));
+			goto out;
+		}
+	}
+
 	fs = fs_alloc();
 	if (!fs)
 		goto out;
-	if (c.foreground) {
-		/* Everything that can fail (metadata, credentials, servers refusing the key) fails
-		 * here, before anything is mounted. */
-		if (fs_open(fs, c.meta_dir, &fo) < 0)
-			goto out;
-	} else {
-		/* Check the metadata and the key before detaching, so that errors reach the
-		 * terminal; RocksDB's threads do not survive fork(), so the daemon opens it again
-		 * afterwards. */
-		struct meta *m;
-		char ak[128], sk[128];
-		r = meta_open(c.meta_dir, &m);
-		if (r < 0) {
-			fprintf(stderr, "tesserafs: cannot open metadata '%s': %s\n", c.meta_dir,
-				r == -ENOENT ? "no filesystem (run tessera-mkfs)" : strerror(-r));
-			goto out;
-		}
-		r = meta_load_credentials(c.meta_dir, meta_superblock(m), ak, sizeof(ak), sk,
-					  sizeof(sk));
-		if (r < 0)
-			fprintf(stderr, "tesserafs: no usable access key (credentials '%s'): %s\n",
-				meta_superblock(m)->credentials,
-				r == -EINVAL ? "no key pair" : strerror(-r));
-		else
-			r = check_key(meta_superblock(m), ak, sk, fo.connect_timeout_ms);
-		memset(ak, 0, sizeof(ak));
-		memset(sk, 0, sizeof(sk));
-		meta_close(m);
-		if (r < 0)
-			goto out;
-	}
+	/* Everything that can fail (metadata, credentials, servers refusing the key) fails here,
+	 * before anything is mounted, with the messages on the terminal. */
+	if (fs_open(fs, c.meta_dir, &fo) < 0)
+		goto out;
+	opened = true;
 	se = fuse_session_new(&args, fs_ops(), sizeof(struct fuse_lowlevel_ops), fs);
 	if (!se)
 		goto out;
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out;
+	if (c.log_file) {
+		/* libfuse's SIGHUP ends the session; with a log file it reopens the file. */
+		struct sigaction sa = { .sa_handler = on_sighup };
+		sigemptyset(&sa.sa_mask);
+		sa.sa_flags = SA_RESTART;
+		sigaction(SIGHUP, &sa, NULL);
+	}
 	if (fuse_session_mount(se, c.mountpoint) != 0)
 		goto out_signals;
 	/* FUSE mounts get 128 KiB of readahead; a stripe-sized sequential read wants more. */
 	if (c.read_ahead_kb && (r = tmount_set_readahead(c.mountpoint, c.read_ahead_kb)) < 0)
 		tlog_info("cannot set read_ahead_kb of '%s': %s", c.mountpoint, strerror(-r));
-	if (fuse_daemonize(c.foreground) != 0)
-		goto out_unmount;
-
-	if (!c.foreground && fs_open(fs, c.meta_dir, &fo) < 0)
-		goto out_unmount;
+	if (ready_fd >= 0) {
+		detach_done(ready_fd, c.log_file != NULL);
+		ready_fd = -1;
+	}
 	tlog_info("mounted '%s' on '%s'", c.meta_dir, c.mountpoint);
 	r = control_start(fs, c.meta_dir, &ctl);
 	if (r < 0)
@@ -329,20 +384,27 @@ int main(int argc, char **argv)
 	}
 	ret = ret != 0 ? 1 : 0;
 	control_stop(ctl); /* a running scrub is cancelled; its checkpoint stays */
-out_unmount:
 	fuse_session_unmount(se);
 out_signals:
 	fuse_remove_signal_handlers(se);
 out:
 	if (se)
 		fuse_session_destroy(se);
-	fs_free(fs);
+	if (fs) {
+		/* Stores what is still buffered, then closes RocksDB and joins every thread, so
+		 * nothing is left running at exit and the next mount finds the lock free. */
+		fs_free(fs);
+		if (opened)
+			tlog_info("unmounted '%s' from '%s'", c.meta_dir, c.mountpoint);
+	}
 	fuse_opt_free_args(&args);
 	free(c.meta_dir);
 	free(c.mountpoint);
 	free(c.attr_timeout);
 	free(c.inline_max);
 	free(c.buffer_budget);
+	free(c.log_file);
+	free(c.log_level);
 	free(mount_opts);
 	return ret;
 }
