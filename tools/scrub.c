@@ -28,11 +28,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "tessera/blockclient.h"
+#include "tessera/blockstore.h"
 #include "tessera/common.h"
 #include "tessera/control.h"
 #include "tessera/meta.h"
 #include "tessera/scrub.h"
+#include "tessera/stripe.h"
 
 #include "cli.h"
 
@@ -443,7 +444,7 @@ int main(int argc, char **argv)
 	struct scrub_options opt = { 0 };
 	struct out o = { .f = stdout };
 	struct blockclient_config cfg;
-	struct blockclient *bc = NULL;
+	struct blockstore *bs = NULL;
 	struct meta *meta = NULL;
 	struct scrub *s = NULL;
 	struct scrub_stats st = { 0 };
@@ -561,21 +562,14 @@ int main(int argc, char **argv)
 	const struct meta_superblock *sb = meta_superblock(meta);
 	char uuid[37];
 	tuuid_format(sb->fs_uuid, uuid);
-	r = scrub_credentials_load(dir, sb, &cfg);
+	r = stripe_client_config(dir, sb, &cfg);
 	if (r < 0) {
 		fprintf(stderr, "%s: no usable access key (credentials '%s'): %s\n", prog,
 			sb->credentials, strerror(-r));
 		goto out;
 	}
 	cfg.request_timeout_ms = (unsigned)timeout_s * 1000;
-	uint16_t ids[META_MAX_SERVERS];
-	const char *urls[META_MAX_SERVERS];
-	for (uint32_t i = 0; i < sb->n_servers; i++) {
-		ids[i] = sb->servers[i].id;
-		urls[i] = sb->servers[i].url;
-	}
-	r = blockclient_new(&cfg, ids, urls, sb->n_servers, &bc);
-	memset(&cfg, 0, sizeof(cfg));
+	r = stripe_store_new(sb, &cfg, &bs);
 	if (r < 0) {
 		fprintf(stderr, "%s: cannot set up the block client: %s\n", prog, strerror(-r));
 		goto out;
@@ -583,7 +577,7 @@ int main(int argc, char **argv)
 	char ckpt[PATH_MAX];
 	if (snprintf(ckpt, sizeof(ckpt), "%s/%s", dir, SCRUB_CHECKPOINT_NAME) < (int)sizeof(ckpt))
 		opt.checkpoint = ckpt;
-	r = scrub_new(meta, bc, &opt, &s);
+	r = scrub_new(meta, bs, &opt, &s);
 	if (r < 0) {
 		fprintf(stderr, "%s: cannot start: %s\n", prog, strerror(-r));
 		goto out;
@@ -604,7 +598,7 @@ int main(int argc, char **argv)
 		clear_refill(meta, &o);
 out:
 	scrub_free(s);
-	blockclient_free(bc);
+	blockstore_free(bs);
 	meta_close(meta);
 	for (size_t i = 0; i < o.n_items; i++)
 		free(o.items[i]);

@@ -45,12 +45,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tessera/blockclient.h"
+#include "tessera/blockstore.h"
 #include "tessera/common.h"
 #include "tessera/control.h"
 #include "tessera/meta.h"
 #include "tessera/proto.h"
 #include "tessera/scrub.h"
+#include "tessera/stripe.h"
 
 #include "cli.h"
 
@@ -147,26 +148,26 @@ static const struct meta_server *url_taken(const struct meta_superblock *sb, con
 static int probe(const char *dir, const struct meta_superblock *sb, const struct meta_server *sv)
 {
 	struct blockclient_config cfg = { .connect_timeout_ms = 2000, .request_timeout_ms = 5000 };
-	struct blockclient *bc = NULL;
+	struct blockstore *bs = NULL;
 	struct blockclient_object *obj = NULL;
 	const char *url = sv->url;
 	char token[BLOCKCLIENT_LIST_KEY_MAX + 1];
 	size_t n;
 	int r;
 
-	r = scrub_credentials_load(dir, sb, &cfg);
+	r = stripe_client_config(dir, sb, &cfg);
 	if (r < 0)
 		return fail("no usable access key (credentials '%s'): %s", sb->credentials,
 			    strerror(-r));
-	r = blockclient_new(&cfg, &sv->id, &url, 1, &bc);
+	r = blockstore_client_new(&cfg, &sv->id, &url, 1, &bs);
 	memset(&cfg, 0, sizeof(cfg));
 	if (r < 0)
 		return fail("cannot set up the block client: %s", strerror(-r));
 	obj = malloc(sizeof(*obj));
-	r = obj ? blockclient_list(bc, sv->id, "", NULL, obj, 1, &n, token, sizeof(token))
+	r = obj ? blockstore_list(bs, sv->id, "", NULL, obj, 1, &n, token, sizeof(token))
 		: -ENOMEM;
 	free(obj);
-	blockclient_free(bc);
+	blockstore_free(bs);
 	if (r == -ENOENT)
 		return 0; /* signature accepted; an empty server has no bucket until a first PUT */
 	if (r == -EACCES)
@@ -308,15 +309,13 @@ static const char *human(uint64_t v, char *buf, size_t size)
 /* tessera status SOURCE */
 static int status_main(const char *src)
 {
-	enum { STATUS_MAX = 16384 };
 	struct blockclient_config cfg = { .connect_timeout_ms = 2000, .request_timeout_ms = 5000 };
-	struct blockclient_op *ops = NULL;
-	struct blockclient *bc = NULL;
+	struct blockstore_status st[META_MAX_SERVERS];
+	struct blockstore *bs = NULL;
 	struct meta *meta = NULL;
 	uint16_t ids[META_MAX_SERVERS];
-	const char *urls[META_MAX_SERVERS];
 	bool refused[META_MAX_SERVERS] = { false };
-	char dir[PATH_MAX], key[PROTO_KEY_MAX], uuid[37], a[16], b[16], *bufs = NULL;
+	char dir[PATH_MAX], key[PROTO_KEY_MAX], uuid[37], a[16], b[16];
 	bool mounted = control_mount_source(src, dir, sizeof(dir));
 	int r, rc = EXIT_FAIL;
 
@@ -339,36 +338,25 @@ static int status_main(const char *src)
 	       sb->k, sb->m, human(sb->stripe_size, a, sizeof(a)), sb->write_quorum, sb->inline_max);
 	printf("metadata %s, %s\n", dir, mounted ? "in use (mounted)" : "not mounted");
 
-	for (uint32_t i = 0; i < sb->n_servers; i++) {
+	for (uint32_t i = 0; i < sb->n_servers; i++)
 		ids[i] = sb->servers[i].id;
-		urls[i] = sb->servers[i].url;
-	}
-	ops = calloc(sb->n_servers ? sb->n_servers : 1, sizeof(*ops));
-	bufs = calloc(sb->n_servers ? sb->n_servers : 1, STATUS_MAX + 1);
-	if (!ops || !bufs) {
-		fail("out of memory");
-		goto out;
-	}
-	r = scrub_credentials_load(dir, sb, &cfg);
+	r = stripe_client_config(dir, sb, &cfg);
 	if (r < 0) {
 		fprintf(stderr, "%s: no usable access key (credentials '%s'): %s; the key is not "
 			"checked\n", prog, sb->credentials, strerror(-r));
 		strcpy(cfg.access_key, "none"); /* /-/status needs no key */
 		strcpy(cfg.secret_key, "none");
 	}
-	if (blockclient_new(&cfg, ids, urls, sb->n_servers, &bc) < 0) {
+	if (stripe_store_new(sb, &cfg, &bs) < 0) {
 		fail("cannot set up the block client");
 		goto out;
 	}
-	memset(&cfg, 0, sizeof(cfg));
-	for (uint32_t i = 0; i < sb->n_servers; i++)
-		ops[i] = (struct blockclient_op){ .method = BC_GET, .server = ids[i],
-						  .key = "-/status", .raw_path = true,
-						  .buf = bufs + i * (STATUS_MAX + 1),
-						  .buf_size = STATUS_MAX };
-	blockclient_run(bc, ops, sb->n_servers, true);
+	if (blockstore_status(bs, ids, sb->n_servers, true, st) < 0) {
+		fail("out of memory");
+		goto out;
+	}
 	proto_access_key(key, sizeof(key), sb->fs_uuid);
-	if (r == 0 && blockclient_check_access(bc, ids, sb->n_servers, key, refused) < 0) {
+	if (r == 0 && blockstore_check_access(bs, ids, sb->n_servers, key, refused) < 0) {
 		fail("out of memory");
 		goto out;
 	}
@@ -379,35 +367,27 @@ static int status_main(const char *src)
 	for (uint32_t i = 0; i < sb->n_servers; i++) {
 		const struct meta_server *sv = &sb->servers[i];
 		const bool retired = sv->flags & META_SERVER_F_RETIRED;
-		char *doc = bufs + i * (STATUS_MAX + 1);
-		const char *answer = ops[i].result ? "down" : refused[i] ? "refuses" : "up";
-		uint64_t cap = 0, fr = 0;
+		const char *answer = st[i].result ? "down" : refused[i] ? "refuses" : "up";
+		uint64_t cap = st[i].capacity, fr = st[i].free;
 
-		if (!ops[i].result) {
-			doc[ops[i].result_len] = '\0';
-			cap = tjson_sum(doc, "capacity");
-			fr = tjson_sum(doc, "free");
-		}
 		if (!retired) {
 			active++;
-			answering += !ops[i].result && !refused[i];
+			answering += !st[i].result && !refused[i];
 			cap_all += cap;
 			free_all += fr;
 		}
 		printf("%-5u %-9s %-32s %-10s %-8s %11s %11s\n", sv->id,
 		       retired ? "retired" : sv->flags & META_SERVER_F_REFILL ? "refilling" : "active",
 		       sv->url, sv->zone[0] ? sv->zone : "-", answer,
-		       ops[i].result ? "-" : human(cap, a, sizeof(a)),
-		       ops[i].result ? "-" : human(fr, b, sizeof(b)));
+		       st[i].result ? "-" : human(cap, a, sizeof(a)),
+		       st[i].result ? "-" : human(fr, b, sizeof(b)));
 	}
 	printf("%u of %u active servers answer with the key; %u+%u needs %u; raw capacity %s, free %s\n",
 	       answering, active, sb->k, sb->m, sb->k + sb->m, human(cap_all, a, sizeof(a)),
 	       human(free_all, b, sizeof(b)));
 	rc = 0;
 out:
-	blockclient_free(bc);
-	free(ops);
-	free(bufs);
+	blockstore_free(bs);
 	meta_close(meta);
 	return rc;
 }

@@ -8,6 +8,7 @@
 #define TESSERA_COMMON_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -144,6 +145,27 @@ int tmount_at(const char *path, char *fstype, size_t fstype_size, char *source,
  * Returns 0, -ENOENT (not mounted), or -errno of the write (e.g. -EACCES when not root). */
 int tmount_set_readahead(const char *mountpoint, unsigned kb);
 
+/* ---- a bounded string builder ---- */
+
+/* Text built by appending, always NUL-terminated, never longer than its bound: either a
+ * caller's fixed array (tstr_init_fixed) or a malloc'd buffer that grows up to max bytes
+ * (tstr_init; free with tstr_free()). An append that does not fit (or finds no memory) sets
+ * failed and is dropped, as is every later one: check failed once at the end. */
+struct tstr {
+	char *buf;
+	size_t len;   /* bytes before the NUL */
+	size_t cap;   /* bytes of buf */
+	size_t max;   /* the bound of len + 1 */
+	bool fixed;   /* buf is the caller's */
+	bool failed;
+};
+void tstr_init_fixed(struct tstr *s, char *buf, size_t size);
+void tstr_init(struct tstr *s, size_t max);
+void tstr_free(struct tstr *s);
+void tstr_append(struct tstr *s, const void *p, size_t n);
+void tstr_puts(struct tstr *s, const char *str);
+void tstr_printf(struct tstr *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* Writes v as a size for people ("512 B", "1.5 GiB", up to TiB) into out. */
 void tformat_bytes(uint64_t v, char *out, size_t size);
 
@@ -154,6 +176,9 @@ uint64_t tjson_sum(const char *json, const char *name);
 /* Parses the decimal number at the start of s (a digit must come first: no sign, no space) and
  * sets *end past it. Returns 0, or -EINVAL (no digit, or more than 64 bits). */
 int tparse_u64(const char *s, const char **end, uint64_t *ret);
+
+/* The same for a signed number: an optional '-' before the first digit. */
+int tparse_i64(const char *s, const char **end, int64_t *ret);
 
 /* Parses sizes such as "4M", "64k", "1G", "512" (binary units). 0 or -EINVAL. */
 int tparse_size(const char *s, uint64_t *ret);

@@ -1,6 +1,10 @@
 /*
  * control: the control socket of a mounted tesserafs, and its client.
  *
+ * Three parts: the protocol's pure line codec (control_proto.c), the daemon's server
+ * (control_server.c: it gets a struct control_host of handles and callbacks, never the
+ * filesystem's internals) and the client the tools call (control_client.c).
+ *
  * The daemon listens on META_DIR/control.sock (a unix stream socket, mode 0600, removed at
  * exit; only its own user and root may connect: SO_PEERCRED). A client finds it from the
  * mount point: tesserafs mounts with fsname=META_DIR, which /proc/self/mountinfo shows as the
@@ -13,8 +17,7 @@
  *
  * Protocol, version 1: text lines of at most CONTROL_LINE_MAX bytes; strings are "-" (none) or
  * "+" and the bytes with '%', controls, space and DEL as %XX.
- *   client: scrub 1 dry_run=0 deep=0 gc=0 gc_grace=3600 gc_grace_set=0 no_namespace=0
- *           jobs=8 rate_limit=0 window=0 no_resume=0
+ *   client: scrub 1 NAME=VALUE ...  (CONTROL_SCRUB_OPTIONS, each at most once, any order)
  *   daemon: hello 1 FS_UUID K M N_SERVERS        (or: error ERRNO MESSAGE, and it closes)
  *           event KIND FIXED INO STRIPE INDEX SERVER OFF LEN PATH KEY MSG   (any number)
  *           progress PHASE DONE TOTAL BYTES                                 (any number)
@@ -41,24 +44,52 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <pthread.h>
+
 #include "tessera/scrub.h"
+
+struct blockstore;
+struct meta;
 
 #define CONTROL_SOCKET_NAME "control.sock"
 #define CONTROL_LINE_MAX 16384
 #define CONTROL_QUEUE_MAX (4u << 20)
 #define CONTROL_VERSION 1
 
-struct fs;
+/* The options of a scrub request: X(name on the wire, field of struct scrub_options, largest
+ * value accepted). */
+#define CONTROL_SCRUB_OPTIONS(X)                 \
+	X(dry_run, dry_run, 1)                   \
+	X(deep, deep, 1)                         \
+	X(gc, gc, 1)                             \
+	X(gc_grace, gc_grace_s, UINT64_MAX)      \
+	X(gc_grace_set, gc_grace_set, 1)         \
+	X(no_namespace, skip_namespace, 1)       \
+	X(jobs, jobs, SCRUB_MAX_JOBS)            \
+	X(rate_limit, rate_limit, UINT64_MAX)    \
+	X(window, window, UINT64_MAX)            \
+	X(no_resume, no_resume, 1)
 
 /* ---- daemon side ---- */
+
+/* What the server needs of the daemon, borrowed until control_stop(). */
+struct control_host {
+	struct meta *meta;             /* the daemon's open metadata */
+	struct blockstore *bs;         /* its block store */
+	pthread_mutex_t *inode_lock;   /* the lock of every metadata read-check-write */
+	/* Whether an unlinked inode is still in use (open, or known to the kernel): the
+	 * scrubber leaves those alone. */
+	bool (*in_use)(void *ctx, uint64_t ino);
+	void *ctx;
+};
 
 struct control;
 
 /* Binds META_DIR/control.sock (a stale one is replaced: the caller holds the metadata, so no
- * other daemon serves this directory) and starts the listener. fs and meta_dir are borrowed
- * and must outlive the struct control. Returns 0 and *ret (stop with control_stop()), -errno
- * (socket, bind, thread). */
-int control_start(struct fs *fs, const char *meta_dir, struct control **ret);
+ * other daemon serves this directory) and starts the listener. host is copied; what it points
+ * to and meta_dir are borrowed and must outlive the struct control. Returns 0 and *ret (stop
+ * with control_stop()), -errno (socket, bind, thread). */
+int control_start(const struct control_host *host, const char *meta_dir, struct control **ret);
 /* Stops listening, cancels a running scrub and waits for it (what it repaired is committed),
  * removes the socket, frees. Accepts NULL. */
 void control_stop(struct control *c);
@@ -106,6 +137,16 @@ void control_close(struct control_conn *c);
  * Encoders write one line with its '\n' and a NUL; they return its length, or -ENOSPC when
  * size is too small (nothing usable written). */
 int control_request_encode(const struct scrub_options *opt, char *out, size_t size);
+/* "backup 1 DEST"; -EINVAL when dest is not an absolute path. */
+int control_backup_encode(const char *dest, char *out, size_t size);
+/* Parses a backup request (without '\n'), decoding DEST in place. Returns 0 and *ret_dest
+ * (pointing into line), -EPROTO (not a backup request), -EINVAL (a bad one). */
+int control_backup_decode(char *line, const char **ret_dest);
+int control_hello_encode(const struct control_info *info, char *out, size_t size);
+/* err: a negative errno (-4095..-1); -EINVAL otherwise. */
+int control_error_encode(int err, const char *msg, char *out, size_t size);
+/* result: 0 or a negative errno. */
+int control_end_encode(int result, char *out, size_t size);
 /* Parses a request line (without '\n') into *ret: only the flags and numbers are set, the
  * rest zeroed. Returns 0, -EPROTO (not a scrub request of this version), -EINVAL (a bad or
  * unknown option). */

@@ -34,7 +34,7 @@
 
 struct meta;
 struct meta_batch;
-struct blockclient;
+struct blockstore;
 
 #define DATA_FILE_BUFFERS 8
 
@@ -58,9 +58,9 @@ void data_config_defaults(struct data_config *cfg);
 struct data;
 struct data_file;
 
-/* meta, bc and inode_lock are borrowed and must outlive the struct data. Starts the garbage
+/* meta, bs and inode_lock are borrowed and must outlive the struct data. Starts the garbage
  * thread. Returns 0 and *ret (free with data_free()), -EINVAL, -ENOMEM. */
-int data_new(struct meta *meta, struct blockclient *bc, pthread_mutex_t *inode_lock,
+int data_new(struct meta *meta, struct blockstore *bs, pthread_mutex_t *inode_lock,
 	     const struct data_config *cfg, struct data **ret);
 /* Flushes every dirty open file (errors are logged), stops the garbage thread, frees. */
 void data_free(struct data *d);
@@ -112,9 +112,6 @@ int data_punch_hole(struct data_file *f, uint64_t off, uint64_t len);
  * end (or no data follows), -EIO. */
 int64_t data_seek(struct data_file *f, uint64_t off, bool data);
 
-/* Adds to b the deletion of every stripe record of ino and the garbage entries for their
- * fragments (for unlink). Returns 0 or -EIO. */
-int data_release_stripes(struct data *d, uint64_t ino, struct meta_batch *b);
 /* Wakes the garbage thread (after a commit that queued garbage). */
 void data_gc_kick(struct data *d);
 

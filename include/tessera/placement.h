@@ -34,6 +34,14 @@ uint64_t placement_seed(uint64_t ino, uint64_t stripe);
 int placement_choose(const struct placement_server *servers, size_t n, uint64_t seed,
 		     unsigned count, unsigned max_per_zone, uint16_t *ret_ids);
 
+/* The same for a stripe some of whose fragments already have servers: held[0..n_held-1] (ids,
+ * which need not be among servers[] or up) are never chosen, and count towards the zone
+ * limit with the zone they have in servers[] (a held id not in servers[] is a domain of its
+ * own). placement_choose() is this with no held servers. */
+int placement_choose_more(const struct placement_server *servers, size_t n, uint64_t seed,
+			  const uint16_t *held, size_t n_held, unsigned count,
+			  unsigned max_per_zone, uint16_t *ret_ids);
+
 /* Top-count selection by rendezvous scores is not proportional to the weights once count > 1:
  * a heavy server can hold at most one fragment of a stripe, so light servers win more than
  * their share. This rewrites the weights of servers[] in place to effective weights, found by

@@ -46,8 +46,7 @@
 
 struct meta;
 struct meta_superblock;
-struct blockclient;
-struct blockclient_config;
+struct blockstore;
 
 enum scrub_event_kind {
 	SCRUB_EV_FRAG_MISSING,     /* no object (404), never stored, or its server left the list */
@@ -150,10 +149,10 @@ struct scrub_stats {
 
 struct scrub;
 
-/* meta and bc are borrowed and must outlive the struct scrub; opt is copied (its pointers are
+/* meta and bs are borrowed and must outlive the struct scrub; opt is copied (its pointers are
  * borrowed). Returns 0 and *ret (free with scrub_free()), -EINVAL (bad options or superblock),
  * -ENOMEM. */
-int scrub_new(struct meta *meta, struct blockclient *bc, const struct scrub_options *opt,
+int scrub_new(struct meta *meta, struct blockstore *bs, const struct scrub_options *opt,
 	      struct scrub **ret);
 void scrub_free(struct scrub *s);
 
@@ -187,12 +186,6 @@ struct scrub_checkpoint {
 int scrub_checkpoint_encode(const struct scrub_checkpoint *c, char *out, size_t size);
 /* Parses text (NUL-terminated). Returns 0 and *ret, -EBADMSG. Unknown counters are ignored. */
 int scrub_checkpoint_decode(const char *text, struct scrub_checkpoint *ret);
-
-/* Fills cfg's access_key and secret_key with meta_load_credentials() (meta.h) and copies the
- * superblock's bucket and region. Returns 0, -ENOENT/-EACCES/-errno (the file), -EINVAL (no
- * usable key). */
-int scrub_credentials_load(const char *meta_dir, const struct meta_superblock *sb,
-			   struct blockclient_config *cfg);
 
 /* Builds the path of ino from the root ("/dir/file") into out by walking the directory
  * entries (first link found). Returns the length, -ENOENT (not linked from the root),

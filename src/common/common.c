@@ -8,6 +8,7 @@
 #include "tessera/common.h"
 
 #include <ctype.h>
+#include <stdarg.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -413,6 +414,18 @@ int tparse_u64(const char *s, const char **end, uint64_t *ret)
 	return 0;
 }
 
+int tparse_i64(const char *s, const char **end, int64_t *ret)
+{
+	bool neg = *s == '-';
+	uint64_t v;
+	int r = tparse_u64(s + neg, end, &v);
+
+	if (r < 0 || v > (uint64_t)INT64_MAX + neg)
+		return -EINVAL;
+	*ret = neg ? (int64_t)(0 - v) : (int64_t)v;
+	return 0;
+}
+
 int tparse_size(const char *s, uint64_t *ret)
 {
 	char *end;
@@ -586,3 +599,93 @@ void tformat_bytes(uint64_t v, char *out, size_t size)
 	snprintf(out, size, i ? "%.1f %s" : "%.0f %s", d, units[i]);
 }
 
+
+/* ---------------------------------------------------------------- string builder */
+
+void tstr_init_fixed(struct tstr *s, char *buf, size_t size)
+{
+	*s = (struct tstr){ .buf = buf, .cap = size, .max = size, .fixed = true,
+			    .failed = size == 0 };
+	if (size)
+		buf[0] = '\0';
+}
+
+void tstr_init(struct tstr *s, size_t max)
+{
+	*s = (struct tstr){ .max = max, .failed = max == 0 };
+}
+
+void tstr_free(struct tstr *s)
+{
+	if (!s->fixed)
+		free(s->buf);
+	s->buf = NULL;
+	s->len = s->cap = 0;
+}
+
+/* Makes room for n more bytes and the NUL. */
+static bool tstr_room(struct tstr *s, size_t n)
+{
+	if (s->failed)
+		return false;
+	if (s->len + n + 1 > s->max) {
+		s->failed = true;
+		return false;
+	}
+	if (s->len + n + 1 <= s->cap)
+		return true;
+	size_t cap = s->cap ? s->cap : 256;
+	while (cap < s->len + n + 1)
+		cap *= 2;
+	if (cap > s->max)
+		cap = s->max;
+	char *b = s->fixed ? NULL : realloc(s->buf, cap);
+	if (!b) {
+		s->failed = true;
+		return false;
+	}
+	s->buf = b;
+	s->cap = cap;
+	return true;
+}
+
+void tstr_append(struct tstr *s, const void *p, size_t n)
+{
+	if (!tstr_room(s, n))
+		return;
+	memcpy(s->buf + s->len, p, n);
+	s->len += n;
+	s->buf[s->len] = '\0';
+}
+
+void tstr_puts(struct tstr *s, const char *str)
+{
+	tstr_append(s, str, strlen(str));
+}
+
+void tstr_printf(struct tstr *s, const char *fmt, ...)
+{
+	char small[256];
+	va_list ap;
+	int n;
+
+	if (s->failed)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(small, sizeof(small), fmt, ap);
+	va_end(ap);
+	if (n < 0) {
+		s->failed = true;
+		return;
+	}
+	if ((size_t)n < sizeof(small)) {
+		tstr_append(s, small, (size_t)n);
+		return;
+	}
+	if (!tstr_room(s, (size_t)n))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(s->buf + s->len, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	s->len += (size_t)n;
+}

@@ -7,7 +7,7 @@
  *
  *   buffered --(submit_store: the stripe was written to its end, evicted, or flushed)--> queued
  *   queued   --(worker: store_stripe, codec_encode)--> encoded
- *   encoded  --(store_stripe: blockclient_run PUT x (k+m))--> quorum stored
+ *   encoded  --(store_stripe: blockstore_run_quorum PUT x (k+m))--> quorum stored
  *   quorum stored --(store_stripe: meta_commit)--> map committed
  *   map committed --(same batch: meta_batch_garbage_add)--> old version queued for garbage
  *   queued for garbage --(gc_main: DELETE, then meta_batch_garbage_del)--> gone
@@ -56,13 +56,13 @@
 #include <string.h>
 #include <sys/uio.h>
 
-#include "tessera/blockclient.h"
+#include "tessera/blockstore.h"
 #include "tessera/codec.h"
 #include "tessera/common.h"
 #include "tessera/meta.h"
 #include "tessera/placement.h"
 #include "tessera/proto.h"
-#include "tessera/stripe_io.h"
+#include "tessera/stripe.h"
 
 #define DATA_HASH 256
 #define DATA_GC_BATCH 128
@@ -115,18 +115,14 @@ struct job {
 
 struct data {
 	struct meta *meta;
-	struct blockclient *bc;
+	struct blockstore *bs;
 	pthread_mutex_t *inode_lock;
 	const struct meta_superblock *sb;
 	struct data_config cfg;
 	struct codec *codec;
 	unsigned k, m, quorum;
 	uint32_t stripe_size;
-	/* The active servers: placement chooses among them. Retired ones (META_SERVER_F_RETIRED)
-	 * are left out and also never read: retired[] has their ids' bits. */
-	size_t n_servers;
-	struct placement_server servers[META_MAX_SERVERS];
-	uint64_t retired[65536 / 64];
+	struct stripe_servers ss; /* the active servers; retired ones are never read */
 
 	pthread_mutex_t files_lock;
 	struct data_file *files[DATA_HASH];
@@ -151,7 +147,6 @@ struct data {
 
 static void *gc_main(void *arg);
 static void *worker_main(void *arg);
-static int fetch_status(struct data *d, uint64_t *cap, uint64_t *avail);
 
 void data_config_defaults(struct data_config *cfg)
 {
@@ -163,7 +158,7 @@ void data_config_defaults(struct data_config *cfg)
 	cfg->hedge_ms = 2000;
 }
 
-int data_new(struct meta *meta, struct blockclient *bc, pthread_mutex_t *inode_lock,
+int data_new(struct meta *meta, struct blockstore *bs, pthread_mutex_t *inode_lock,
 	     const struct data_config *cfg, struct data **ret)
 {
 	const struct meta_superblock *sb = meta_superblock(meta);
@@ -195,7 +190,7 @@ int data_new(struct meta *meta, struct blockclient *bc, pthread_mutex_t *inode_l
 	if (d->cfg.readahead > DATA_FILE_BUFFERS - DATA_MIN_BUFFERS)
 		d->cfg.readahead = DATA_FILE_BUFFERS - DATA_MIN_BUFFERS;
 	d->meta = meta;
-	d->bc = bc;
+	d->bs = bs;
 	d->inode_lock = inode_lock;
 	d->sb = sb;
 	d->k = sb->k;
@@ -208,34 +203,7 @@ int data_new(struct meta *meta, struct blockclient *bc, pthread_mutex_t *inode_l
 		d->quorum = d->k;
 	if (d->quorum > d->k + d->m)
 		d->quorum = d->k + d->m;
-	for (size_t i = 0; i < sb->n_servers; i++) {
-		const struct meta_server *sv = &sb->servers[i];
-		struct placement_server *ps = &d->servers[d->n_servers];
-
-		if (sv->flags & META_SERVER_F_RETIRED) {
-			d->retired[sv->id / 64] |= 1ull << (sv->id % 64);
-			continue;
-		}
-		ps->id = sv->id;
-		ps->weight = sv->weight ? sv->weight : 1;
-		ps->zone = sv->zone;
-		ps->up = true;
-		d->n_servers++;
-	}
-	/* Weights: as tessera-mkfs was told; when it was told none (all 1), the capacity each
-	 * server reports, if every one of them answers now. Fragments then go in proportion. */
-	bool weights_given = false;
-	for (size_t i = 0; i < d->n_servers; i++)
-		weights_given |= d->servers[i].weight > 1;
-	if (!weights_given && d->n_servers > 0) {
-		uint64_t cap[META_MAX_SERVERS], fr[META_MAX_SERVERS];
-		bool all = fetch_status(d, cap, fr) == (int)d->n_servers;
-		for (size_t i = 0; all && i < d->n_servers; i++)
-			all = cap[i] > 0;
-		for (size_t i = 0; all && i < d->n_servers; i++)
-			d->servers[i].weight = cap[i] >> 20 ? cap[i] >> 20 : 1; /* MiB */
-	}
-	r = placement_calibrate(d->servers, d->n_servers, d->k + d->m);
+	r = stripe_servers_init(&d->ss, sb, bs);
 	if (r < 0) {
 		free(d);
 		return r;
@@ -430,11 +398,6 @@ static void mark_degraded(struct data *d, uint64_t ino, uint64_t stripe, uint64_
 /* Reads stripe `stripe` of ino as described by rec into out (stripe_size bytes): the file data
  * and zeros up to *ret_filled (k * frag_len); out is not touched past that. Data fragments land
  * in place in out; parity, when needed, in a scratch buffer. */
-static bool retired(const struct data *d, uint16_t id)
-{
-	return d->retired[id / 64] & (1ull << (id % 64));
-}
-
 static int fetch_stripe(struct data *d, uint64_t ino, uint64_t stripe,
 			const struct meta_stripe *rec, uint8_t *out, size_t *ret_filled)
 {
@@ -451,10 +414,10 @@ static int fetch_stripe(struct data *d, uint64_t ino, uint64_t stripe,
 		hp[i] = hdrs[i];
 		if (i < rec->k)
 			dest[i] = out + (size_t)i * fl; /* in place; parity only when needed */
-		if (retired(d, rec->servers[i]))
+		if (stripe_server_retired(&d->ss, rec->servers[i]))
 			o.avoid_mask |= 1ull << i;
 	}
-	r = stripe_fetch_into(d->bc, d->codec, d->sb->fs_uuid, ino, stripe, rec, &o, hp, dest,
+	r = stripe_fetch_into(d->bs, d->codec, d->sb->fs_uuid, ino, stripe, rec, &o, hp, dest,
 			      &good, NULL, &damaged);
 	if (damaged && !(rec->flags & META_STRIPE_F_DEGRADED))
 		mark_degraded(d, ino, stripe, rec->version);
@@ -501,19 +464,6 @@ static void ensure_filled(struct sbuf *b, size_t upto)
 	}
 }
 
-/* Adds garbage entries for every stored fragment of rec. */
-static void queue_garbage(struct meta_batch *b, uint64_t ino, uint64_t stripe,
-			  const struct meta_stripe *rec)
-{
-	for (unsigned i = 0; i < (unsigned)rec->k + rec->m; i++) {
-		if (!(rec->present & (1ull << i)))
-			continue;
-		struct meta_garbage g = { .ino = ino, .stripe = stripe, .version = rec->version,
-					  .index = (uint8_t)i, .server = rec->servers[i] };
-		meta_batch_garbage_add(b, &g);
-	}
-}
-
 /* Writes the inode's size and mtime from f into the batch, with the inode lock held.
  * grow_to: a store's view (D7): the size becomes max(current, min(grow_to, f->size));
  * UINT64_MAX: the size becomes f->size exactly (flush, truncate).
@@ -556,7 +506,7 @@ static void delete_stored(struct data *d, struct blockclient_op *puts, unsigned 
 						      .key = puts[i].key };
 	}
 	if (nd)
-		blockclient_run(d->bc, dels, nd, false);
+		blockstore_run(d->bs, dels, nd, false);
 }
 
 /* Commits batch b with the file's size/mtime under the inode lock. */
@@ -591,7 +541,7 @@ static int store_inline(struct data_file *f, const uint8_t *data, uint32_t data_
 	meta_batch_inline_put(b, f->ino, data, data_len);
 	if (have_old) {
 		meta_batch_stripe_del(b, f->ino, 0);
-		queue_garbage(b, f->ino, 0, &old);
+		stripe_garbage_add(b, f->ino, 0, &old);
 	}
 	r = commit_with_attr(f, b, data_len, false);
 	meta_batch_free(b);
@@ -638,20 +588,15 @@ static int store_stripe(struct data_file *f, uint64_t idx, const uint8_t *data,
 	rec.k = (uint8_t)k;
 	rec.m = (uint8_t)d->m;
 
-	struct placement_server servers[META_MAX_SERVERS];
-	memcpy(servers, d->servers, d->n_servers * sizeof(servers[0]));
-	for (size_t i = 0; i < d->n_servers; i++)
-		servers[i].up = blockclient_server_up(d->bc, servers[i].id);
-	chosen = placement_choose(servers, d->n_servers, placement_seed(f->ino, idx), n, d->m,
-				  ids);
+	chosen = stripe_choose(&d->ss, d->bs, NULL, f->ino, idx, NULL, 0, n, ids);
 	bool probe = false;
 	if (chosen >= 0 && chosen < (int)d->quorum) {
 		/* Too few servers believed up for a quorum: rather than fail at once, try them
 		 * all; the ones in back-off may be back (a refused connection costs little). */
-		for (size_t i = 0; i < d->n_servers; i++)
-			servers[i].up = true;
-		chosen = placement_choose(servers, d->n_servers, placement_seed(f->ino, idx), n,
-					  d->m, ids);
+		bool all[META_MAX_SERVERS];
+		for (size_t i = 0; i < d->ss.n; i++)
+			all[i] = true;
+		chosen = stripe_choose(&d->ss, d->bs, all, f->ino, idx, NULL, 0, n, ids);
 		probe = true;
 	}
 	if (chosen < (int)d->quorum) {
@@ -693,7 +638,7 @@ static int store_stripe(struct data_file *f, uint64_t idx, const uint8_t *data,
 	}
 	/* Once the quorum is stored, a hung server gets hedge_ms more before it is left out
 	 * (the stripe is then recorded degraded, for the scrubber). */
-	blockclient_run_quorum(d->bc, ops, (size_t)chosen, probe, d->quorum, d->cfg.hedge_ms);
+	blockstore_run_quorum(d->bs, ops, (size_t)chosen, probe, d->quorum, d->cfg.hedge_ms);
 	for (unsigned i = 0; i < (unsigned)chosen; i++) {
 		if (ops[i].result == 0) {
 			rec.present |= 1ull << i;
@@ -722,7 +667,7 @@ static int store_stripe(struct data_file *f, uint64_t idx, const uint8_t *data,
 	if (chunks)
 		meta_batch_chunks_put(batch, f->ino, idx, rec.version, k, per_frag, chunks);
 	if (have_old)
-		queue_garbage(batch, f->ino, idx, &old); /* D2 */
+		stripe_garbage_add(batch, f->ino, idx, &old); /* D2 */
 	if (idx == 0)
 		meta_batch_inline_del(batch, f->ino); /* it outgrew the metadata */
 	r = commit_with_attr(f, batch, start + data_len, false); /* D7 */
@@ -1059,7 +1004,7 @@ static int read_ranged(struct data_file *f, uint64_t off, size_t len, uint8_t *o
 	const unsigned frag = (unsigned)(so / fl);
 	const size_t fo = so % fl; /* offset inside the fragment's payload */
 	if (frag >= rec.k || fo + len > fl || !(rec.present & (1ull << frag)) ||
-	    retired(d, rec.servers[frag]) || !blockclient_server_up(d->bc, rec.servers[frag]))
+	    stripe_server_retired(&d->ss, rec.servers[frag]) || !blockstore_server_up(d->bs, rec.servers[frag]))
 		return -EAGAIN;
 	const unsigned c0 = (unsigned)(fo / META_CHUNK_SIZE);
 	const unsigned c1 = (unsigned)((fo + len - 1) / META_CHUNK_SIZE);
@@ -1080,7 +1025,7 @@ static int read_ranged(struct data_file *f, uint64_t off, size_t len, uint8_t *o
 				      .buf = buf, .buf_size = hi - lo,
 				      .range_off = PROTO_FRAG_HDR_SIZE + lo, .range_len = hi - lo,
 				      .timeout_ms = d->cfg.hedge_ms };
-	blockclient_run(d->bc, &op, 1, false);
+	blockstore_run(d->bs, &op, 1, false);
 	r = op.result == 0 && op.result_len == hi - lo ? 0 : -EAGAIN;
 	for (unsigned c = c0; r == 0 && c <= c1; c++) {
 		size_t a = (size_t)c * META_CHUNK_SIZE - lo;
@@ -1272,23 +1217,6 @@ int data_flush(struct data_file *f)
 	return r;
 }
 
-struct trunc_ctx {
-	struct meta_batch *b;
-	uint64_t ino;
-	uint64_t end; /* first stripe index not to release; 0 = no bound */
-};
-
-static int trunc_one(void *arg, uint64_t stripe, const struct meta_stripe *s)
-{
-	struct trunc_ctx *t = arg;
-
-	if (t->end && stripe >= t->end)
-		return 1;
-	meta_batch_stripe_del(t->b, t->ino, stripe);
-	queue_garbage(t->b, t->ino, stripe, s);
-	return 0;
-}
-
 /* Sets the size; file lock held. */
 static int truncate_locked(struct data_file *f, uint64_t size)
 {
@@ -1307,8 +1235,7 @@ static int truncate_locked(struct data_file *f, uint64_t size)
 		goto out;
 	}
 	uint64_t first_gone = (size + S - 1) / S; /* first stripe wholly past the end */
-	struct trunc_ctx t = { .b = batch, .ino = f->ino };
-	r = meta_stripe_list(d->meta, f->ino, first_gone, trunc_one, &t);
+	r = stripe_release(d->meta, f->ino, first_gone, 0, batch);
 	if (r < 0)
 		goto out;
 	if (size % S) {
@@ -1426,8 +1353,7 @@ int data_punch_hole(struct data_file *f, uint64_t off, uint64_t len)
 		r = -ENOMEM;
 		goto unlock;
 	}
-	struct trunc_ctx t = { .b = batch, .ino = f->ino, .end = end_whole };
-	r = meta_stripe_list(d->meta, f->ino, first_whole, trunc_one, &t);
+	r = stripe_release(d->meta, f->ino, first_whole, end_whole, batch);
 	if (r < 0)
 		goto unlock;
 	if (first_whole == 0)
@@ -1535,14 +1461,6 @@ out:
 	return r;
 }
 
-int data_release_stripes(struct data *d, uint64_t ino, struct meta_batch *b)
-{
-	struct trunc_ctx t = { .b = b, .ino = ino };
-
-	meta_batch_inline_del(b, ino);
-	return meta_stripe_list(d->meta, ino, 0, trunc_one, &t);
-}
-
 /* ---------------------------------------------------------------- garbage */
 
 void data_gc_kick(struct data *d)
@@ -1551,69 +1469,6 @@ void data_gc_kick(struct data *d)
 	d->gc_kicked = true;
 	pthread_cond_signal(&d->gc_cond);
 	pthread_mutex_unlock(&d->gc_lock);
-}
-
-struct gc_ctx {
-	unsigned n;
-	uint64_t seq[DATA_GC_BATCH];
-	struct meta_garbage g[DATA_GC_BATCH];
-};
-
-static int gc_collect(void *arg, uint64_t seq, const struct meta_garbage *g)
-{
-	struct gc_ctx *c = arg;
-
-	c->seq[c->n] = seq;
-	c->g[c->n] = *g;
-	return ++c->n == DATA_GC_BATCH ? 1 : 0;
-}
-
-/* Deletes one batch of queued fragments. Returns how many entries were settled. */
-static unsigned gc_pass(struct data *d)
-{
-	struct gc_ctx *c = calloc(1, sizeof(*c));
-	struct blockclient_op *ops = NULL;
-	char (*keys)[PROTO_KEY_MAX] = NULL;
-	struct meta_batch *b = NULL;
-	unsigned settled = 0;
-
-	if (!c || meta_garbage_list(d->meta, gc_collect, c) < 0 || c->n == 0)
-		goto out;
-	ops = calloc(c->n, sizeof(*ops));
-	keys = calloc(c->n, sizeof(*keys));
-	b = meta_batch_new(d->meta);
-	if (!ops || !keys || !b)
-		goto out;
-	unsigned nops = 0;
-	for (unsigned i = 0; i < c->n; i++) {
-		if (retired(d, c->g[i].server)) {
-			/* out of the list: nothing to delete there any more */
-			meta_batch_garbage_del(b, c->seq[i]);
-			settled++;
-			continue;
-		}
-		frag_key(d, keys[nops], sizeof(keys[nops]), c->g[i].ino, c->g[i].stripe,
-			 c->g[i].version, c->g[i].index);
-		ops[nops] = (struct blockclient_op){ .method = BC_DELETE, .server = c->g[i].server,
-						     .key = keys[nops] };
-		c->seq[nops++] = c->seq[i];
-	}
-	if (nops)
-		blockclient_run(d->bc, ops, nops, false);
-	for (unsigned i = 0; i < nops; i++) {
-		if (ops[i].result == 0 || ops[i].result == -ENOENT) {
-			meta_batch_garbage_del(b, c->seq[i]);
-			settled++;
-		}
-	}
-	if (settled && meta_commit(d->meta, b, false) < 0)
-		settled = 0;
-out:
-	meta_batch_free(b);
-	free(keys);
-	free(ops);
-	free(c);
-	return settled;
 }
 
 static void *gc_main(void *arg)
@@ -1633,7 +1488,10 @@ static void *gc_main(void *arg)
 		pthread_mutex_unlock(&d->gc_lock);
 		if (stop)
 			break;
-		while (gc_pass(d) == DATA_GC_BATCH) {
+		struct stripe_gc_pass pass = { .listed = STRIPE_GC_BATCH };
+		while (pass.listed == STRIPE_GC_BATCH &&
+		       stripe_gc_pass(d->meta, d->bs, &d->ss, NULL, false, 0, false, &pass) == 0 &&
+		       pass.settled == STRIPE_GC_BATCH) {
 			pthread_mutex_lock(&d->gc_lock);
 			stop = d->gc_stop;
 			pthread_mutex_unlock(&d->gc_lock);
@@ -1646,42 +1504,6 @@ static void *gc_main(void *arg)
 
 /* ---------------------------------------------------------------- statfs */
 
-/* Asks every server for its /-/status: capacity and free bytes of its data directories
- * (cap[i], avail[i]; 0 for a server that did not answer). Returns how many answered, or
- * -ENOMEM. */
-static int fetch_status(struct data *d, uint64_t *cap, uint64_t *avail)
-{
-	enum { STATUS_MAX = 16384 };
-	struct blockclient_op *ops = calloc(d->n_servers, sizeof(*ops));
-	char *bufs = calloc(d->n_servers, STATUS_MAX + 1);
-	int ok = 0;
-
-	if (!ops || !bufs) {
-		free(ops);
-		free(bufs);
-		return -ENOMEM;
-	}
-	for (size_t i = 0; i < d->n_servers; i++)
-		ops[i] = (struct blockclient_op){ .method = BC_GET, .server = d->servers[i].id,
-						  .key = "-/status", .raw_path = true,
-						  .buf = bufs + i * (STATUS_MAX + 1),
-						  .buf_size = STATUS_MAX };
-	blockclient_run(d->bc, ops, d->n_servers, false);
-	for (size_t i = 0; i < d->n_servers; i++) {
-		cap[i] = avail[i] = 0;
-		if (ops[i].result != 0)
-			continue;
-		char *s = bufs + i * (STATUS_MAX + 1);
-		s[ops[i].result_len] = '\0';
-		cap[i] = tjson_sum(s, "capacity");
-		avail[i] = tjson_sum(s, "free");
-		ok++;
-	}
-	free(bufs);
-	free(ops);
-	return ok;
-}
-
 int data_check_access(struct data *d, uint16_t *bad, size_t bad_size, size_t *ret_n)
 {
 	uint16_t ids[META_MAX_SERVERS];
@@ -1690,13 +1512,13 @@ int data_check_access(struct data *d, uint16_t *bad, size_t bad_size, size_t *re
 	size_t n = 0;
 	int r;
 
-	for (size_t i = 0; i < d->n_servers; i++)
-		ids[i] = d->servers[i].id;
+	for (size_t i = 0; i < d->ss.n; i++)
+		ids[i] = d->ss.servers[i].id;
 	proto_access_key(key, sizeof(key), d->sb->fs_uuid);
-	r = blockclient_check_access(d->bc, ids, d->n_servers, key, refused);
+	r = blockstore_check_access(d->bs, ids, d->ss.n, key, refused);
 	if (r < 0)
 		return r;
-	for (size_t i = 0; i < d->n_servers; i++) {
+	for (size_t i = 0; i < d->ss.n; i++) {
 		if (refused[i] && n < bad_size)
 			bad[n] = ids[i];
 		n += refused[i];
@@ -1708,8 +1530,8 @@ int data_check_access(struct data *d, uint16_t *bad, size_t bad_size, size_t *re
 int data_statfs(struct data *d, uint64_t *ret_total, uint64_t *ret_free)
 {
 	uint64_t total = 0, avail = 0, now = tclock_monotonic_ns();
-	uint64_t cap[META_MAX_SERVERS], fr[META_MAX_SERVERS];
-	int ok;
+	size_t answered;
+	int r;
 
 	pthread_mutex_lock(&d->statfs_lock);
 	if (d->statfs_at_ns && now - d->statfs_at_ns < DATA_STATFS_CACHE_NS) {
@@ -1720,15 +1542,11 @@ int data_statfs(struct data *d, uint64_t *ret_total, uint64_t *ret_free)
 	}
 	pthread_mutex_unlock(&d->statfs_lock);
 
-	ok = fetch_status(d, cap, fr);
-	if (ok < 0)
-		return ok;
-	if (ok == 0)
+	r = stripe_servers_capacity(&d->ss, d->bs, &total, &avail, &answered);
+	if (r < 0)
+		return r;
+	if (answered == 0)
 		return -EIO;
-	for (size_t i = 0; i < d->n_servers; i++) {
-		total += cap[i];
-		avail += fr[i];
-	}
 	/* Usable bytes after the erasure-code overhead. */
 	total = total / (d->k + d->m) * d->k;
 	avail = avail / (d->k + d->m) * d->k;

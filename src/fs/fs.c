@@ -2,7 +2,7 @@
  * fs: FUSE low-level operations over meta (the namespace) and data (file contents).
  *
  * Every namespace change is one metadata batch, so a crash leaves the old or the new tree.
- * fs->lock (the inode lock, shared with the data layer) is held for each read-check-write of
+ * fs->lock (the inode lock, shared with the data layer and the mounted scrubber) is held for each read-check-write of
  * dentries, xattrs and inode records; it is never held while calling into data functions
  * that take a file's lock (data.h gives the order: file lock, then inode lock).
  *
@@ -12,7 +12,7 @@
  * unlinked inode stays in the metadata flagged META_INODE_F_ORPHAN (and in meta's orphan
  * index), so fstat, fchmod, reads, writes and /proc/self/fd reopens keep working; when the
  * last forget or release comes, the reaper thread removes it (FS_REAP_BATCH inodes per
- * commit), and fs_open() removes the orphans a crash left, found through the index.
+ * commit), and fs_new() removes the orphans a crash left, found through the index.
  * The kernel's lookup counts live in a hash table (fs->lk, its own leaf mutex lk_lock, taken
  * after the inode lock when both are held): every reply that hands the kernel an entry
  * (lookup, create, mknod, mkdir, symlink, link, readdirplus) counts one, forget subtracts.
@@ -50,10 +50,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "tessera/blockclient.h"
 #include "tessera/common.h"
 #include "tessera/data.h"
 #include "tessera/meta.h"
+#include "tessera/stripe.h"
 
 #define FS_BLKSIZE (1u << 20)
 #define FS_MAX_IO (1u << 20)
@@ -75,10 +75,9 @@ struct lk_slot {
 };
 
 struct fs {
-	struct meta *meta;
-	struct blockclient *bc;
-	struct data *data;
-	pthread_mutex_t lock; /* the inode lock */
+	struct meta *meta;    /* borrowed */
+	struct data *data;    /* borrowed */
+	pthread_mutex_t *lock; /* the inode lock, borrowed */
 	double timeout;
 	bool posix_acl;       /* FUSE_CAP_POSIX_ACL was granted */
 	pthread_mutex_t lk_lock; /* protects lk, lk_cap, lk_n */
@@ -483,31 +482,12 @@ static int xattr_read(struct fs *fs, uint64_t ino, const char *name, uint8_t **r
 
 /* ---------------------------------------------------------------- lifecycle */
 
-static int load_credentials(const char *meta_dir, const struct meta_superblock *sb,
-			    struct blockclient_config *cfg)
-{
-	int r = meta_load_credentials(meta_dir, sb, cfg->access_key, sizeof(cfg->access_key),
-				      cfg->secret_key, sizeof(cfg->secret_key));
-
-	if (r == -EINVAL)
-		tlog_error("no usable access key (credentials '%s')", sb->credentials);
-	else if (r < 0)
-		tlog_error("cannot read credentials '%s': %s", sb->credentials, strerror(-r));
-	return r;
-}
-
 /* Adds to b the removal of inode `in` and everything it owns. With the inode lock held. */
 static int remove_inode_locked(struct fs *fs, struct meta_batch *b, const struct meta_inode *in)
 {
 	int r;
 
-	meta_batch_inode_del(b, in->ino);
-	meta_batch_inline_del(b, in->ino);
-	if (in->flags & META_INODE_F_ORPHAN)
-		meta_batch_orphan_del(b, in->ino);
-	r = meta_batch_xattr_del_all(b, in->ino);
-	if (r == 0 && S_ISREG(in->mode))
-		r = data_release_stripes(fs->data, in->ino, b);
+	r = stripe_purge_inode(fs->meta, in->ino, b);
 	if (r < 0)
 		tlog_debug("listing what inode %llu owns failed", (unsigned long long)in->ino);
 	return r;
@@ -546,7 +526,7 @@ static void reap_many(struct fs *fs, const uint64_t *q, size_t n)
 	}
 	while (i < n) {
 		size_t added = 0, first = i;
-		pthread_mutex_lock(&fs->lock);
+		pthread_mutex_lock(fs->lock);
 		for (; i < n && added < FS_REAP_BATCH; i++) {
 			r = reap_locked(fs, b, q[i]);
 			if (r < 0)
@@ -555,7 +535,7 @@ static void reap_many(struct fs *fs, const uint64_t *q, size_t n)
 		}
 		if (r == 0 && added)
 			r = meta_commit(fs->meta, b, false);
-		pthread_mutex_unlock(&fs->lock);
+		pthread_mutex_unlock(fs->lock);
 		if (r < 0) {
 			tlog_warn("cannot remove unlinked inode %llu: %s (left for the next mount)",
 				  (unsigned long long)q[i < n ? i : first], strerror(-r));
@@ -701,128 +681,24 @@ out:
 	return r;
 }
 
-struct fs *fs_alloc(void)
+int fs_new(struct meta *meta, struct data *data, pthread_mutex_t *inode_lock,
+	   const struct fs_options *opt, struct fs **ret)
 {
 	struct fs *fs = calloc(1, sizeof(*fs));
+	int r;
 
 	if (!fs)
-		return NULL;
-	pthread_mutex_init(&fs->lock, NULL);
+		return -ENOMEM;
+	fs->meta = meta;
+	fs->data = data;
+	fs->lock = inode_lock;
+	fs->timeout = opt && opt->attr_timeout_s >= 0 ? opt->attr_timeout_s : 1.0;
 	pthread_mutex_init(&fs->lk_lock, NULL);
 	pthread_mutex_init(&fs->rp_lock, NULL);
 	pthread_cond_init(&fs->rp_cond, NULL);
 	if (lk_grow(fs) < 0) {
 		fs_free(fs);
-		return NULL;
-	}
-	return fs;
-}
-
-struct mounted_ctx {
-	const char *meta_dir;
-	char mountpoint[PATH_MAX];
-};
-
-static int mounted_fn(void *ctx, const struct tmount_entry *e)
-{
-	struct mounted_ctx *c = ctx;
-
-	if (strcmp(e->fstype, "fuse.tesserafs") != 0 || strcmp(e->source, c->meta_dir) != 0)
-		return 0;
-	snprintf(c->mountpoint, sizeof(c->mountpoint), "%s", e->mountpoint);
-	return 1;
-}
-
-/* Opens the metadata. A held lock is waited for (up to wait_ms) when no mount of meta_dir is
- * listed: umount returns before the daemon that served the mount has closed the database, and
- * a new mount right after it must not fail. Logs why it fails. */
-static int open_meta(const char *meta_dir, unsigned wait_ms, struct meta **ret)
-{
-	uint64_t deadline = tclock_monotonic_ns() + (uint64_t)wait_ms * 1000000u;
-	bool said = false;
-	int r;
-
-	for (;;) {
-		r = meta_open(meta_dir, ret);
-		if (r != -EBUSY)
-			break;
-		struct mounted_ctx mc = { .meta_dir = meta_dir };
-		if (tmount_each(mounted_fn, &mc) > 0) {
-			tlog_error("metadata '%s' is already mounted on '%s'", meta_dir,
-				   mc.mountpoint);
-			return r;
-		}
-		if (tclock_monotonic_ns() >= deadline)
-			break;
-		if (!said) {
-			tlog_info("metadata '%s' is in use by another process: waiting up to %u s "
-				  "for it to finish", meta_dir, wait_ms / 1000);
-			said = true;
-		}
-		struct timespec ts = { 0, 50 * 1000 * 1000 };
-		nanosleep(&ts, NULL);
-	}
-	if (r == -ENOENT)
-		tlog_error("'%s' holds no tesserafs filesystem (run tessera-mkfs)", meta_dir);
-	else if (r == -EBUSY)
-		tlog_error("metadata '%s' is in use by another process", meta_dir);
-	else if (r < 0)
-		tlog_error("cannot open metadata '%s': %s", meta_dir, strerror(-r));
-	return r;
-}
-
-int fs_open(struct fs *fs, const char *meta_dir, const struct fs_options *opt)
-{
-	struct blockclient_config bcfg;
-	const struct meta_superblock *sb;
-	uint16_t ids[META_MAX_SERVERS];
-	const char *urls[META_MAX_SERVERS];
-	int r;
-
-	fs->timeout = opt && opt->attr_timeout_s >= 0 ? opt->attr_timeout_s : 1.0;
-	r = open_meta(meta_dir, opt ? opt->lock_wait_ms : 0, &fs->meta);
-	if (r < 0)
-		goto fail;
-	sb = meta_superblock(fs->meta);
-	memset(&bcfg, 0, sizeof(bcfg));
-	snprintf(bcfg.bucket, sizeof(bcfg.bucket), "%s", sb->bucket);
-	snprintf(bcfg.region, sizeof(bcfg.region), "%s", sb->region);
-	bcfg.request_timeout_ms = (opt && opt->request_timeout_s ? opt->request_timeout_s : 10) * 1000;
-	bcfg.connect_timeout_ms = opt && opt->connect_timeout_ms ? opt->connect_timeout_ms : 2000;
-	r = load_credentials(meta_dir, sb, &bcfg);
-	if (r < 0)
-		goto fail;
-	for (uint32_t i = 0; i < sb->n_servers; i++) {
-		ids[i] = sb->servers[i].id;
-		urls[i] = sb->servers[i].url;
-	}
-	r = blockclient_new(&bcfg, ids, urls, sb->n_servers, &fs->bc);
-	memset(&bcfg, 0, sizeof(bcfg));
-	if (r < 0) {
-		tlog_error("cannot set up the block client: %s", strerror(-r));
-		goto fail;
-	}
-	r = data_new(fs->meta, fs->bc, &fs->lock, opt ? &opt->data : NULL, &fs->data);
-	if (r < 0) {
-		tlog_error("cannot set up the data layer: %s", strerror(-r));
-		goto fail;
-	}
-	/* A server that refuses the key would fail every write to it: say so now, by name. */
-	uint16_t refused[META_MAX_SERVERS];
-	size_t n_refused = 0;
-	r = data_check_access(fs->data, refused, TESSERA_ARRAY_SIZE(refused), &n_refused);
-	if (r < 0) {
-		tlog_error("cannot check the servers' access: %s", strerror(-r));
-		goto fail;
-	}
-	for (size_t i = 0; i < n_refused; i++) {
-		const struct meta_server *sv = meta_server_find(sb, refused[i]);
-		tlog_error("server %u (%s) refuses the filesystem's access key (credentials '%s')",
-			   refused[i], sv ? sv->url : "?", sb->credentials);
-	}
-	if (n_refused) {
-		r = -EACCES;
-		goto fail;
+		return -ENOMEM;
 	}
 	r = remove_orphans(fs);
 	if (r < 0)
@@ -832,15 +708,8 @@ int fs_open(struct fs *fs, const char *meta_dir, const struct fs_options *opt)
 		tlog_warn("cannot start the reaper thread: %s (inodes are removed inline)",
 			  strerror(r));
 	fs->reaper_started = r == 0;
+	*ret = fs;
 	return 0;
-fail:
-	data_free(fs->data);
-	blockclient_free(fs->bc);
-	meta_close(fs->meta);
-	fs->data = NULL;
-	fs->bc = NULL;
-	fs->meta = NULL;
-	return r;
 }
 
 void fs_free(struct fs *fs)
@@ -855,10 +724,6 @@ void fs_free(struct fs *fs)
 		pthread_mutex_unlock(&fs->rp_lock);
 		pthread_join(fs->reaper, NULL);
 	}
-	data_free(fs->data);
-	blockclient_free(fs->bc);
-	meta_close(fs->meta);
-	pthread_mutex_destroy(&fs->lock);
 	pthread_mutex_destroy(&fs->lk_lock);
 	pthread_mutex_destroy(&fs->rp_lock);
 	pthread_cond_destroy(&fs->rp_cond);
@@ -1045,7 +910,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		goto out;
 	}
 
-	pthread_mutex_lock(&fs->lock);
+	pthread_mutex_lock(fs->lock);
 	now = tclock_realtime_ns();
 	r = meta_inode_get(fs->meta, ino, &in);
 	if (r < 0)
@@ -1077,7 +942,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	meta_batch_inode_put(b, &in);
 	r = meta_commit(fs->meta, b, false);
 unlock:
-	pthread_mutex_unlock(&fs->lock);
+	pthread_mutex_unlock(fs->lock);
 out:
 	meta_batch_free(b);
 	if (r < 0) {
@@ -1160,7 +1025,7 @@ static int make_node(fuse_req_t req, uint64_t parent, const char *name, mode_t m
 	b = meta_batch_new(fs->meta);
 	if (!b)
 		return -ENOMEM;
-	pthread_mutex_lock(&fs->lock);
+	pthread_mutex_lock(fs->lock);
 	now = tclock_realtime_ns();
 	r = get_dir_locked(fs, parent, &dir);
 	if (r < 0)
@@ -1207,7 +1072,7 @@ static int make_node(fuse_req_t req, uint64_t parent, const char *name, mode_t m
 	if (r == 0)
 		*ret = in;
 out:
-	pthread_mutex_unlock(&fs->lock);
+	pthread_mutex_unlock(fs->lock);
 	meta_batch_free(b);
 	return r;
 }
@@ -1317,7 +1182,7 @@ static int remove_entry(fuse_req_t req, uint64_t parent, const char *name, bool 
 	b = meta_batch_new(fs->meta);
 	if (!b)
 		return -ENOMEM;
-	pthread_mutex_lock(&fs->lock);
+	pthread_mutex_lock(fs->lock);
 	now = tclock_realtime_ns();
 	r = get_dir_locked(fs, parent, &pin);
 	if (r < 0)
@@ -1355,7 +1220,7 @@ static int remove_entry(fuse_req_t req, uint64_t parent, const char *name, bool 
 	meta_batch_inode_put(b, &pin);
 	r = meta_commit(fs->meta, b, false);
 out:
-	pthread_mutex_unlock(&fs->lock);
+	pthread_mutex_unlock(fs->lock);
 	meta_batch_free(b);
 	if (r == 0 && gc)
 		data_gc_kick(fs->data);
@@ -1418,7 +1283,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	pthread_mutex_lock(&fs->lock);
+	pthread_mutex_lock(fs->lock);
 	now = tclock_realtime_ns();
 	/* op and *np are the same record when the parents are one directory. */
 	np = parent == newparent ? &op : &npr;
@@ -1513,7 +1378,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 		meta_batch_inode_put(b, np);
 	r = meta_commit(fs->meta, b, false);
 out:
-	pthread_mutex_unlock(&fs->lock);
+	pthread_mutex_unlock(fs->lock);
 	meta_batch_free(b);
 	if (r == 0 && gc)
 		data_gc_kick(fs->data);
@@ -1537,7 +1402,7 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	pthread_mutex_lock(&fs->lock);
+	pthread_mutex_lock(fs->lock);
 	now = tclock_realtime_ns();
 	r = get_dir_locked(fs, newparent, &dir);
 	if (r == 0)
@@ -1571,7 +1436,7 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 	meta_batch_inode_put(b, &dir);
 	r = meta_commit(fs->meta, b, false);
 out:
-	pthread_mutex_unlock(&fs->lock);
+	pthread_mutex_unlock(fs->lock);
 	meta_batch_free(b);
 	if (r < 0)
 		fuse_reply_err(req, -r);
@@ -1596,14 +1461,14 @@ static void touch_atime(struct fs *fs, uint64_t ino)
 	b = meta_batch_new(fs->meta);
 	if (!b)
 		return;
-	pthread_mutex_lock(&fs->lock);
+	pthread_mutex_lock(fs->lock);
 	if (meta_inode_get(fs->meta, ino, &in) == 0) {
 		in.atime_ns = now;
 		meta_batch_inode_put(b, &in);
 		if (meta_commit(fs->meta, b, false) < 0)
 			tlog_debug("atime of inode %llu not stored", (unsigned long long)ino);
 	}
-	pthread_mutex_unlock(&fs->lock);
+	pthread_mutex_unlock(fs->lock);
 	meta_batch_free(b);
 }
 
@@ -1628,7 +1493,7 @@ static int open_file(struct fs *fs, uint64_t ino, struct fuse_file_info *fi, boo
 	struct data_file *f;
 	int r;
 
-	pthread_mutex_lock(&fs->lock);
+	pthread_mutex_lock(fs->lock);
 	r = meta_inode_get(fs->meta, ino, &in);
 	if (r == 0 && S_ISDIR(in.mode))
 		r = -EISDIR;
@@ -1636,7 +1501,7 @@ static int open_file(struct fs *fs, uint64_t ino, struct fuse_file_info *fi, boo
 		r = -EINVAL;
 	if (r == 0)
 		r = data_open(fs->data, ino, in.size, &f);
-	pthread_mutex_unlock(&fs->lock);
+	pthread_mutex_unlock(fs->lock);
 	if (r < 0)
 		return r;
 	if ((fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY) {
@@ -2008,7 +1873,7 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 		r = -ENOMEM;
 		goto reply;
 	}
-	pthread_mutex_lock(&fs->lock);
+	pthread_mutex_lock(fs->lock);
 	r = meta_inode_get(fs->meta, ino, &in);
 	if (r < 0)
 		goto unlock;
@@ -2050,7 +1915,7 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 	meta_batch_inode_put(b, &in);
 	r = meta_commit(fs->meta, b, false);
 unlock:
-	pthread_mutex_unlock(&fs->lock);
+	pthread_mutex_unlock(fs->lock);
 reply:
 	meta_batch_free(b);
 	fuse_reply_err(req, -r);
@@ -2151,7 +2016,7 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 		r = -ENOMEM;
 		goto reply;
 	}
-	pthread_mutex_lock(&fs->lock);
+	pthread_mutex_lock(fs->lock);
 	r = meta_inode_get(fs->meta, ino, &in);
 	if (r == 0)
 		r = meta_xattr_get(fs->meta, ino, name, strlen(name), NULL, 0, &len);
@@ -2161,7 +2026,7 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 		meta_batch_inode_put(b, &in);
 		r = meta_commit(fs->meta, b, false);
 	}
-	pthread_mutex_unlock(&fs->lock);
+	pthread_mutex_unlock(fs->lock);
 reply:
 	meta_batch_free(b);
 	fuse_reply_err(req, -r);
@@ -2276,23 +2141,6 @@ static const struct fuse_lowlevel_ops ops = {
 const struct fuse_lowlevel_ops *fs_ops(void)
 {
 	return &ops;
-}
-
-/* ---------------------------------------------------------------- control socket accessors */
-
-struct meta *fs_meta(struct fs *fs)
-{
-	return fs->meta;
-}
-
-struct blockclient *fs_blockclient(struct fs *fs)
-{
-	return fs->bc;
-}
-
-pthread_mutex_t *fs_inode_lock(struct fs *fs)
-{
-	return &fs->lock;
 }
 
 bool fs_inode_in_use(struct fs *fs, uint64_t ino)

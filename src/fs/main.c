@@ -36,12 +36,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "tessera/blockclient.h"
+#include "tessera/blockstore.h"
 #include "tessera/common.h"
 #include "tessera/control.h"
+#include "tessera/data.h"
 #include "tessera/fs.h"
 #include "tessera/meta.h"
 #include "tessera/proto.h"
+#include "tessera/stripe.h"
 
 struct cmdline {
 	char *meta_dir;
@@ -220,19 +222,192 @@ static void on_sighup(int sig)
 	tlog_reopen();
 }
 
+/* ---------------------------------------------------------------- the daemon's parts */
+
+struct daemon_config {
+	unsigned request_timeout_s;  /* per block request; 0 = 10 s */
+	unsigned connect_timeout_ms; /* 0 = 2000 */
+	unsigned lock_wait_ms;
+	struct data_config data;
+	struct fs_options fs;
+};
+
+/* Everything a mount runs on, opened in this order and closed in the reverse one. */
+struct daemon {
+	const char *meta_dir;
+	struct meta *meta;
+	struct blockstore *bs;
+	pthread_mutex_t inode_lock; /* shared by fs, data and the mounted scrubber */
+	struct data *data;
+	struct fs *fs;
+	struct control *ctl;
+};
+
+struct mounted_ctx {
+	const char *meta_dir;
+	char mountpoint[PATH_MAX];
+};
+
+static int mounted_fn(void *ctx, const struct tmount_entry *e)
+{
+	struct mounted_ctx *c = ctx;
+
+	if (strcmp(e->fstype, "fuse.tesserafs") != 0 || strcmp(e->source, c->meta_dir) != 0)
+		return 0;
+	snprintf(c->mountpoint, sizeof(c->mountpoint), "%s", e->mountpoint);
+	return 1;
+}
+
+/* Opens the metadata. A held lock is waited for (up to wait_ms) when no mount of meta_dir is
+ * listed: umount returns before the daemon that served the mount has closed the database, and
+ * a new mount right after it must not fail. Logs why it fails. */
+static int open_meta(const char *meta_dir, unsigned wait_ms, struct meta **ret)
+{
+	uint64_t deadline = tclock_monotonic_ns() + (uint64_t)wait_ms * 1000000u;
+	bool said = false;
+	int r;
+
+	for (;;) {
+		r = meta_open(meta_dir, ret);
+		if (r != -EBUSY)
+			break;
+		struct mounted_ctx mc = { .meta_dir = meta_dir };
+		if (tmount_each(mounted_fn, &mc) > 0) {
+			tlog_error("metadata '%s' is already mounted on '%s'", meta_dir,
+				   mc.mountpoint);
+			return r;
+		}
+		if (tclock_monotonic_ns() >= deadline)
+			break;
+		if (!said) {
+			tlog_info("metadata '%s' is in use by another process: waiting up to %u s "
+				  "for it to finish", meta_dir, wait_ms / 1000);
+			said = true;
+		}
+		struct timespec ts = { 0, 50 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
+	if (r == -ENOENT)
+		tlog_error("'%s' holds no tesserafs filesystem (run tessera-mkfs)", meta_dir);
+	else if (r == -EBUSY)
+		tlog_error("metadata '%s' is in use by another process", meta_dir);
+	else if (r < 0)
+		tlog_error("cannot open metadata '%s': %s", meta_dir, strerror(-r));
+	return r;
+}
+
+/* A server that refuses the key would fail every write to it: says so now, by name. */
+static int check_access(struct daemon *dm)
+{
+	const struct meta_superblock *sb = meta_superblock(dm->meta);
+	uint16_t refused[META_MAX_SERVERS];
+	size_t n = 0;
+	int r = data_check_access(dm->data, refused, TESSERA_ARRAY_SIZE(refused), &n);
+
+	if (r < 0) {
+		tlog_error("cannot check the servers' access: %s", strerror(-r));
+		return r;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const struct meta_server *sv = meta_server_find(sb, refused[i]);
+		tlog_error("server %u (%s) refuses the filesystem's access key (credentials '%s')",
+			   refused[i], sv ? sv->url : "?", sb->credentials);
+	}
+	return n ? -EACCES : 0;
+}
+
+static bool host_in_use(void *ctx, uint64_t ino)
+{
+	return fs_inode_in_use(ctx, ino);
+}
+
+static void daemon_close(struct daemon *dm)
+{
+	control_stop(dm->ctl); /* a running scrub is cancelled; its checkpoint stays */
+	fs_free(dm->fs);
+	data_free(dm->data); /* stores what is still buffered */
+	blockstore_free(dm->bs);
+	meta_close(dm->meta);
+	pthread_mutex_destroy(&dm->inode_lock);
+	memset(dm, 0, sizeof(*dm));
+}
+
+/* Opens the metadata, the block store, the data layer and the FUSE operations of meta_dir
+ * (the control socket comes later, once mounted). Every failure is logged. */
+static int daemon_open(struct daemon *dm, const char *meta_dir, const struct daemon_config *cfg)
+{
+	struct blockclient_config bcfg = {
+		.request_timeout_ms = (cfg->request_timeout_s ? cfg->request_timeout_s : 10) * 1000,
+		.connect_timeout_ms = cfg->connect_timeout_ms ? cfg->connect_timeout_ms : 2000,
+	};
+	const struct meta_superblock *sb;
+	int r;
+
+	memset(dm, 0, sizeof(*dm));
+	dm->meta_dir = meta_dir;
+	pthread_mutex_init(&dm->inode_lock, NULL);
+	r = open_meta(meta_dir, cfg->lock_wait_ms, &dm->meta);
+	if (r < 0)
+		goto fail;
+	sb = meta_superblock(dm->meta);
+	r = stripe_client_config(meta_dir, sb, &bcfg);
+	if (r < 0) {
+		if (r == -EINVAL)
+			tlog_error("no usable access key (credentials '%s')", sb->credentials);
+		else
+			tlog_error("cannot read credentials '%s': %s", sb->credentials,
+				   strerror(-r));
+		goto fail;
+	}
+	r = stripe_store_new(sb, &bcfg, &dm->bs);
+	if (r < 0) {
+		tlog_error("cannot set up the block client: %s", strerror(-r));
+		goto fail;
+	}
+	r = data_new(dm->meta, dm->bs, &dm->inode_lock, &cfg->data, &dm->data);
+	if (r < 0) {
+		tlog_error("cannot set up the data layer: %s", strerror(-r));
+		goto fail;
+	}
+	r = check_access(dm);
+	if (r < 0)
+		goto fail;
+	r = fs_new(dm->meta, dm->data, &dm->inode_lock, &cfg->fs, &dm->fs);
+	if (r < 0) {
+		tlog_error("cannot set up the filesystem: %s", strerror(-r));
+		goto fail;
+	}
+	return 0;
+fail:
+	daemon_close(dm);
+	return r;
+}
+
+/* The control socket, for tessera-scrub and tessera on the mount point. */
+static void daemon_control(struct daemon *dm)
+{
+	struct control_host host = { .meta = dm->meta, .bs = dm->bs,
+				     .inode_lock = &dm->inode_lock, .in_use = host_in_use,
+				     .ctx = dm->fs };
+	int r = control_start(&host, dm->meta_dir, &dm->ctl);
+
+	if (r < 0)
+		tlog_warn("no control socket in '%s': %s (tessera-scrub cannot scrub this mount)",
+			  dm->meta_dir, strerror(-r));
+}
+
 int main(int argc, char **argv)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
 	struct cmdline c = { .read_ahead_kb = 1024, .readahead_stripes = UINT_MAX,
 			     .lock_wait_s = UINT_MAX };
-	struct fs_options fo = { .attr_timeout_s = -1 };
+	struct daemon_config fo = { .fs.attr_timeout_s = -1 };
+	struct daemon dm = { 0 };
 	uint64_t sz;
 	struct fuse_session *se = NULL;
-	struct fs *fs = NULL;
-	struct control *ctl = NULL;
 	char *mount_opts = NULL;
 	int ret = 1, r, ready_fd = -1;
-	bool opened = false;
+	bool opened = false, served = false;
 
 	tlog_set_ident("tesserafs");
 	if (fuse_opt_parse(&args, &c, opt_spec, opt_proc) == -1)
@@ -256,8 +431,8 @@ int main(int argc, char **argv)
 	fo.connect_timeout_ms = c.connect_timeout_ms;
 	if (c.attr_timeout) {
 		char *end;
-		fo.attr_timeout_s = strtod(c.attr_timeout, &end);
-		if (*end || fo.attr_timeout_s < 0) {
+		fo.fs.attr_timeout_s = strtod(c.attr_timeout, &end);
+		if (*end || fo.fs.attr_timeout_s < 0) {
 			fprintf(stderr, "tesserafs: bad attr_timeout '%s'\n", c.attr_timeout);
 			ret = 2;
 			goto out;
@@ -338,15 +513,12 @@ int main(int argc, char **argv)
 		}
 	}
 
-	fs = fs_alloc();
-	if (!fs)
-		goto out;
 	/* Everything that can fail (metadata, credentials, servers refusing the key) fails here,
 	 * before anything is mounted, with the messages on the terminal. */
-	if (fs_open(fs, c.meta_dir, &fo) < 0)
+	if (daemon_open(&dm, c.meta_dir, &fo) < 0)
 		goto out;
 	opened = true;
-	se = fuse_session_new(&args, fs_ops(), sizeof(struct fuse_lowlevel_ops), fs);
+	se = fuse_session_new(&args, fs_ops(), sizeof(struct fuse_lowlevel_ops), dm.fs);
 	if (!se)
 		goto out;
 	if (fuse_set_signal_handlers(se) != 0)
@@ -368,10 +540,7 @@ int main(int argc, char **argv)
 		ready_fd = -1;
 	}
 	tlog_info("mounted '%s' on '%s'", c.meta_dir, c.mountpoint);
-	r = control_start(fs, c.meta_dir, &ctl);
-	if (r < 0)
-		tlog_warn("no control socket in '%s': %s (tessera-scrub cannot scrub this mount)",
-			  c.meta_dir, strerror(-r));
+	daemon_control(&dm);
 	if (c.single_thread) {
 		ret = fuse_session_loop(se);
 	} else {
@@ -383,18 +552,18 @@ int main(int argc, char **argv)
 		fuse_loop_cfg_destroy(lc);
 	}
 	ret = ret != 0 ? 1 : 0;
-	control_stop(ctl); /* a running scrub is cancelled; its checkpoint stays */
+	served = true;
 	fuse_session_unmount(se);
 out_signals:
 	fuse_remove_signal_handlers(se);
 out:
 	if (se)
 		fuse_session_destroy(se);
-	if (fs) {
+	if (opened) {
 		/* Stores what is still buffered, then closes RocksDB and joins every thread, so
 		 * nothing is left running at exit and the next mount finds the lock free. */
-		fs_free(fs);
-		if (opened)
+		daemon_close(&dm);
+		if (served)
 			tlog_info("unmounted '%s' from '%s'", c.meta_dir, c.mountpoint);
 	}
 	fuse_opt_free_args(&args);

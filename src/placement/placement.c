@@ -55,15 +55,25 @@ static bool same_zone(const char *a, const char *b)
 	return strcmp(a, b) == 0;
 }
 
-int placement_choose(const struct placement_server *servers, size_t n, uint64_t seed,
-		     unsigned count, unsigned max_per_zone, uint16_t *ret_ids)
+/* The zone of server id in servers[], or NULL (a domain of its own). */
+static const char *zone_of(const struct placement_server *servers, size_t n, uint16_t id)
+{
+	for (size_t t = 0; t < n; t++)
+		if (servers[t].id == id)
+			return servers[t].zone;
+	return NULL;
+}
+
+int placement_choose_more(const struct placement_server *servers, size_t n, uint64_t seed,
+			  const uint16_t *held, size_t n_held, unsigned count,
+			  unsigned max_per_zone, uint16_t *ret_ids)
 {
 	struct scored *sc;
 	bool *taken;
 	size_t ns = 0;
 	unsigned chosen = 0;
 
-	if (n > 0 && !servers)
+	if ((n > 0 && !servers) || (n_held > 0 && !held))
 		return -EINVAL;
 	if (count == 0 || n == 0)
 		return 0;
@@ -76,6 +86,11 @@ int placement_choose(const struct placement_server *servers, size_t n, uint64_t 
 	}
 	for (size_t i = 0; i < n; i++) {
 		if (!servers[i].up || servers[i].weight == 0)
+			continue;
+		bool is_held = false;
+		for (size_t h = 0; h < n_held; h++)
+			is_held |= held[h] == servers[i].id;
+		if (is_held)
 			continue;
 		uint64_t h = mix64(seed ^ mix64((uint64_t)servers[i].id + 1));
 		/* u in (0, 1): 53 random bits, never 0 or 1. */
@@ -94,13 +109,12 @@ int placement_choose(const struct placement_server *servers, size_t n, uint64_t 
 				continue;
 			if (pass == 0 && max_per_zone > 0) {
 				unsigned in_zone = 0;
-				for (unsigned c = 0; c < chosen; c++) {
-					for (size_t t = 0; t < n; t++) {
-						if (servers[t].id == ret_ids[c] &&
-						    same_zone(servers[t].zone, servers[i].zone))
-							in_zone++;
-					}
-				}
+				for (size_t h = 0; h < n_held; h++)
+					in_zone += same_zone(zone_of(servers, n, held[h]),
+							     servers[i].zone);
+				for (unsigned c = 0; c < chosen; c++)
+					in_zone += same_zone(zone_of(servers, n, ret_ids[c]),
+							     servers[i].zone);
 				if (in_zone >= max_per_zone)
 					continue;
 			}
@@ -111,6 +125,12 @@ int placement_choose(const struct placement_server *servers, size_t n, uint64_t 
 	free(sc);
 	free(taken);
 	return (int)chosen;
+}
+
+int placement_choose(const struct placement_server *servers, size_t n, uint64_t seed,
+		     unsigned count, unsigned max_per_zone, uint16_t *ret_ids)
+{
+	return placement_choose_more(servers, n, seed, NULL, 0, count, max_per_zone, ret_ids);
 }
 
 #define CALIBRATE_SAMPLES 8000

@@ -60,14 +60,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "tessera/blockclient.h"
+#include "tessera/blockstore.h"
 #include "tessera/common.h"
 #include "tessera/proto.h"
-#include "tessera/stripe_io.h"
 
 #define SCRUB_CHUNK 256
 #define SCRUB_PROGRESS_NS 100000000ull
-#define SCRUB_STATUS_MAX 16384
 #define SCRUB_PATH_DEPTH 4096
 #define SCRUB_WINDOW_NS (30ull * 1000000000ull)
 #define SCRUB_RATE_BURST_NS 100000000ull
@@ -333,29 +331,20 @@ out:
 
 /* ---------------------------------------------------------------- setup */
 
-int scrub_credentials_load(const char *meta_dir, const struct meta_superblock *sb,
-			   struct blockclient_config *cfg)
-{
-	snprintf(cfg->bucket, sizeof(cfg->bucket), "%s", sb->bucket);
-	snprintf(cfg->region, sizeof(cfg->region), "%s", sb->region);
-	return meta_load_credentials(meta_dir, sb, cfg->access_key, sizeof(cfg->access_key),
-				     cfg->secret_key, sizeof(cfg->secret_key));
-}
-
-int scrub_new(struct meta *meta, struct blockclient *bc, const struct scrub_options *opt,
+int scrub_new(struct meta *meta, struct blockstore *bs, const struct scrub_options *opt,
 	      struct scrub **ret)
 {
 	const struct meta_superblock *sb = meta_superblock(meta);
 	struct scrub *s;
 	int r;
 
-	if (!sb || !bc || sb->k == 0 || sb->m == 0 || sb->k + sb->m > 64 || sb->n_servers == 0)
+	if (!sb || !bs || sb->k == 0 || sb->m == 0 || sb->k + sb->m > 64 || sb->n_servers == 0)
 		return -EINVAL;
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
 	s->meta = meta;
-	s->bc = bc;
+	s->bs = bs;
 	s->sb = sb;
 	if (opt)
 		s->opt = *opt;
@@ -368,18 +357,10 @@ int scrub_new(struct meta *meta, struct blockclient *bc, const struct scrub_opti
 	s->k = sb->k;
 	s->m = sb->m;
 	s->n = sb->k + sb->m;
-	for (size_t i = 0; i < sb->n_servers; i++) {
-		const struct meta_server *sv = &sb->servers[i];
-		size_t j = s->n_servers;
-
-		if (sv->flags & META_SERVER_F_RETIRED)
-			continue;
-		s->srv[j] = sv;
-		s->servers[j].id = sv->id;
-		s->servers[j].weight = sv->weight ? sv->weight : 1;
-		s->servers[j].zone = sv->zone;
-		s->servers[j].up = true;
-		s->n_servers++;
+	r = stripe_servers_init(&s->ss, sb, bs);
+	if (r < 0) {
+		free(s);
+		return r;
 	}
 	if (!s->opt.window)
 		s->opt.window = SCRUB_WINDOW_DEFAULT;
@@ -459,15 +440,6 @@ void scrub_rate_take(struct scrub *s, uint64_t bytes)
 	}
 }
 
-/* Position of server id in the superblock's list, or -1. */
-static int server_pos(const struct scrub *s, uint16_t id)
-{
-	for (size_t i = 0; i < s->n_servers; i++)
-		if (s->servers[i].id == id)
-			return (int)i;
-	return -1;
-}
-
 static bool transport_error(int r)
 {
 	return r == -ECONNREFUSED || r == -ETIMEDOUT || r == -EHOSTDOWN;
@@ -475,7 +447,7 @@ static bool transport_error(int r)
 
 static void mark_down(struct run *run, uint16_t id)
 {
-	int p = server_pos(run->s, id);
+	int p = stripe_server_pos(&run->s->ss, id);
 
 	if (p >= 0)
 		run->srv_down[p] = true;
@@ -483,54 +455,44 @@ static void mark_down(struct run *run, uint16_t id)
 
 static bool server_healthy(struct run *run, uint16_t id)
 {
-	int p = server_pos(run->s, id);
+	int p = stripe_server_pos(&run->s->ss, id);
 
-	return p >= 0 && !run->srv_down[p] && blockclient_server_up(run->s->bc, id);
+	return p >= 0 && !run->srv_down[p] && blockstore_server_up(run->s->bs, id);
 }
 
 /* Asks every server for /-/status; those that do not answer are down for this run. */
 static void probe_servers(struct run *run)
 {
 	struct scrub *s = run->s;
-	struct blockclient_op *ops = calloc(s->n_servers, sizeof(*ops));
-	char *bufs = malloc(s->n_servers * SCRUB_STATUS_MAX);
-
-	if (!ops || !bufs)
-		goto out;
-	for (size_t i = 0; i < s->n_servers; i++)
-		ops[i] = (struct blockclient_op){ .method = BC_GET, .server = s->servers[i].id,
-						  .key = "-/status", .raw_path = true,
-						  .buf = bufs + i * SCRUB_STATUS_MAX,
-						  .buf_size = SCRUB_STATUS_MAX };
-	blockclient_run(s->bc, ops, s->n_servers, true);
-	for (size_t i = 0; i < s->n_servers; i++) {
-		if (ops[i].result == 0)
-			continue;
-		run->srv_down[i] = true;
-		scrub_warn(s, "server %u (%s) does not answer: %s", s->servers[i].id,
-			   s->srv[i]->url, strerror(-ops[i].result));
-	}
-	/* /-/status needs no key: a signed probe finds the servers that refuse ours, before
-	 * their fragments look like lost data. */
+	struct blockstore_status st[META_MAX_SERVERS];
 	uint16_t ids[META_MAX_SERVERS];
 	bool refused[META_MAX_SERVERS];
 	char key[PROTO_KEY_MAX];
-	for (size_t i = 0; i < s->n_servers; i++)
-		ids[i] = s->servers[i].id;
+
+	for (size_t i = 0; i < s->ss.n; i++)
+		ids[i] = s->ss.servers[i].id;
+	if (blockstore_status(s->bs, ids, s->ss.n, true, st) < 0)
+		return;
+	for (size_t i = 0; i < s->ss.n; i++) {
+		if (st[i].result == 0)
+			continue;
+		run->srv_down[i] = true;
+		scrub_warn(s, "server %u (%s) does not answer: %s", ids[i], s->ss.srv[i]->url,
+			   strerror(-st[i].result));
+	}
+	/* /-/status needs no key: a signed probe finds the servers that refuse ours, before
+	 * their fragments look like lost data. */
 	proto_access_key(key, sizeof(key), s->sb->fs_uuid);
-	if (blockclient_check_access(s->bc, ids, s->n_servers, key, refused) < 0)
-		goto out;
-	for (size_t i = 0; i < s->n_servers; i++) {
+	if (blockstore_check_access(s->bs, ids, s->ss.n, key, refused) < 0)
+		return;
+	for (size_t i = 0; i < s->ss.n; i++) {
 		if (run->srv_down[i] || !refused[i])
 			continue;
 		run->srv_down[i] = true;
 		scrub_warn(s, "server %u (%s) refuses the filesystem's access key (check its "
 			   "credentials): its fragments count as unreachable",
-			   s->servers[i].id, s->srv[i]->url);
+			   ids[i], s->ss.srv[i]->url);
 	}
-out:
-	free(ops);
-	free(bufs);
 }
 
 /* ---------------------------------------------------------------- worker pool */
@@ -727,7 +689,7 @@ static void verify_stripe(struct run *run, struct worker *w, void *item)
 			FINDING(i, SCRUB_EV_FRAG_MISSING, "never stored");
 			continue;
 		}
-		if (server_pos(s, rec->servers[i]) < 0) {
+		if (stripe_server_pos(&s->ss, rec->servers[i]) < 0) {
 			FINDING(i, SCRUB_EV_FRAG_MISSING,
 				meta_server_find(s->sb, rec->servers[i]) ? "its server is retired"
 									 : "its server left the list");
@@ -754,7 +716,7 @@ static void verify_stripe(struct run *run, struct worker *w, void *item)
 	if (nops) {
 		scrub_rate_take(s, deep ? (uint64_t)nops * slot
 					: (uint64_t)(nops / 2) * PROTO_FRAG_HDR_SIZE);
-		blockclient_run(s->bc, ops, nops, false);
+		blockstore_run(s->bs, ops, nops, false);
 	}
 	for (unsigned i = 0; i < n; i++) {
 		if (op_of[i][0] < 0)
@@ -837,44 +799,19 @@ done:
 
 /* ---------------------------------------------------------------- repair */
 
-/* Chooses a server for a fragment that must move: up, holding nothing of this stripe
- * (used[]), zone-limited to m fragments while possible (R4). Returns the id or -1. */
+/* Chooses a server for a fragment that must move, as a write would place it (R4): by
+ * placement among the healthy servers, holding nothing of this stripe (used[]), zone-limited
+ * to m fragments while possible. Returns the id or -1. */
 static int choose_target(struct run *run, uint64_t ino, uint64_t stripe, const uint16_t *used,
 			 unsigned n_used)
 {
 	struct scrub *s = run->s;
-	struct placement_server cand[META_MAX_SERVERS];
-	uint16_t ranked[META_MAX_SERVERS];
-	size_t nc = 0;
+	bool up[META_MAX_SERVERS];
+	uint16_t id;
 
-	for (size_t i = 0; i < s->n_servers; i++) {
-		bool taken = false;
-		for (unsigned j = 0; j < n_used; j++)
-			taken |= used[j] == s->servers[i].id;
-		if (taken || !server_healthy(run, s->servers[i].id))
-			continue;
-		cand[nc++] = s->servers[i];
-	}
-	if (nc == 0)
-		return -1;
-	int got = placement_choose(cand, nc, placement_seed(ino, stripe), (unsigned)nc, 0, ranked);
-	if (got <= 0)
-		return -1;
-	for (int j = 0; j < got; j++) {
-		int p = server_pos(s, ranked[j]);
-		const char *zone = s->srv[p]->zone;
-		unsigned in_zone = 0;
-		if (!*zone)
-			return ranked[j];
-		for (unsigned u = 0; u < n_used; u++) {
-			int q = server_pos(s, used[u]);
-			if (q >= 0 && strcmp(s->srv[q]->zone, zone) == 0)
-				in_zone++;
-		}
-		if (in_zone < s->m)
-			return ranked[j];
-	}
-	return ranked[0];
+	for (size_t i = 0; i < s->ss.n; i++)
+		up[i] = server_healthy(run, s->ss.servers[i].id);
+	return stripe_choose(&s->ss, s->bs, up, ino, stripe, used, n_used, 1, &id) == 1 ? id : -1;
 }
 
 static void pend_add(struct run *run, const struct pend *p);
@@ -917,7 +854,7 @@ static void repair_stripe(struct run *run, struct worker *w, void *item)
 		goto done;
 	}
 	scrub_rate_take(s, (uint64_t)rec.k * slot);
-	r = stripe_fetch(s->bc, s->codec, s->sb->fs_uuid, d->ino, d->stripe, &rec,
+	r = stripe_fetch(s->bs, s->codec, s->sb->fs_uuid, d->ino, d->stripe, &rec,
 			 all & ~d->good, all, buf, &fgood, &fbad);
 	if (r == -EIO) {
 		if (!stripe_unchanged(s, d->ino, d->stripe, rec.version)) {
@@ -1005,7 +942,7 @@ static void repair_stripe(struct run *run, struct worker *w, void *item)
 		if (s->opt.dry_run)
 			break;
 		scrub_rate_take(s, (uint64_t)nops * slot);
-		blockclient_run(s->bc, ops, nops, false);
+		blockstore_run(s->bs, ops, nops, false);
 		for (unsigned j = 0; j < nops; j++) {
 			unsigned i = idx_of[j] & 63; /* < n <= 64 */
 			if (ops[j].result != 0) {

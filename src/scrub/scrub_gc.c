@@ -25,99 +25,36 @@
 #include <string.h>
 #include <time.h>
 
-#include "tessera/blockclient.h"
+#include "tessera/blockstore.h"
 #include "tessera/common.h"
 #include "tessera/proto.h"
 
-#define GC_QUEUE_BATCH 128
-
-struct gq {
-	unsigned n;
-	uint64_t seq[GC_QUEUE_BATCH];
-	struct meta_garbage g[GC_QUEUE_BATCH];
-	uint64_t after;  /* entries <= this were already tried in this run */
-	bool has_after;
-};
-
-static int gq_collect(void *arg, uint64_t seq, const struct meta_garbage *g)
-{
-	struct gq *c = arg;
-
-	if (c->has_after && seq <= c->after)
-		return 0;
-	c->seq[c->n] = seq;
-	c->g[c->n] = *g;
-	return ++c->n == GC_QUEUE_BATCH ? 1 : 0;
-}
-
 static int drain_queue(struct scrub *s)
 {
-	struct gq *c = calloc(1, sizeof(*c));
-	struct blockclient_op ops[GC_QUEUE_BATCH];
-	char keys[GC_QUEUE_BATCH][PROTO_KEY_MAX];
-	struct meta_batch *b = meta_batch_new(s->meta);
-	uint64_t queued = 0;
-	int r = 0;
+	struct stripe_gc_pass pass;
+	bool has_after = false;
+	uint64_t after = 0, queued = 0;
+	int r;
 
-	if (!c || !b) {
-		r = -ENOMEM;
-		goto out;
-	}
 	for (;;) {
-		if (scrub_cancelled(s)) {
-			r = -ECANCELED;
+		if (scrub_cancelled(s))
+			return -ECANCELED;
+		r = stripe_gc_pass(s->meta, s->bs, &s->ss, s->opt.meta_lock, has_after, after,
+				   s->opt.dry_run, &pass);
+		if (r < 0 || pass.listed == 0)
 			break;
-		}
-		c->n = 0;
-		r = meta_garbage_list(s->meta, gq_collect, c);
-		if (r < 0 || c->n == 0)
-			break;
-		queued += c->n;
-		c->after = c->seq[c->n - 1];
-		c->has_after = true;
+		queued += pass.listed;
+		has_after = true;
+		after = pass.last_seq;
 		if (s->opt.dry_run)
 			continue;
-		unsigned settled = 0, nops = 0;
-		for (unsigned i = 0; i < c->n; i++) {
-			if (!meta_server_active(s->sb, c->g[i].server)) {
-				/* retired or gone from the list: nothing to delete there */
-				meta_batch_garbage_del(b, c->seq[i]);
-				settled++;
-				continue;
-			}
-			proto_frag_key(keys[nops], sizeof(keys[nops]), s->sb->fs_uuid, c->g[i].ino,
-				       c->g[i].stripe, c->g[i].version, c->g[i].index);
-			ops[nops] = (struct blockclient_op){ .method = BC_DELETE,
-							     .server = c->g[i].server,
-							     .key = keys[nops] };
-			c->seq[nops++] = c->seq[i];
-		}
-		if (nops)
-			blockclient_run(s->bc, ops, nops, false);
-		for (unsigned i = 0; i < nops; i++) {
-			if (ops[i].result == 0 || ops[i].result == -ENOENT || ops[i].result == -EINVAL) {
-				/* -EINVAL: a server the client does not know */
-				meta_batch_garbage_del(b, c->seq[i]);
-				settled++;
-			}
-		}
-		if (settled) {
-			scrub_meta_lock(s);
-			r = meta_commit(s->meta, b, false);
-			scrub_meta_unlock(s);
-			if (r < 0)
-				break;
-			s->st.garbage_drained += settled;
-		}
-		if (settled < c->n)
+		s->st.garbage_drained += pass.settled;
+		if (pass.settled < pass.listed)
 			scrub_warn(s, "%u garbage-queue entries could not be deleted (server down?); "
-				   "kept for later", c->n - settled);
+				   "kept for later", pass.listed - pass.settled);
 	}
 	if (s->opt.dry_run && queued)
 		scrub_warn(s, "%llu fragments wait in the garbage queue", (unsigned long long)queued);
-out:
-	meta_batch_free(b);
-	free(c);
 	return r;
 }
 
@@ -158,7 +95,7 @@ static int gc_server(struct scrub *s, uint16_t server, const char *url, int64_t 
 			r = -ECANCELED;
 			goto out;
 		}
-		r = blockclient_list(s->bc, server, prefix, token, objs, BLOCKCLIENT_LIST_MAX_KEYS,
+		r = blockstore_list(s->bs, server, prefix, token, objs, BLOCKCLIENT_LIST_MAX_KEYS,
 				     &n, next, sizeof(next));
 		if (r < 0) {
 			scrub_warn(s, "cannot list server %u (%s): %s; its unreferenced objects stay",
@@ -198,7 +135,7 @@ static int gc_server(struct scrub *s, uint16_t server, const char *url, int64_t 
 			continue;
 		/* In doubt, the header decides: an object that says it belongs to another
 		 * filesystem is never deleted. */
-		blockclient_run(s->bc, ops, nc, true);
+		blockstore_run(s->bs, ops, nc, true);
 		size_t nd = 0;
 		for (size_t j = 0; j < nc; j++) {
 			struct proto_frag_hdr h;
@@ -215,7 +152,7 @@ static int gc_server(struct scrub *s, uint16_t server, const char *url, int64_t 
 							     .key = objs[cand[j]].key };
 		}
 		if (!s->opt.dry_run && nd)
-			blockclient_run(s->bc, ops, nd, true);
+			blockstore_run(s->bs, ops, nd, true);
 		for (size_t j = 0; j < nd; j++) {
 			bool done = !s->opt.dry_run && (ops[j].result == 0 || ops[j].result == -ENOENT);
 			s->st.gc_orphans++;
@@ -246,8 +183,8 @@ int scrub_gc(struct scrub *s)
 
 	if (r < 0)
 		return r;
-	for (size_t i = 0; i < s->n_servers && r == 0; i++)
-		r = gc_server(s, s->servers[i].id, s->srv[i]->url, now_s);
+	for (size_t i = 0; i < s->ss.n && r == 0; i++)
+		r = gc_server(s, s->ss.servers[i].id, s->ss.srv[i]->url, now_s);
 	scrub_progress(s, "gc", s->st.gc_listed, s->st.gc_listed, 0, true);
 	return r;
 }

@@ -10,6 +10,7 @@
 #include "tessera/meta.h"
 #include "tessera/placement.h"
 #include "tessera/scrub.h"
+#include "tessera/stripe.h"
 
 /* One inode as the namespace walk saw it. */
 struct scrub_inode {
@@ -27,16 +28,14 @@ struct scrub_inode {
 
 struct scrub {
 	struct meta *meta;
-	struct blockclient *bc;
+	struct blockstore *bs;
 	const struct meta_superblock *sb;
 	struct scrub_options opt;
 	struct codec *codec;
 	unsigned k, m, n;
-	/* The active servers (retired ones are left out: their fragments count as lost and
-	 * nothing is placed on them); srv[i] is servers[i]'s superblock entry. */
-	size_t n_servers;
-	struct placement_server servers[META_MAX_SERVERS];
-	const struct meta_server *srv[META_MAX_SERVERS];
+	/* The active servers, weighted and calibrated as the data path's (retired ones are
+	 * left out: their fragments count as lost and nothing is placed on them). */
+	struct stripe_servers ss;
 
 	/* inode table: open addressing, capacity a power of two */
 	struct scrub_inode *inodes;
@@ -98,9 +97,5 @@ void scrub_checkpoint_remove(struct scrub *s);
 void scrub_checkpoint_stats(const struct scrub_stats *st, struct scrub_stats *ret);
 /* Adds a checkpoint's counters to st (after the namespace phase of the resumed run). */
 void scrub_checkpoint_resume(struct scrub_stats *st, const struct scrub_stats *carried);
-
-/* Adds to b the deletion of every stripe record of ino past stripe index `from` and the garbage
- * entries for their fragments. Returns how many, or -EIO. */
-int scrub_release_stripes(struct scrub *s, uint64_t ino, uint64_t from, struct meta_batch *b);
 
 #endif

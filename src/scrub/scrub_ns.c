@@ -118,62 +118,12 @@ static int check_entry(void *ctx, const char *name, size_t name_len, uint64_t in
 	return 0;
 }
 
-static int del_xattr(void *ctx, const char *name, size_t name_len, const void *value,
-		     size_t value_len)
-{
-	struct ns *ns = ctx;
-
-	(void)value;
-	(void)value_len;
-	meta_batch_xattr_del(ns->b, ns->dir, name, name_len);
-	return 0;
-}
-
-struct release_ctx {
-	struct meta_batch *b;
-	uint64_t ino;
-	int n;
-};
-
-static int release_one(void *ctx, uint64_t stripe, const struct meta_stripe *rec)
-{
-	struct release_ctx *c = ctx;
-
-	meta_batch_stripe_del(c->b, c->ino, stripe);
-	for (unsigned i = 0; i < (unsigned)rec->k + rec->m; i++) {
-		if (!(rec->present & (1ull << i)))
-			continue;
-		struct meta_garbage g = { .ino = c->ino, .stripe = stripe, .version = rec->version,
-					  .index = (uint8_t)i, .server = rec->servers[i] };
-		meta_batch_garbage_add(c->b, &g);
-	}
-	c->n++;
-	return 0;
-}
-
-int scrub_release_stripes(struct scrub *s, uint64_t ino, uint64_t from, struct meta_batch *b)
-{
-	struct release_ctx c = { .b = b, .ino = ino };
-	int r = meta_stripe_list(s->meta, ino, from, release_one, &c);
-
-	return r < 0 ? r : c.n;
-}
-
 static int remove_inode(struct ns *ns, struct scrub_inode *e)
 {
-	int r;
+	int r = stripe_purge_inode(ns->s->meta, e->ino, ns->b);
 
-	meta_batch_inode_del(ns->b, e->ino);
-	meta_batch_orphan_del(ns->b, e->ino); /* the orphan index stays exact (idempotent) */
-	r = scrub_release_stripes(ns->s, e->ino, 0, ns->b);
-	if (r < 0)
-		return r;
-	ns->dir = e->ino;
-	r = meta_xattr_list(ns->s->meta, e->ino, del_xattr, ns);
-	if (r < 0)
-		return r;
-	meta_batch_inline_del(ns->b, e->ino);
-	r = ns_commit(ns);
+	if (r == 0)
+		r = ns_commit(ns);
 	if (r == 0)
 		e->removed = true;
 	return r;
@@ -396,7 +346,7 @@ static int fix_stripes(struct ns *ns, struct scrub_inode *e)
 		return r;
 	if (past) {
 		if (ns->fix) {
-			r = scrub_release_stripes(s, e->ino, from, ns->b);
+			r = stripe_release(s->meta, e->ino, from, 0, ns->b);
 			if (r >= 0)
 				r = ns_commit(ns);
 			if (r < 0)
@@ -498,7 +448,7 @@ static int release_stray_stripes(struct ns *ns)
 		if (e && e->removed)
 			continue; /* removed in this run: its stripes went with it */
 		if (ns->fix) {
-			n = scrub_release_stripes(ns->s, st.inos[i], 0, ns->b);
+			n = stripe_release(ns->s->meta, st.inos[i], 0, 0, ns->b);
 			r = n < 0 ? n : ns_commit(ns);
 		}
 		scrub_ns_event(ns->s, 0, ns->fix, "stripe maps of missing inode %llu%s",

@@ -1,10 +1,10 @@
 /*
- * Unit tests for scrub and stripe_io:
+ * Unit tests for scrub and the stripe layer:
  *  - stripe_frag_seal/stripe_frag_check: a sealed fragment passes, every identity field and a
  *    flipped payload byte fail (data.c D4);
  *  - rebuild determinism (src/scrub/scrub.c R1): for every set of up to m lost fragments of a
  *    random stripe, decoding and re-sealing gives objects byte-identical to the originals;
- *  - stripe_gather, stripe_rec_check, scrub_exit_status, scrub_credentials_load;
+ *  - stripe_gather, stripe_rec_check, scrub_exit_status, stripe_client_config;
  *  - the namespace phase on a real metadata store (no block server answers: 127.0.0.1:1):
  *    a dry run reports and changes nothing, a repair fixes a dangling entry, wrong link counts,
  *    an orphan, a lost inode (into /lost+found) and a stripe map past the end of a file, and a
@@ -27,13 +27,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "tessera/blockclient.h"
+#include "tessera/blockstore.h"
 #include "tessera/codec.h"
 #include "tessera/common.h"
 #include "tessera/control.h"
 #include "tessera/meta.h"
 #include "tessera/scrub.h"
-#include "tessera/stripe_io.h"
+#include "tessera/stripe.h"
 
 static uint64_t seed;
 static char root_dir[64];
@@ -241,19 +241,19 @@ START_TEST(test_credentials)
 	snprintf(dir, sizeof(dir), "%s/creds", root_dir);
 	ck_assert_int_eq(tmkdir_p(dir, 0700), 0);
 	memset(&cfg, 0, sizeof(cfg));
-	ck_assert_int_eq(scrub_credentials_load(dir, sb, &cfg), -ENOENT);
+	ck_assert_int_eq(stripe_client_config(dir, sb, &cfg), -ENOENT);
 	snprintf(path, sizeof(path), "%s/credentials", dir);
 	ck_assert_int_eq(tfile_write_atomic(path, "AK1 SECRET1\n", 12, 0600), 0);
-	ck_assert_int_eq(scrub_credentials_load(dir, sb, &cfg), 0);
+	ck_assert_int_eq(stripe_client_config(dir, sb, &cfg), 0);
 	ck_assert_str_eq(cfg.access_key, "AK1");
 	ck_assert_str_eq(cfg.secret_key, "SECRET1");
 	ck_assert_str_eq(cfg.bucket, "tessera");
 	ck_assert_int_eq(tfile_write_atomic(path, "AK1\n", 4, 0600), 0);
-	ck_assert_int_eq(scrub_credentials_load(dir, sb, &cfg), -EINVAL);
+	ck_assert_int_eq(stripe_client_config(dir, sb, &cfg), -EINVAL);
 	strcpy(sb->credentials, "env");
 	setenv("TESSERA_ACCESS_KEY", "AK2", 1);
 	setenv("TESSERA_SECRET_KEY", "SK2", 1);
-	ck_assert_int_eq(scrub_credentials_load(dir, sb, &cfg), 0);
+	ck_assert_int_eq(stripe_client_config(dir, sb, &cfg), 0);
 	ck_assert_str_eq(cfg.access_key, "AK2");
 	ck_assert_str_eq(cfg.secret_key, "SK2");
 	free(sb);
@@ -272,7 +272,7 @@ static int count_garbage(void *ctx, uint64_t seq, const struct meta_garbage *g)
 	return 0;
 }
 
-static struct scrub_stats run_scrub(struct meta *m, struct blockclient *bc, bool dry_run)
+static struct scrub_stats run_scrub(struct meta *m, struct blockstore *bc, bool dry_run)
 {
 	struct scrub_options opt = { .dry_run = dry_run, .jobs = 2 };
 	struct scrub_stats st;
@@ -286,7 +286,7 @@ static struct scrub_stats run_scrub(struct meta *m, struct blockclient *bc, bool
 
 /* A new filesystem under the test root (name), open, with a block client for its six
  * servers (nobody listens there: every server is unreachable). */
-static void open_fs(const char *name, struct meta **ret_m, struct blockclient **ret_bc)
+static void open_fs(const char *name, struct meta **ret_m, struct blockstore **ret_bc)
 {
 	struct meta_superblock *sb = make_sb();
 	struct blockclient_config cfg = { .bucket = "tessera", .access_key = "a",
@@ -303,13 +303,13 @@ static void open_fs(const char *name, struct meta **ret_m, struct blockclient **
 		ids[i] = (uint16_t)i;
 		urls[i] = sb->servers[i].url;
 	}
-	ck_assert_int_eq(blockclient_new(&cfg, ids, urls, 6, ret_bc), 0);
+	ck_assert_int_eq(blockstore_client_new(&cfg, ids, urls, 6, ret_bc), 0);
 	free(sb);
 }
 
 START_TEST(test_namespace)
 {
-	struct blockclient *bc;
+	struct blockstore *bc;
 	struct meta *m;
 	struct meta_batch *b;
 	struct meta_inode in;
@@ -393,7 +393,7 @@ START_TEST(test_namespace)
 	ck_assert_int_eq(scrub_path(s, f, path, 4), -ENAMETOOLONG);
 	scrub_free(s);
 
-	blockclient_free(bc);
+	blockstore_free(bc);
 	meta_close(m);
 }
 END_TEST
@@ -415,7 +415,7 @@ static int count_stripes_all(void *ctx, uint64_t ino, uint64_t stripe,
  * inode. */
 START_TEST(test_namespace_detached)
 {
-	struct blockclient *bc;
+	struct blockstore *bc;
 	struct meta *m;
 	struct meta_batch *b;
 	struct meta_inode in;
@@ -507,7 +507,7 @@ START_TEST(test_namespace_detached)
 	ck_assert_uint_eq(st.ns_errors, 0);
 	ck_assert_int_eq(scrub_exit_status(&st, 0), 0);
 
-	blockclient_free(bc);
+	blockstore_free(bc);
 	meta_close(m);
 }
 END_TEST
@@ -593,7 +593,7 @@ START_TEST(test_checkpoint_codec)
 }
 END_TEST
 
-static int run_with(struct meta *m, struct blockclient *bc, struct scrub_options *opt,
+static int run_with(struct meta *m, struct blockstore *bc, struct scrub_options *opt,
 		    bool cancel, struct scrub_stats *st)
 {
 	struct scrub *s;
@@ -623,7 +623,7 @@ START_TEST(test_checkpoint_run)
 					  .request_timeout_ms = 1000 };
 	uint16_t ids[6];
 	const char *urls[6];
-	struct blockclient *bc;
+	struct blockstore *bc;
 	struct meta *m;
 	struct scrub_stats st;
 	char dir[128], ck[192], buf[SCRUB_CHECKPOINT_MAX];
@@ -637,7 +637,7 @@ START_TEST(test_checkpoint_run)
 		ids[i] = (uint16_t)i;
 		urls[i] = sb->servers[i].url;
 	}
-	ck_assert_int_eq(blockclient_new(&cfg, ids, urls, 6, &bc), 0);
+	ck_assert_int_eq(blockstore_client_new(&cfg, ids, urls, 6, &bc), 0);
 	/* an unlinked inode, in use */
 	uint64_t orphan;
 	ck_assert_int_eq(meta_alloc_ino(m, &orphan), 0);
@@ -708,7 +708,7 @@ START_TEST(test_checkpoint_run)
 	ck_assert_uint_eq(st.ns_fixed, 1);
 	ck_assert_int_eq(meta_inode_get(m, orphan, &in), -ENOENT);
 
-	blockclient_free(bc);
+	blockstore_free(bc);
 	meta_close(m);
 	free(sb);
 }

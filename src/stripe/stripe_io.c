@@ -8,13 +8,13 @@
  * accepted it (header, identity, geometry, payload crc32c against the stripe map); everything
  * else is treated as missing and rebuilt from good ones, never used.
  */
-#include "tessera/stripe_io.h"
+#include "tessera/stripe.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "tessera/blockclient.h"
+#include "tessera/blockstore.h"
 #include "tessera/codec.h"
 #include "tessera/common.h"
 #include "tessera/meta.h"
@@ -97,7 +97,7 @@ uint32_t stripe_frag_seal(uint8_t *obj, const uint8_t fs_uuid[16], uint64_t ino,
 				      index, k, m, frag_len, stripe_len);
 }
 
-int stripe_fetch_into(struct blockclient *bc, struct codec *codec, const uint8_t fs_uuid[16],
+int stripe_fetch_into(struct blockstore *bs, struct codec *codec, const uint8_t fs_uuid[16],
 		      uint64_t ino, uint64_t stripe, const struct meta_stripe *rec,
 		      const struct stripe_fetch_opts *o, uint8_t *const *hdrs, uint8_t *const *dest,
 		      uint64_t *ret_good, uint64_t *ret_bad, uint64_t *ret_damaged)
@@ -133,7 +133,7 @@ int stripe_fetch_into(struct blockclient *bc, struct codec *codec, const uint8_t
 				continue;
 			if (round == 0 && i >= k)
 				break;
-			if (round < 2 && !blockclient_server_up(bc, rec->servers[i]))
+			if (round < 2 && !blockstore_server_up(bs, rec->servers[i]))
 				continue;
 			if (!frags[i]) {
 				/* A fragment the caller gave no place: scratch, on first need. */
@@ -160,7 +160,7 @@ int stripe_fetch_into(struct blockclient *bc, struct codec *codec, const uint8_t
 		}
 		if (nops == 0)
 			continue;
-		blockclient_run(bc, ops, nops, round == 2);
+		blockstore_run(bs, ops, nops, round == 2);
 		for (unsigned j = 0; j < nops; j++) {
 			unsigned i = idx_of_op[j];
 			if (ops[j].result == 0 &&
@@ -211,7 +211,7 @@ out:
 	return r;
 }
 
-int stripe_fetch(struct blockclient *bc, struct codec *codec, const uint8_t fs_uuid[16],
+int stripe_fetch(struct blockstore *bs, struct codec *codec, const uint8_t fs_uuid[16],
 		 uint64_t ino, uint64_t stripe, const struct meta_stripe *rec, uint64_t avoid_mask,
 		 uint64_t want_mask, uint8_t *buf, uint64_t *ret_good, uint64_t *ret_bad)
 {
@@ -225,7 +225,7 @@ int stripe_fetch(struct blockclient *bc, struct codec *codec, const uint8_t fs_u
 		hdrs[i] = stripe_slot(buf, rec, i);
 		dest[i] = stripe_payload(buf, rec, i);
 	}
-	return stripe_fetch_into(bc, codec, fs_uuid, ino, stripe, rec, &o, hdrs, dest, ret_good,
+	return stripe_fetch_into(bs, codec, fs_uuid, ino, stripe, rec, &o, hdrs, dest, ret_good,
 				 ret_bad, NULL);
 }
 
