@@ -2,7 +2,8 @@
  * common: logging, clocks, byte order and small helpers shared by every layer.
  *
  * Thread-safety: every function here is safe to call from any thread.
- * Library layers log at TLOG_DEBUG only; the programs decide what to print.
+ * Library layers log at TLOG_DEBUG, except what a person must hear of even when no caller can
+ * be told (written data lost, a server gone): that goes at TLOG_WARN or TLOG_ERROR.
  */
 #ifndef TESSERA_COMMON_H
 #define TESSERA_COMMON_H

@@ -62,15 +62,19 @@ struct data_file;
  * thread. Returns 0 and *ret (free with data_free()), -EINVAL, -ENOMEM. */
 int data_new(struct meta *meta, struct blockstore *bs, pthread_mutex_t *inode_lock,
 	     const struct data_config *cfg, struct data **ret);
-/* Flushes every dirty open file (errors are logged), stops the garbage thread, frees. */
+/* Flushes every dirty open file (data it cannot store is logged at error level, with the
+ * inode and the bytes lost), stops the garbage thread, frees. */
 void data_free(struct data *d);
 
 /* Opens (or shares) the data_file of ino, whose size is the inode's current size.
  * Returns 0 and *ret, -ENOMEM. Each successful data_open() needs one data_close(). */
 int data_open(struct data *d, uint64_t ino, uint64_t size, struct data_file **ret);
-/* Drops one reference; the last one flushes (errors logged only: report them through
- * data_flush() first) and frees. Returns true when that was the last reference. */
-bool data_close(struct data *d, struct data_file *f);
+/* Drops one reference; the last one stores what is buffered (data_flush()) and frees the
+ * file. Returns 0 (other references remain), 1 (that was the last, everything stored), or, for
+ * the last reference, the flush's -errno: the file is freed all the same, and *ret_lost (may
+ * be NULL) gets the bytes of written data that were not stored and are gone. The caller says
+ * so (fs logs it at error level); report errors through data_flush() first where one can. */
+int data_close(struct data *d, struct data_file *f, uint64_t *ret_lost);
 /* Whether ino has an open data_file. */
 bool data_is_open(struct data *d, uint64_t ino);
 /* The size and mtime of an open file as the application sees them (including buffered

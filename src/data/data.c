@@ -147,6 +147,7 @@ struct data {
 
 static void *gc_main(void *arg);
 static void *worker_main(void *arg);
+static int close_last(struct data_file *f, uint64_t *ret_lost);
 
 void data_config_defaults(struct data_config *cfg)
 {
@@ -253,12 +254,14 @@ void data_free(struct data *d)
 	for (size_t h = 0; h < DATA_HASH; h++) {
 		while (d->files[h]) {
 			struct data_file *f = d->files[h];
+			uint64_t ino = f->ino, lost = 0;
 			d->files[h] = f->next;
-			int r = data_flush(f);
+			int r = close_last(f, &lost);
 			if (r < 0)
-				tlog_debug("flush of inode %llu at shutdown failed: %d",
-					   (unsigned long long)f->ino, r);
-			file_free(f);
+				tlog_error("inode %llu: %llu bytes of written data are lost: they "
+					   "could not be stored at unmount (%s)",
+					   (unsigned long long)ino, (unsigned long long)lost,
+					   strerror(-r));
 		}
 	}
 	pthread_mutex_lock(&d->queue_lock);
@@ -325,7 +328,36 @@ int data_open(struct data *d, uint64_t ino, uint64_t size, struct data_file **re
 	return 0;
 }
 
-bool data_close(struct data *d, struct data_file *f)
+/* Bytes of file data in stripes that are still dirty (not stored). File lock held. */
+static uint64_t dirty_bytes(struct data_file *f)
+{
+	uint64_t size = atomic_load(&f->size), n = 0, S = f->d->stripe_size;
+
+	for (int i = 0; i < DATA_FILE_BUFFERS; i++) {
+		const struct sbuf *b = &f->bufs[i];
+		if (b->state != SB_DIRTY || b->idx * S >= size)
+			continue;
+		n += TESSERA_MIN(S, size - b->idx * S);
+	}
+	return n;
+}
+
+/* The last reference of f: stores what is buffered, then frees. On failure *ret_lost gets the
+ * bytes that could not be stored (0 when only the metadata commit failed). */
+static int close_last(struct data_file *f, uint64_t *ret_lost)
+{
+	int r = data_flush(f);
+
+	if (r < 0) {
+		pthread_mutex_lock(&f->lock);
+		*ret_lost = dirty_bytes(f);
+		pthread_mutex_unlock(&f->lock);
+	}
+	file_free(f);
+	return r;
+}
+
+int data_close(struct data *d, struct data_file *f, uint64_t *ret_lost)
 {
 	bool last;
 
@@ -335,12 +367,12 @@ bool data_close(struct data *d, struct data_file *f)
 		*file_slot(d, f->ino) = f->next;
 	pthread_mutex_unlock(&d->files_lock);
 	if (!last)
-		return false;
-	int r = data_flush(f);
-	if (r < 0)
-		tlog_debug("flush of inode %llu at release failed: %d", (unsigned long long)f->ino, r);
-	file_free(f);
-	return true;
+		return 0;
+	uint64_t lost = 0;
+	int r = close_last(f, &lost);
+	if (ret_lost)
+		*ret_lost = lost;
+	return r < 0 ? r : 1;
 }
 
 bool data_is_open(struct data *d, uint64_t ino)

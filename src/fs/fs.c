@@ -732,6 +732,80 @@ void fs_free(struct fs *fs)
 	free(fs);
 }
 
+struct name_ctx {
+	uint64_t ino, parent;
+	char name[META_NAME_MAX + 1];
+	bool found;
+};
+
+static int name_any(void *ctx, uint64_t parent, const char *name, size_t name_len,
+		    uint64_t ino, uint32_t mode)
+{
+	struct name_ctx *c = ctx;
+
+	(void)mode;
+	if (ino != c->ino)
+		return 0;
+	c->parent = parent;
+	memcpy(c->name, name, name_len);
+	c->name[name_len] = '\0';
+	c->found = true;
+	return 1;
+}
+
+static int name_in_dir(void *ctx, const char *name, size_t name_len, uint64_t ino, uint32_t mode)
+{
+	return name_any(ctx, 0, name, name_len, ino, mode);
+}
+
+/* A path of ino for a message ("/a/b", or "inode N" when it has no name any more). Scans the
+ * directory entries: for error reports only. */
+static void path_of(struct fs *fs, uint64_t ino, char *out, size_t size)
+{
+	struct name_ctx c = { .ino = ino };
+	char tail[PATH_MAX] = "";
+
+	snprintf(out, size, "inode %llu", (unsigned long long)ino);
+	if (meta_dentry_list_all(fs->meta, name_any, &c) < 0 || !c.found)
+		return;
+	for (int depth = 0; depth < 256; depth++) {
+		char t[PATH_MAX];
+		snprintf(t, sizeof(t), "/%s%s", c.name, tail);
+		snprintf(tail, sizeof(tail), "%s", t);
+		if (c.parent == META_ROOT_INO) {
+			snprintf(out, size, "%s", tail);
+			return;
+		}
+		struct meta_inode dir;
+		if (meta_inode_get(fs->meta, c.parent, &dir) < 0)
+			return;
+		uint64_t grand = dir.rdev ? dir.rdev : META_ROOT_INO;
+		c = (struct name_ctx){ .ino = dir.ino };
+		if (meta_dentry_list(fs->meta, grand, NULL, 0, name_in_dir, &c) < 0 || !c.found)
+			return;
+		c.parent = grand;
+	}
+}
+
+/* Drops a file reference; returns true when it was the last. Written data that the last
+ * close could not store is reported once, at error level, with the path. */
+static bool close_file(struct fs *fs, struct data_file *f, uint64_t ino)
+{
+	uint64_t lost = 0;
+	int r = data_close(fs->data, f, &lost);
+
+	if (r < 0 && lost) {
+		char path[PATH_MAX];
+		path_of(fs, ino, path, sizeof(path));
+		tlog_error("%s: %llu bytes of written data are lost: the last close could not "
+			   "store them (%s)", path, (unsigned long long)lost, strerror(-r));
+	} else if (r < 0) {
+		tlog_warn("inode %llu: the last close could not commit the size and times: %s",
+			  (unsigned long long)ino, strerror(-r));
+	}
+	return r != 0;
+}
+
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	struct fs *fs = userdata;
@@ -887,7 +961,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		if (r < 0)
 			goto out;
 		r = data_truncate(f, (uint64_t)attr->st_size);
-		data_close(fs->data, f);
+		close_file(fs, f, ino);
 		if (r < 0)
 			goto out;
 	}
@@ -899,7 +973,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		r = data_open(fs->data, ino, in.size, &f);
 		if (r == 0) {
 			r = data_flush(f);
-			data_close(fs->data, f);
+			close_file(fs, f, ino);
 		}
 		if (r < 0)
 			goto out;
@@ -1507,7 +1581,7 @@ static int open_file(struct fs *fs, uint64_t ino, struct fuse_file_info *fi, boo
 	if ((fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY) {
 		r = data_truncate(f, 0);
 		if (r < 0) {
-			data_close(fs->data, f);
+			close_file(fs, f, ino);
 			return r;
 		}
 	}
@@ -1542,12 +1616,12 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	e.entry_timeout = fs->timeout;
 	stat_of(fs, &in, &e.attr);
 	if (lk_ref(fs, in.ino, 1) < 0) {
-		data_close(fs->data, file_of(fi));
+		close_file(fs, file_of(fi), in.ino);
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
 	if (fuse_reply_create(req, &e, fi) != 0) {
-		data_close(fs->data, file_of(fi));
+		close_file(fs, file_of(fi), in.ino);
 		forget_one(fs, in.ino, 1);
 	}
 }
@@ -1560,7 +1634,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else if (fuse_reply_open(req, fi) != 0)
-		data_close(fs->data, file_of(fi));
+		close_file(fs, file_of(fi), ino);
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -1617,7 +1691,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct fs *fs = fs_of(req);
 
 	/* The last handle of an unlinked file that the kernel forgot already: it goes now. */
-	if (data_close(fs->data, file_of(fi)))
+	if (close_file(fs, file_of(fi), ino))
 		reap(fs, ino);
 	fuse_reply_err(req, 0);
 }
