@@ -1,7 +1,7 @@
 /*
  * stripe_io: fetch, check, decode and seal the fragments of one stripe.
  *
- * The read half of the data path's stripe life: data.c reads stripes with it (fragments
+ * The read half of the data path's stripe life: data_store.c reads stripes with it (fragments
  * straight into the file's stripe buffer) and the scrubber rebuilds fragments with it (into a
  * buffer of whole objects). It holds no state: every call works on the caller's buffers. Threads: none of its own; any thread may
  * call it. Invariant (data.c D4): a fragment counts as good only after stripe_frag_check()
