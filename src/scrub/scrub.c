@@ -1,8 +1,9 @@
 /*
  * scrub: verify every fragment of every stripe, rebuild the damaged ones.
  *
- * This file runs the whole scrub (scrub_run) and holds the stripe phases; the namespace phase
- * is in scrub_ns.c, garbage collection in scrub_gc.c. The phases and their order are listed in
+ * This file runs the whole scrub (scrub_run): setup, the worker pool, rounds and checkpoints.
+ * The stripes phase is in scrub_verify.c and scrub_repair.c, the namespace phase in
+ * scrub_ns.c, garbage collection in scrub_gc.c. The phases and their order are listed in
  * include/tessera/scrub.h and explained in doc/scrub.md.
  *
  * Threads and locks: scrub_run() runs on the caller's thread. The stripes phase goes in
@@ -53,82 +54,12 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "tessera/blockstore.h"
 #include "tessera/common.h"
-#include "tessera/proto.h"
-
-#define SCRUB_CHUNK 256
-#define SCRUB_PROGRESS_NS 100000000ull
-#define SCRUB_PATH_DEPTH 4096
-#define SCRUB_WINDOW_NS (30ull * 1000000000ull)
-#define SCRUB_RATE_BURST_NS 100000000ull
-
-/* A stripe found damaged by the verify phase. */
-struct dmg {
-	uint64_t ino, stripe, version;
-	uint64_t good;   /* fragments that passed the check */
-	uint64_t unreach; /* fragments whose server did not answer (or refused our key) */
-	uint32_t flags;
-};
-
-struct vitem {
-	uint64_t ino, stripe;
-	struct meta_stripe rec;
-};
-
-struct worker {
-	uint8_t *buf;
-	size_t buf_size;
-};
-
-/* A repaired stripe waiting for its map update (R6). */
-struct pend {
-	uint64_t ino, stripe, version;
-	uint64_t stored;          /* fragments rebuilt and stored */
-	uint16_t servers[64];     /* where (for the stored ones) */
-	uint32_t crcs[64];
-	bool complete;            /* every damaged fragment stored */
-	bool clear_degraded;      /* the flag was seen, and every fragment is present now */
-};
-
-/* Extra state of a run, kept out of struct scrub's public-ish part. */
-struct run {
-	struct scrub *s;
-	bool srv_down[META_MAX_SERVERS];   /* by position in the superblock's list */
-	/* repair pool: damaged stripes wait in a heap, most at risk on top (dmg_cmp), and
-	 * opt.jobs repair threads take them while the verify goes on */
-	pthread_mutex_t rep_lock;          /* heap, n_heap, cap_heap, in_flight, rep_stop */
-	pthread_cond_t rep_work;           /* a stripe was queued, or rep_stop */
-	pthread_cond_t rep_idle;           /* nothing in flight */
-	struct dmg *heap;
-	size_t n_heap, cap_heap;
-	unsigned in_flight;
-	bool rep_stop;
-	pthread_t rep_th[SCRUB_MAX_JOBS];
-	unsigned n_rep;
-	uint64_t repair_t0;                /* first stripe queued in this round, 0: none */
-	pthread_mutex_t commit_lock;       /* pending, n_pending; serialises the commits */
-	struct vitem *chunk;
-	size_t n_chunk;
-	uint64_t total_estimate, done;
-	/* stripe-map updates waiting for their commit (at most SCRUB_CHUNK) */
-	struct pend *pending;
-	size_t n_pending;
-	/* rounds and checkpoints */
-	uint64_t win_stripes, win_t0;
-	bool have_pos;
-	uint64_t pos_ino, pos_stripe;      /* last stripe verified (whole chunks only) */
-	bool ckpt;                         /* checkpoints are written */
-	uint64_t created_s;
-	_Atomic int fatal;
-};
 
 /* ---------------------------------------------------------------- reporting */
 
@@ -440,12 +371,12 @@ void scrub_rate_take(struct scrub *s, uint64_t bytes)
 	}
 }
 
-static bool transport_error(int r)
+bool scrub_transport_error(int r)
 {
 	return r == -ECONNREFUSED || r == -ETIMEDOUT || r == -EHOSTDOWN;
 }
 
-static void mark_down(struct run *run, uint16_t id)
+void scrub_mark_down(struct run *run, uint16_t id)
 {
 	int p = stripe_server_pos(&run->s->ss, id);
 
@@ -453,7 +384,7 @@ static void mark_down(struct run *run, uint16_t id)
 		run->srv_down[p] = true;
 }
 
-static bool server_healthy(struct run *run, uint16_t id)
+bool scrub_server_healthy(struct run *run, uint16_t id)
 {
 	int p = stripe_server_pos(&run->s->ss, id);
 
@@ -537,7 +468,7 @@ static void pool_run(struct run *run, void *items, size_t n, size_t item_size,
 		pthread_join(th[i], NULL);
 }
 
-static uint8_t *worker_buf(struct worker *w, size_t size)
+uint8_t *scrub_worker_buf(struct worker *w, size_t size)
 {
 	if (w->buf_size < size) {
 		uint8_t *b = realloc(w->buf, size);
@@ -547,712 +478,6 @@ static uint8_t *worker_buf(struct worker *w, size_t size)
 		w->buf_size = size;
 	}
 	return w->buf;
-}
-
-/* ---------------------------------------------------------------- verify */
-
-static void frag_event(struct scrub *s, enum scrub_event_kind kind, const struct vitem *it,
-		       unsigned i, const char *msg)
-{
-	uint64_t S = s->sb->stripe_size;
-	char key[PROTO_KEY_MAX];
-
-	proto_frag_key(key, sizeof(key), s->sb->fs_uuid, it->ino, it->stripe, it->rec.version, i);
-	pthread_mutex_lock(&s->lock);
-	if (kind == SCRUB_EV_FRAG_MISSING)
-		s->st.frags_missing++;
-	else if (kind == SCRUB_EV_FRAG_UNREACHABLE)
-		s->st.frags_unreachable++;
-	else
-		s->st.frags_corrupt++;
-	pthread_mutex_unlock(&s->lock);
-	scrub_event(s, &(struct scrub_event){
-		.kind = kind, .ino = it->ino, .stripe = it->stripe, .index = (int)i,
-		.server = it->rec.present & (1ull << i) ? it->rec.servers[i] : -1,
-		.off = it->stripe * S, .len = it->rec.data_len, .key = key, .msg = msg });
-}
-
-static void stripe_lost(struct run *run, uint64_t ino, uint64_t stripe, uint64_t len,
-			bool fixable_never, const char *msg)
-{
-	struct scrub *s = run->s;
-	char path[PATH_MAX];
-	bool have = scrub_path(s, ino, path, sizeof(path)) >= 0;
-
-	pthread_mutex_lock(&s->lock);
-	if (fixable_never)
-		s->st.stripes_lost++;
-	else
-		s->st.stripes_failed++;
-	s->st.errors_left++;
-	pthread_mutex_unlock(&s->lock);
-	scrub_event(s, &(struct scrub_event){
-		.kind = fixable_never ? SCRUB_EV_STRIPE_LOST : SCRUB_EV_STRIPE_FAILED, .ino = ino,
-		.stripe = stripe, .index = -1, .server = -1,
-		.off = stripe * s->sb->stripe_size, .len = len, .path = have ? path : NULL,
-		.msg = msg });
-}
-
-/* Reports a stripe with fewer than k good fragments: lost when even the fragments on servers
- * that did not answer could not make k, else unavailable (not repaired: check again when the
- * servers are back). */
-static void stripe_short(struct run *run, const struct dmg *d, const struct meta_stripe *rec)
-{
-	const int good = __builtin_popcountll(d->good), away = __builtin_popcountll(d->unreach);
-	char msg[160];
-
-	if (good + away >= (int)rec->k) {
-		snprintf(msg, sizeof(msg),
-			 "only %d of %u fragments good and %d on servers that do not answer (or refuse "
-			 "the key), %u needed: unavailable, not lost",
-			 good, rec->k + rec->m, away, rec->k);
-		stripe_lost(run, d->ino, d->stripe, rec->data_len, false, msg);
-		return;
-	}
-	snprintf(msg, sizeof(msg), "only %d of %u fragments good, %u needed", good,
-		 rec->k + rec->m, rec->k);
-	stripe_lost(run, d->ino, d->stripe, rec->data_len, true, msg);
-}
-
-/* Whether the map of (ino, stripe) is still at `version`: in mounted mode the filesystem may
- * have rewritten or removed the stripe since it was read (a metadata error counts as
- * unchanged: the stripe is then reported as found). */
-static bool stripe_unchanged(struct scrub *s, uint64_t ino, uint64_t stripe, uint64_t version)
-{
-	struct meta_stripe cur;
-	int r = meta_stripe_get(s->meta, ino, stripe, &cur);
-
-	if (r < 0)
-		return r != -ENOENT;
-	return cur.version == version;
-}
-
-static void count_changed(struct scrub *s)
-{
-	pthread_mutex_lock(&s->lock);
-	s->st.stripes_changed++;
-	pthread_mutex_unlock(&s->lock);
-}
-
-static void stripes_progress(struct run *run, bool force)
-{
-	struct scrub *s = run->s;
-
-	pthread_mutex_lock(&s->lock);
-	uint64_t done = run->done, total = TESSERA_MAX(run->done, run->total_estimate);
-	uint64_t nb = s->st.bytes_checked + s->st.bytes_rebuilt;
-	pthread_mutex_unlock(&s->lock);
-	scrub_progress(s, "stripes", done, total, nb, force);
-}
-
-static int repair_queue(struct run *run, const struct dmg *d);
-
-static void verify_stripe(struct run *run, struct worker *w, void *item)
-{
-	struct scrub *s = run->s;
-	struct vitem *it = item;
-	const struct meta_stripe *rec = &it->rec;
-	const bool deep = s->opt.deep;
-	struct blockclient_op ops[128];
-	char keys[64][PROTO_KEY_MAX];
-	int op_of[64][2];
-	uint8_t hdrs[64][PROTO_FRAG_HDR_SIZE];
-	enum scrub_event_kind bad_kind[64];
-	const char *bad_msg[64];
-	uint64_t good = 0, bad = 0, bytes = 0;
-	unsigned nops = 0, n;
-
-	if (stripe_rec_check(rec, s->codec) < 0) {
-		if (stripe_unchanged(s, it->ino, it->stripe, rec->version))
-			stripe_lost(run, it->ino, it->stripe, rec->data_len, true,
-				    "stripe map record does not match the filesystem's geometry");
-		else
-			count_changed(s);
-		goto done;
-	}
-	n = (unsigned)rec->k + rec->m;
-	const size_t slot = PROTO_FRAG_HDR_SIZE + (size_t)rec->frag_len;
-	uint8_t *buf = deep ? worker_buf(w, stripe_buf_size(rec)) : NULL;
-	if (deep && !buf) {
-		run->fatal = -ENOMEM;
-		goto done;
-	}
-#define FINDING(i, k, m)                          \
-	do {                                      \
-		bad |= 1ull << (i);               \
-		bad_kind[i] = (k);                \
-		bad_msg[i] = (m);                 \
-	} while (0)
-	for (unsigned i = 0; i < n; i++) {
-		op_of[i][0] = op_of[i][1] = -1;
-		if (!(rec->present & (1ull << i))) {
-			FINDING(i, SCRUB_EV_FRAG_MISSING, "never stored");
-			continue;
-		}
-		if (stripe_server_pos(&s->ss, rec->servers[i]) < 0) {
-			FINDING(i, SCRUB_EV_FRAG_MISSING,
-				meta_server_find(s->sb, rec->servers[i]) ? "its server is retired"
-									 : "its server left the list");
-			continue;
-		}
-		proto_frag_key(keys[i], sizeof(keys[i]), s->sb->fs_uuid, it->ino, it->stripe,
-			       rec->version, i);
-		if (deep) {
-			op_of[i][0] = (int)nops;
-			ops[nops++] = (struct blockclient_op){
-				.method = BC_GET, .server = rec->servers[i], .key = keys[i],
-				.buf = stripe_slot(buf, rec, i), .buf_size = slot };
-		} else {
-			op_of[i][0] = (int)nops;
-			ops[nops++] = (struct blockclient_op){
-				.method = BC_HEAD, .server = rec->servers[i], .key = keys[i] };
-			op_of[i][1] = (int)nops;
-			ops[nops++] = (struct blockclient_op){
-				.method = BC_GET, .server = rec->servers[i], .key = keys[i],
-				.buf = hdrs[i], .buf_size = PROTO_FRAG_HDR_SIZE,
-				.range_off = 0, .range_len = PROTO_FRAG_HDR_SIZE };
-		}
-	}
-	if (nops) {
-		scrub_rate_take(s, deep ? (uint64_t)nops * slot
-					: (uint64_t)(nops / 2) * PROTO_FRAG_HDR_SIZE);
-		blockstore_run(s->bs, ops, nops, false);
-	}
-	for (unsigned i = 0; i < n; i++) {
-		if (op_of[i][0] < 0)
-			continue;
-		struct blockclient_op *a = &ops[op_of[i][0]];
-		struct blockclient_op *b = op_of[i][1] >= 0 ? &ops[op_of[i][1]] : NULL;
-		int r = a->result ? a->result : b ? b->result : 0;
-		if (transport_error(r))
-			mark_down(run, rec->servers[i]);
-		if (r == -ENOENT) {
-			FINDING(i, SCRUB_EV_FRAG_MISSING, "no such object");
-			continue;
-		}
-		if (r == -EMSGSIZE || r == -ERANGE) {
-			FINDING(i, SCRUB_EV_FRAG_CORRUPT, "wrong size");
-			continue;
-		}
-		if (r < 0) {
-			FINDING(i, SCRUB_EV_FRAG_UNREACHABLE, strerror(-r));
-			continue;
-		}
-		if (deep) {
-			bytes += a->result_len;
-			if (!stripe_frag_check(s->sb->fs_uuid, stripe_slot(buf, rec, i),
-					       a->result_len, true, it->ino, it->stripe, rec, i,
-					       NULL)) {
-				FINDING(i, SCRUB_EV_FRAG_CORRUPT,
-					a->result_len != slot ? "wrong size" : "bad header or crc32c");
-				continue;
-			}
-		} else {
-			bytes += b->result_len;
-			if (a->result_len != slot) {
-				FINDING(i, SCRUB_EV_FRAG_CORRUPT, "wrong size");
-				continue;
-			}
-			if (!stripe_frag_check(s->sb->fs_uuid, hdrs[i], b->result_len, false,
-					       it->ino, it->stripe, rec, i, NULL)) {
-				FINDING(i, SCRUB_EV_FRAG_CORRUPT, "bad header");
-				continue;
-			}
-		}
-		good |= 1ull << i;
-	}
-#undef FINDING
-	pthread_mutex_lock(&s->lock);
-	s->st.fragments += n;
-	s->st.bytes_checked += bytes;
-	pthread_mutex_unlock(&s->lock);
-	/* A stripe the filesystem rewrote meanwhile: its old fragments may be deleted already
-	 * (garbage), which is not damage. */
-	if (bad && !stripe_unchanged(s, it->ino, it->stripe, rec->version)) {
-		count_changed(s);
-		goto done;
-	}
-	for (unsigned i = 0; i < n; i++)
-		if (bad & (1ull << i))
-			frag_event(s, bad_kind[i], it, i, bad_msg[i]);
-	if (bad || (rec->flags & META_STRIPE_F_DEGRADED)) {
-		uint64_t unreach = 0;
-		for (unsigned i = 0; i < n; i++)
-			if ((bad & (1ull << i)) && bad_kind[i] == SCRUB_EV_FRAG_UNREACHABLE)
-				unreach |= 1ull << i;
-		int r = repair_queue(run, &(struct dmg){ .ino = it->ino, .stripe = it->stripe,
-							.version = rec->version, .good = good,
-							.unreach = unreach, .flags = rec->flags });
-		if (r < 0)
-			run->fatal = r;
-		pthread_mutex_lock(&s->lock);
-		s->st.stripes_damaged++;
-		pthread_mutex_unlock(&s->lock);
-	}
-done:
-	pthread_mutex_lock(&s->lock);
-	s->st.stripes++;
-	run->done++;
-	pthread_mutex_unlock(&s->lock);
-	stripes_progress(run, false);
-}
-
-/* ---------------------------------------------------------------- repair */
-
-/* Chooses a server for a fragment that must move, as a write would place it (R4): by
- * placement among the healthy servers, holding nothing of this stripe (used[]), zone-limited
- * to m fragments while possible. Returns the id or -1. */
-static int choose_target(struct run *run, uint64_t ino, uint64_t stripe, const uint16_t *used,
-			 unsigned n_used)
-{
-	struct scrub *s = run->s;
-	bool up[META_MAX_SERVERS];
-	uint16_t id;
-
-	for (size_t i = 0; i < s->ss.n; i++)
-		up[i] = server_healthy(run, s->ss.servers[i].id);
-	return stripe_choose(&s->ss, s->bs, up, ino, stripe, used, n_used, 1, &id) == 1 ? id : -1;
-}
-
-static void pend_add(struct run *run, const struct pend *p);
-
-static void repair_stripe(struct run *run, struct worker *w, void *item)
-{
-	struct scrub *s = run->s;
-	struct dmg *d = item;
-	struct meta_stripe rec;
-	struct pend p;
-	struct blockclient_op ops[64];
-	char keys[64][PROTO_KEY_MAX];
-	unsigned idx_of[64], nops, n;
-	uint16_t used[64];
-	unsigned n_used = 0;
-	uint64_t fgood = 0, fbad = 0, rebuild, stored = 0, moved = 0, bytes = 0;
-	struct proto_frag_hdr h;
-	char msg[160];
-	int r;
-
-	r = meta_stripe_get(s->meta, d->ino, d->stripe, &rec);
-	if (r == -ENOENT || (r == 0 && rec.version != d->version)) {
-		count_changed(s); /* rewritten or removed meanwhile: nothing left to repair */
-		goto done;
-	}
-	if (r < 0) {
-		run->fatal = r;
-		goto done;
-	}
-	n = (unsigned)rec.k + rec.m;
-	uint64_t all = n == 64 ? ~0ull : (1ull << n) - 1;
-	const size_t slot = PROTO_FRAG_HDR_SIZE + (size_t)rec.frag_len;
-	uint8_t *buf = worker_buf(w, stripe_buf_size(&rec));
-	if (!buf) {
-		run->fatal = -ENOMEM;
-		goto done;
-	}
-	if (__builtin_popcountll(d->good) < (int)rec.k) {
-		stripe_short(run, d, &rec);
-		goto done;
-	}
-	scrub_rate_take(s, (uint64_t)rec.k * slot);
-	r = stripe_fetch(s->bs, s->codec, s->sb->fs_uuid, d->ino, d->stripe, &rec,
-			 all & ~d->good, all, buf, &fgood, &fbad);
-	if (r == -EIO) {
-		if (!stripe_unchanged(s, d->ino, d->stripe, rec.version)) {
-			count_changed(s);
-			goto done;
-		}
-		snprintf(msg, sizeof(msg), "fewer than %u of %u fragments readable", rec.k, n);
-		stripe_lost(run, d->ino, d->stripe, rec.data_len, true, msg);
-		goto done;
-	}
-	if (r < 0) {
-		snprintf(msg, sizeof(msg), "cannot read the stripe: %s", strerror(-r));
-		stripe_lost(run, d->ino, d->stripe, rec.data_len, false, msg);
-		goto done;
-	}
-	unsigned fetched = (unsigned)__builtin_popcountll(fgood | fbad);
-	if (fetched > rec.k)
-		scrub_rate_take(s, (uint64_t)(fetched - rec.k) * slot);
-	pthread_mutex_lock(&s->lock);
-	s->st.bytes_checked += (uint64_t)fetched * slot;
-	pthread_mutex_unlock(&s->lock);
-	rebuild = (all & ~d->good) | fbad;
-	/* The header's stripe length as the data path wrote it (truncation may since have
-	 * shrunk data_len in the map, not in the fragments). */
-	unsigned any = (unsigned)__builtin_ctzll(fgood);
-	if (proto_frag_hdr_decode(stripe_slot(buf, &rec, any), PROTO_FRAG_HDR_SIZE, &h) < 0) {
-		stripe_lost(run, d->ino, d->stripe, rec.data_len, false, "internal: bad header");
-		goto done;
-	}
-	memset(&p, 0, sizeof(p));
-	p.ino = d->ino;
-	p.stripe = d->stripe;
-	p.version = rec.version;
-	for (unsigned i = 0; i < n; i++)
-		if ((all & ~rebuild) & (1ull << i) && (rec.present & (1ull << i)))
-			used[n_used++] = rec.servers[i];
-
-	/* Seal every fragment to rebuild (R1). */
-	for (unsigned i = 0; i < n; i++) {
-		if (!(rebuild & (1ull << i)))
-			continue;
-		uint32_t crc = stripe_frag_seal(stripe_slot(buf, &rec, i), s->sb->fs_uuid, d->ino,
-						d->stripe, rec.version, i, rec.k, rec.m,
-						rec.frag_len, h.stripe_len);
-		if ((rec.present & (1ull << i)) && crc != rec.crcs[i]) {
-			snprintf(msg, sizeof(msg), "rebuilt fragment %u has crc32c %08x, the map says "
-				 "%08x: not written", i, crc, rec.crcs[i]);
-			stripe_lost(run, d->ino, d->stripe, rec.data_len, false, msg);
-			goto done;
-		}
-		p.crcs[i] = crc;
-	}
-
-	/* Attempt 0: each fragment to its own server when healthy; attempt 1: moved (R2, R4). */
-	uint64_t todo = rebuild;
-	for (int attempt = 0; attempt < 2 && todo; attempt++) {
-		uint16_t target[64];
-		nops = 0;
-		for (unsigned i = 0; i < n; i++) {
-			if (!(todo & (1ull << i)))
-				continue;
-			int t = -1;
-			uint16_t cur = rec.servers[i];
-			bool cur_used = false;
-			for (unsigned u = 0; u < n_used; u++)
-				cur_used |= used[u] == cur;
-			if (attempt == 0 && (rec.present & (1ull << i)) && !cur_used &&
-			    server_healthy(run, cur))
-				t = cur;
-			else
-				t = choose_target(run, d->ino, d->stripe, used, n_used);
-			if (t < 0)
-				continue;
-			target[i] = (uint16_t)t;
-			used[n_used++] = (uint16_t)t; /* reserved while the PUT runs */
-			proto_frag_key(keys[nops], sizeof(keys[nops]), s->sb->fs_uuid, d->ino,
-				       d->stripe, rec.version, i);
-			ops[nops] = (struct blockclient_op){
-				.method = BC_PUT, .server = (uint16_t)t, .key = keys[nops],
-				.body = stripe_slot(buf, &rec, i), .body_len = slot };
-			idx_of[nops++] = i;
-		}
-		if (nops == 0)
-			break;
-		if (s->opt.dry_run)
-			break;
-		scrub_rate_take(s, (uint64_t)nops * slot);
-		blockstore_run(s->bs, ops, nops, false);
-		for (unsigned j = 0; j < nops; j++) {
-			unsigned i = idx_of[j] & 63; /* < n <= 64 */
-			if (ops[j].result != 0) {
-				if (transport_error(ops[j].result) || ops[j].result == -ENOSPC)
-					mark_down(run, ops[j].server);
-				/* release the reservation */
-				for (unsigned u = 0; u < n_used; u++) {
-					if (used[u] == ops[j].server) {
-						used[u] = used[--n_used];
-						break;
-					}
-				}
-				continue;
-			}
-			todo &= ~(1ull << i);
-			stored |= 1ull << i;
-			if (!(rec.present & (1ull << i)) || target[i] != rec.servers[i])
-				moved |= 1ull << i;
-			p.servers[i] = target[i];
-			bytes += slot;
-			snprintf(msg, sizeof(msg), "%s server %u",
-				 moved & (1ull << i) ? "moved to" : "rewritten on", target[i]);
-			scrub_event(s, &(struct scrub_event){
-				.kind = SCRUB_EV_FRAG_REBUILT, .fixed = true, .ino = d->ino,
-				.stripe = d->stripe, .index = (int)i, .server = target[i],
-				.off = d->stripe * s->sb->stripe_size, .len = rec.data_len,
-				.key = ops[j].key, .msg = msg });
-		}
-	}
-	p.stored = stored;
-	p.complete = !todo;
-	p.clear_degraded = (rec.flags & META_STRIPE_F_DEGRADED) && !todo;
-	pthread_mutex_lock(&s->lock);
-	s->st.frags_rebuilt += (uint64_t)__builtin_popcountll(stored);
-	s->st.frags_moved += (uint64_t)__builtin_popcountll(moved);
-	s->st.bytes_rebuilt += bytes;
-	pthread_mutex_unlock(&s->lock);
-	if (stored || p.clear_degraded)
-		pend_add(run, &p);
-	if (todo) {
-		snprintf(msg, sizeof(msg), "%d fragment(s) could not be stored (no healthy server "
-			 "free for them)", __builtin_popcountll(todo));
-		stripe_lost(run, d->ino, d->stripe, rec.data_len, false, msg);
-	}
-done:
-	stripes_progress(run, false);
-}
-
-/* Commits the pending stripe-map updates in one synced batch, each one a compare-and-set on
- * the stripe's version (R6). With commit_lock held. */
-static int repair_commit(struct run *run)
-{
-	struct scrub *s = run->s;
-	struct meta_batch *b;
-	size_t puts = 0;
-	int r = 0;
-
-	if (run->n_pending == 0)
-		return 0;
-	b = meta_batch_new(s->meta);
-	if (!b)
-		return -ENOMEM;
-	scrub_meta_lock(s);
-	for (size_t j = 0; j < run->n_pending; j++) {
-		struct pend *p = &run->pending[j];
-		struct meta_stripe cur;
-		r = meta_stripe_get(s->meta, p->ino, p->stripe, &cur);
-		if (r == -ENOENT || (r == 0 && cur.version != p->version)) {
-			r = 0;
-			p->version = 0; /* skipped: the filesystem rewrote or removed it */
-			continue;
-		}
-		if (r < 0)
-			break;
-		unsigned n = (unsigned)cur.k + cur.m;
-		uint64_t all = n == 64 ? ~0ull : (1ull << n) - 1;
-		for (unsigned i = 0; i < n; i++) {
-			if (!(p->stored & (1ull << i)))
-				continue;
-			cur.servers[i] = p->servers[i];
-			cur.crcs[i] = p->crcs[i];
-			cur.present |= 1ull << i;
-		}
-		if (p->clear_degraded && cur.present == all)
-			cur.flags &= ~META_STRIPE_F_DEGRADED;
-		meta_batch_stripe_put(b, p->ino, p->stripe, &cur);
-		puts++;
-	}
-	if (r == 0 && puts)
-		r = meta_commit(s->meta, b, true);
-	scrub_meta_unlock(s);
-	meta_batch_free(b);
-	pthread_mutex_lock(&s->lock);
-	for (size_t j = 0; j < run->n_pending; j++) {
-		struct pend *p = &run->pending[j];
-		if (p->version == 0) {
-			s->st.stripes_changed++;
-		} else if (r < 0) {
-			s->st.stripes_failed++;
-			s->st.errors_left++;
-		} else if (p->complete) {
-			s->st.stripes_repaired++;
-			s->st.errors_fixed++;
-		}
-	}
-	pthread_mutex_unlock(&s->lock);
-	if (r < 0)
-		scrub_warn(s, "cannot commit %zu repaired stripe maps: %s", run->n_pending,
-			   strerror(-r));
-	run->n_pending = 0;
-	return r;
-}
-
-static int dmg_cmp(const void *a, const void *b)
-{
-	const struct dmg *x = a, *y = b;
-	int gx = __builtin_popcountll(x->good), gy = __builtin_popcountll(y->good);
-
-	if (gx != gy)
-		return gx < gy ? -1 : 1;
-	bool dx = x->flags & META_STRIPE_F_DEGRADED, dy = y->flags & META_STRIPE_F_DEGRADED;
-	if (dx != dy)
-		return dx ? -1 : 1;
-	if (x->ino != y->ino)
-		return x->ino < y->ino ? -1 : 1;
-	return x->stripe < y->stripe ? -1 : x->stripe > y->stripe;
-}
-
-/* Adds a repaired stripe's map update; commits the batch first when it is full. */
-static void pend_add(struct run *run, const struct pend *p)
-{
-	pthread_mutex_lock(&run->commit_lock);
-	if (run->n_pending == SCRUB_CHUNK) {
-		int r = repair_commit(run);
-		if (r < 0)
-			run->fatal = r;
-	}
-	run->pending[run->n_pending++] = *p;
-	pthread_mutex_unlock(&run->commit_lock);
-}
-
-/* ---- the heap of damaged stripes (with rep_lock held) */
-
-static void heap_swap(struct dmg *a, struct dmg *b)
-{
-	struct dmg t = *a;
-
-	*a = *b;
-	*b = t;
-}
-
-static int heap_push(struct run *run, const struct dmg *d)
-{
-	struct dmg *h = tgrow(run->heap, &run->cap_heap, run->n_heap + 1, sizeof(*h), 256);
-	if (!h)
-		return -ENOMEM;
-	run->heap = h;
-	size_t i = run->n_heap++;
-	run->heap[i] = *d;
-	while (i > 0 && dmg_cmp(&run->heap[i], &run->heap[(i - 1) / 2]) < 0) {
-		heap_swap(&run->heap[i], &run->heap[(i - 1) / 2]);
-		i = (i - 1) / 2;
-	}
-	return 0;
-}
-
-static struct dmg heap_pop(struct run *run)
-{
-	struct dmg top = run->heap[0];
-	size_t i = 0, n = --run->n_heap;
-
-	run->heap[0] = run->heap[n];
-	for (;;) {
-		size_t l = 2 * i + 1, r = l + 1, m = i;
-		if (l < n && dmg_cmp(&run->heap[l], &run->heap[m]) < 0)
-			m = l;
-		if (r < n && dmg_cmp(&run->heap[r], &run->heap[m]) < 0)
-			m = r;
-		if (m == i)
-			break;
-		heap_swap(&run->heap[i], &run->heap[m]);
-		i = m;
-	}
-	return top;
-}
-
-/* Queues a damaged stripe for the repair threads (from a verify worker). */
-static int repair_queue(struct run *run, const struct dmg *d)
-{
-	int r;
-
-	pthread_mutex_lock(&run->rep_lock);
-	r = heap_push(run, d);
-	if (r == 0 && !run->repair_t0)
-		run->repair_t0 = tclock_monotonic_ns();
-	pthread_cond_signal(&run->rep_work);
-	pthread_mutex_unlock(&run->rep_lock);
-	return r;
-}
-
-static void *repair_main(void *arg)
-{
-	struct run *run = arg;
-	struct worker w = { 0 };
-
-	pthread_mutex_lock(&run->rep_lock);
-	for (;;) {
-		while (!run->rep_stop &&
-		       (run->n_heap == 0 || scrub_cancelled(run->s) || run->fatal)) {
-			if (run->in_flight == 0)
-				pthread_cond_broadcast(&run->rep_idle);
-			pthread_cond_wait(&run->rep_work, &run->rep_lock);
-		}
-		if (run->rep_stop)
-			break;
-		struct dmg d = heap_pop(run);
-		run->in_flight++;
-		pthread_mutex_unlock(&run->rep_lock);
-		repair_stripe(run, &w, &d);
-		pthread_mutex_lock(&run->rep_lock);
-		run->in_flight--;
-		if (run->in_flight == 0 && run->n_heap == 0)
-			pthread_cond_broadcast(&run->rep_idle);
-	}
-	pthread_mutex_unlock(&run->rep_lock);
-	free(w.buf);
-	return NULL;
-}
-
-/* A dry run repairs nothing: what a repair would find lost is reported, the rest counted as
- * left. */
-static void repair_dry(struct run *run)
-{
-	struct scrub *s = run->s;
-
-	while (run->n_heap) {
-		struct dmg d = heap_pop(run);
-		struct meta_stripe rec;
-		if (meta_stripe_get(s->meta, d.ino, d.stripe, &rec) < 0)
-			continue;
-		if (__builtin_popcountll(d.good) < (int)rec.k) {
-			stripe_short(run, &d, &rec);
-		} else {
-			pthread_mutex_lock(&s->lock);
-			s->st.errors_left++;
-			pthread_mutex_unlock(&s->lock);
-		}
-	}
-}
-
-/* Waits until every damaged stripe queued so far is repaired (or the run is cancelled or
- * failed), then commits the pending map updates: what was stored is committed, even when
- * cancelled. */
-static int repair_drain(struct run *run)
-{
-	struct scrub *s = run->s;
-	int r;
-
-	if (s->opt.dry_run)
-		repair_dry(run); /* no repair threads, verify workers joined: the heap is ours */
-	pthread_mutex_lock(&run->rep_lock);
-	if (!s->opt.dry_run) {
-		while (run->in_flight || (run->n_heap && !scrub_cancelled(s) && !run->fatal)) {
-			struct timespec until;
-			clock_gettime(CLOCK_REALTIME, &until);
-			until.tv_nsec += 100000000L;
-			if (until.tv_nsec >= 1000000000L) {
-				until.tv_sec++;
-				until.tv_nsec -= 1000000000L;
-			}
-			pthread_cond_timedwait(&run->rep_idle, &run->rep_lock, &until);
-		}
-	}
-	uint64_t t0 = run->repair_t0;
-	run->repair_t0 = 0;
-	pthread_mutex_unlock(&run->rep_lock);
-	pthread_mutex_lock(&run->commit_lock);
-	r = repair_commit(run);
-	pthread_mutex_unlock(&run->commit_lock);
-	if (t0)
-		s->st.repair_ns += tclock_monotonic_ns() - t0;
-	if (r == 0)
-		r = run->fatal;
-	if (r == 0 && scrub_cancelled(s))
-		r = -ECANCELED;
-	stripes_progress(run, false);
-	return r;
-}
-
-static int repair_pool_start(struct run *run)
-{
-	if (run->s->opt.dry_run)
-		return 0;
-	for (unsigned i = 0; i < run->s->opt.jobs; i++) {
-		if (pthread_create(&run->rep_th[run->n_rep], NULL, repair_main, run) != 0)
-			break;
-		run->n_rep++;
-	}
-	return run->n_rep ? 0 : -EAGAIN;
-}
-
-static void repair_pool_stop(struct run *run)
-{
-	pthread_mutex_lock(&run->rep_lock);
-	run->rep_stop = true;
-	pthread_cond_broadcast(&run->rep_work);
-	pthread_mutex_unlock(&run->rep_lock);
-	for (unsigned i = 0; i < run->n_rep; i++)
-		pthread_join(run->rep_th[i], NULL);
-	run->n_rep = 0;
 }
 
 /* ---------------------------------------------------------------- rounds and checkpoints */
@@ -1282,7 +507,7 @@ static void checkpoint_write(struct run *run, bool stripes_done)
 /* Ends a round: repairs its damaged stripes, then records the checkpoint (R7). */
 static int end_round(struct run *run)
 {
-	int r = repair_drain(run);
+	int r = scrub_repair_drain(run);
 
 	if (r < 0)
 		return r;
@@ -1301,7 +526,7 @@ static void verify_flush(struct run *run)
 
 	if (run->n_chunk == 0)
 		return;
-	pool_run(run, run->chunk, run->n_chunk, sizeof(struct vitem), verify_stripe);
+	pool_run(run, run->chunk, run->n_chunk, sizeof(struct vitem), scrub_verify_stripe);
 	s->st.verify_ns += tclock_monotonic_ns() - t0;
 	if (!scrub_cancelled(s) && !run->fatal) {
 		/* the whole chunk was verified: the position may move past it */
@@ -1389,7 +614,7 @@ static int phase_stripes(struct run *run, const struct scrub_checkpoint *ck)
 		run->pos_stripe = ck->stripe;
 	}
 	run->win_t0 = tclock_monotonic_ns();
-	r = repair_pool_start(run);
+	r = scrub_repair_pool_start(run);
 	for (size_t i = first; i < nf && r == 0; i++) {
 		struct list_ctx l = { .run = run, .ino = files[i] };
 		r = meta_stripe_list(s->meta, files[i], i == first ? from : 0, verify_collect, &l);
@@ -1401,10 +626,10 @@ static int phase_stripes(struct run *run, const struct scrub_checkpoint *ck)
 	if (r == 0 && scrub_cancelled(s))
 		r = -ECANCELED;
 	/* the last round: its repairs are committed even after a failure or a cancel */
-	int rd = repair_drain(run);
+	int rd = scrub_repair_drain(run);
 	if (r == 0)
 		r = rd;
-	stripes_progress(run, true);
+	scrub_stripes_progress(run, true);
 	free(files);
 	return r;
 }
@@ -1475,7 +700,7 @@ int scrub_run(struct scrub *s, struct scrub_stats *ret_stats)
 	if (r == 0 && run->ckpt)
 		scrub_checkpoint_remove(s);
 out:
-	repair_pool_stop(run);
+	scrub_repair_pool_stop(run);
 	s->st.total_ns = tclock_monotonic_ns() - t0;
 	*ret_stats = s->st;
 	free(run->chunk);

@@ -98,4 +98,116 @@ void scrub_checkpoint_stats(const struct scrub_stats *st, struct scrub_stats *re
 /* Adds a checkpoint's counters to st (after the namespace phase of the resumed run). */
 void scrub_checkpoint_resume(struct scrub_stats *st, const struct scrub_stats *carried);
 
+/* ---- the stripes phase: scrub.c (setup, pool, rounds), scrub_verify.c, scrub_repair.c */
+
+#define SCRUB_CHUNK 256
+#define SCRUB_PROGRESS_NS 100000000ull
+#define SCRUB_PATH_DEPTH 4096
+#define SCRUB_WINDOW_NS (30ull * 1000000000ull)
+#define SCRUB_RATE_BURST_NS 100000000ull
+
+/* A stripe found damaged by the verify phase. */
+struct dmg {
+	uint64_t ino, stripe, version;
+	uint64_t good;   /* fragments that passed the check */
+	uint64_t unreach; /* fragments whose server did not answer (or refused our key) */
+	uint32_t flags;
+};
+
+struct vitem {
+	uint64_t ino, stripe;
+	struct meta_stripe rec;
+};
+
+struct worker {
+	uint8_t *buf;
+	size_t buf_size;
+};
+
+/* A repaired stripe waiting for its map update (R6). */
+struct pend {
+	uint64_t ino, stripe, version;
+	uint64_t stored;          /* fragments rebuilt and stored */
+	uint16_t servers[64];     /* where (for the stored ones) */
+	uint32_t crcs[64];
+	bool complete;            /* every damaged fragment stored */
+	bool clear_degraded;      /* the flag was seen, and every fragment is present now */
+};
+
+/* Extra state of a run, kept out of struct scrub's public-ish part. */
+struct run {
+	struct scrub *s;
+	bool srv_down[META_MAX_SERVERS];   /* by position in the superblock's list */
+	/* repair pool: damaged stripes wait in a heap, most at risk on top (dmg_cmp), and
+	 * opt.jobs repair threads take them while the verify goes on */
+	pthread_mutex_t rep_lock;          /* heap, n_heap, cap_heap, in_flight, rep_stop */
+	pthread_cond_t rep_work;           /* a stripe was queued, or rep_stop */
+	pthread_cond_t rep_idle;           /* nothing in flight */
+	struct dmg *heap;
+	size_t n_heap, cap_heap;
+	unsigned in_flight;
+	bool rep_stop;
+	pthread_t rep_th[SCRUB_MAX_JOBS];
+	unsigned n_rep;
+	uint64_t repair_t0;                /* first stripe queued in this round, 0: none */
+	pthread_mutex_t commit_lock;       /* pending, n_pending; serialises the commits */
+	struct vitem *chunk;
+	size_t n_chunk;
+	uint64_t total_estimate, done;
+	/* stripe-map updates waiting for their commit (at most SCRUB_CHUNK) */
+	struct pend *pending;
+	size_t n_pending;
+	/* rounds and checkpoints */
+	uint64_t win_stripes, win_t0;
+	bool have_pos;
+	uint64_t pos_ino, pos_stripe;      /* last stripe verified (whole chunks only) */
+	bool ckpt;                         /* checkpoints are written */
+	uint64_t created_s;
+	_Atomic int fatal;
+};
+
+/* Whether r means the server could not be reached (rather than an answer about the object). */
+bool scrub_transport_error(int r);
+
+/* A server that stopped answering is marked down for the rest of the run (and not asked
+ * again); scrub_server_healthy says whether it may still be used. */
+void scrub_mark_down(struct run *run, uint16_t id);
+bool scrub_server_healthy(struct run *run, uint16_t id);
+
+/* A worker's scratch buffer of at least size bytes, or NULL. */
+uint8_t *scrub_worker_buf(struct worker *w, size_t size);
+
+/* Reports a stripe that cannot be rebuilt (msg says why). */
+void scrub_stripe_lost(struct run *run, uint64_t ino, uint64_t stripe, uint64_t len,
+			bool fixable_never, const char *msg);
+
+/* Reports a stripe with fewer than k good fragments: lost when even the fragments on servers
+ * that did not answer could not make k, else unavailable (not repaired: check again when the
+ * servers are back). */
+void scrub_stripe_short(struct run *run, const struct dmg *d, const struct meta_stripe *rec);
+
+/* Whether the map of (ino, stripe) is still at `version`: in mounted mode the filesystem may
+ * have rewritten or removed the stripe since it was read (a metadata error counts as
+ * unchanged: the stripe is then reported as found). */
+bool scrub_stripe_unchanged(struct scrub *s, uint64_t ino, uint64_t stripe, uint64_t version);
+
+/* Counts a stripe that changed under the scrub (mounted mode). */
+void scrub_count_changed(struct scrub *s);
+/* Reports progress, at most every SCRUB_PROGRESS_NS unless force. */
+void scrub_stripes_progress(struct run *run, bool force);
+/* Verifies one stripe (item: a struct vitem), queueing it for repair when damaged. */
+void scrub_verify_stripe(struct run *run, struct worker *w, void *item);
+
+/* Queues a damaged stripe for the repair threads (from a verify worker). */
+int scrub_repair_queue(struct run *run, const struct dmg *d);
+
+/* Waits until every damaged stripe queued so far is repaired (or the run is cancelled or
+ * failed), then commits the pending map updates: what was stored is committed, even when
+ * cancelled. */
+int scrub_repair_drain(struct run *run);
+
+/* Starts the opt.jobs repair threads for the stripes phase; stops and joins them. */
+int scrub_repair_pool_start(struct run *run);
+void scrub_repair_pool_stop(struct run *run);
+
 #endif
