@@ -1,4 +1,5 @@
-/* scrub: private declarations shared by scrub.c, scrub_ns.c and scrub_gc.c. */
+/* scrub: private declarations shared by the files of src/scrub (scrub.c, scrub_verify.c,
+ * scrub_repair.c, scrub_ns.c, scrub_gc.c, scrub_checkpoint.c). */
 #ifndef TESSERA_SCRUB_INT_H
 #define TESSERA_SCRUB_INT_H
 
