@@ -1,8 +1,9 @@
 /*
  * meta: the metadata store, on RocksDB's C API.
  *
- * This file owns the database handle, its column families and options, and turns the module's
- * calls into RocksDB gets, iterators and WriteBatches. It does not decide what a namespace
+ * meta.c owns the database handle, its column families and options (open, close, backup,
+ * the orphan index, bulk deletion); meta_read.c turns the module's reads into RocksDB gets
+ * and iterators, meta_batch.c its changes into WriteBatches; meta_db.h is what they share. It does not decide what a namespace
  * operation writes (the fs and data layers build the batches) and it does not lock across a
  * read-check-write sequence: callers that need one hold their own lock. Key and record layouts
  * are in meta_record.c. RocksDB's error strings (char *err) are seen only here: they are logged
@@ -37,77 +38,21 @@
  *      invariant 1 every inode a crash left with nlink 0 is in it and meta_orphan_list()
  *      finds it without reading the inode table.
  */
-#include "meta_int.h"
+#include "meta_db.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
-
-#include <rocksdb/c.h>
 
 #include "tessera/common.h"
 
-#define META_CACHE_BYTES (64u << 20)
-#define META_BLOOM_BITS 10.0
-#define META_INO_RESERVE 1024
-
-static const char META_KEY_SUPERBLOCK[] = "superblock";
-static const char META_KEY_NEXT_INO[] = "next_ino";
-static const char META_KEY_ORPHAN[] = "orphan"; /* + ino(8, BE) */
-static const char META_KEY_ORPHAN_INDEX[] = "orphan_index";
-#define META_ORPHAN_KEY_LEN (sizeof(META_KEY_ORPHAN) - 1 + 8)
-
-enum meta_cf {
-	CF_DEFAULT,
-	CF_INODES,
-	CF_DENTRIES,
-	CF_STRIPES,
-	CF_XATTRS,
-	CF_SYSTEM,
-	CF_GARBAGE,
-	CF_INLINE,
-	CF_CHUNKS,
-	CF_COUNT
-};
-
-static const char *const cf_names[CF_COUNT] = {
-	"default", "inodes", "dentries", "stripes", "xattrs", "system", "garbage", "inline", "chunks",
-};
-
-struct meta {
-	rocksdb_t *db;
-	rocksdb_column_family_handle_t *cf[CF_COUNT];
-	rocksdb_cache_t *cache;          /* block cache shared by every column family */
-	rocksdb_readoptions_t *ro;
-	rocksdb_writeoptions_t *wo;      /* WAL written, not synced */
-	rocksdb_writeoptions_t *wo_sync; /* WAL fsync'ed before the write returns */
-	char *dir;
-
-	pthread_mutex_t ino_lock;
-	uint64_t ino_next;  /* ino_lock: next number to hand out */
-	uint64_t ino_limit; /* ino_lock: persisted counter; numbers below it may be in use */
-
-	_Atomic uint64_t garbage_seq; /* next garbage sequence number */
-
-	struct meta_superblock sb; /* read at open, immutable */
-};
-
-struct meta_batch {
-	struct meta *m;
-	rocksdb_writebatch_t *wb;
-	int err; /* first invalid put (-EINVAL): meta_commit() refuses the batch */
-};
-
 /* Consumes a RocksDB error string; the one place where they are translated. */
-static int meta_err(char *err, const char *what)
+int meta_err(char *err, const char *what)
 {
 	int r = -EIO;
 
@@ -263,8 +208,8 @@ out:
 
 /* Reads key of column family cf. Returns 0 and *ret (destroy with
  * rocksdb_pinnableslice_destroy()), -ENOENT, -EIO. */
-static int db_get(struct meta *m, int cf, const void *key, size_t klen,
-		  rocksdb_pinnableslice_t **ret)
+int meta_db_get(struct meta *m, int cf, const void *key, size_t klen,
+		rocksdb_pinnableslice_t **ret)
 {
 	rocksdb_pinnableslice_t *v;
 	char *err = NULL;
@@ -278,20 +223,16 @@ static int db_get(struct meta *m, int cf, const void *key, size_t klen,
 	return 0;
 }
 
-static const uint8_t *slice_value(const rocksdb_pinnableslice_t *v, size_t *len)
+const uint8_t *meta_slice_value(const rocksdb_pinnableslice_t *v, size_t *len)
 {
 	return (const uint8_t *)rocksdb_pinnableslice_value(v, len);
 }
 
-/* Callback of db_scan(): 0 continue, > 0 stop, < 0 stop with error. */
-typedef int (*scan_fn)(void *ctx, const uint8_t *key, size_t klen, const uint8_t *val,
-		       size_t vlen);
-
 /* Iterates column family cf from start (NULL: the first key), skipping the key equal to
  * start when skip_start, while keys begin with the 8-byte prefix (NULL: to the end).
  * Returns 0, the callback's negative value, or -EIO. */
-static int db_scan(struct meta *m, int cf, const uint8_t *prefix, const uint8_t *start,
-		   size_t slen, bool skip_start, scan_fn fn, void *ctx)
+int meta_db_scan(struct meta *m, int cf, const uint8_t *prefix, const uint8_t *start,
+		 size_t slen, bool skip_start, scan_fn fn, void *ctx)
 {
 	rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
 	rocksdb_iterator_t *it;
@@ -340,10 +281,10 @@ static int load_superblock(struct meta *m)
 	size_t len;
 	int r;
 
-	r = db_get(m, CF_SYSTEM, META_KEY_SUPERBLOCK, strlen(META_KEY_SUPERBLOCK), &v);
+	r = meta_db_get(m, CF_SYSTEM, META_KEY_SUPERBLOCK, strlen(META_KEY_SUPERBLOCK), &v);
 	if (r < 0)
 		goto out;
-	p = slice_value(v, &len);
+	p = meta_slice_value(v, &len);
 	r = meta_superblock_decode(p, len, &m->sb);
 	if (r < 0) {
 		tlog_debug("meta: superblock of '%s' does not decode", m->dir);
@@ -367,12 +308,12 @@ static int load_ino_counter(struct meta *m)
 	size_t len;
 	int r;
 
-	r = db_get(m, CF_SYSTEM, META_KEY_NEXT_INO, strlen(META_KEY_NEXT_INO), &v);
+	r = meta_db_get(m, CF_SYSTEM, META_KEY_NEXT_INO, strlen(META_KEY_NEXT_INO), &v);
 	if (r == -ENOENT)
 		r = -EBADMSG;
 	if (r < 0)
 		goto out;
-	p = slice_value(v, &len);
+	p = meta_slice_value(v, &len);
 	if (len != 8 || be_get64(p) <= META_ROOT_INO) {
 		r = -EBADMSG;
 		goto out;
@@ -706,605 +647,6 @@ out:
 	return r;
 }
 
-/* ---- reads ---- */
-
-int meta_inode_get(struct meta *m, uint64_t ino, struct meta_inode *ret)
-{
-	rocksdb_pinnableslice_t *v = NULL;
-	struct meta_inode in;
-	uint8_t key[8];
-	const uint8_t *p;
-	size_t len;
-	int r;
-
-	be_put64(key, ino);
-	r = db_get(m, CF_INODES, key, sizeof(key), &v);
-	if (r < 0)
-		goto out;
-	p = slice_value(v, &len);
-	if (meta_inode_decode(p, len, &in) < 0 || in.ino != ino) {
-		tlog_debug("meta: inode %llu: damaged record", (unsigned long long)ino);
-		r = -EIO;
-		goto out;
-	}
-	*ret = in;
-out:
-	if (v)
-		rocksdb_pinnableslice_destroy(v);
-	return r;
-}
-
-int meta_dentry_get(struct meta *m, uint64_t parent, const char *name, size_t name_len,
-		    uint64_t *ret_ino, uint32_t *ret_mode)
-{
-	rocksdb_pinnableslice_t *v = NULL;
-	uint8_t key[META_DENTRY_KEY_MAX];
-	const uint8_t *p;
-	size_t klen, len;
-	int r;
-
-	if (name_len > META_NAME_MAX)
-		return -ENAMETOOLONG;
-	if (name_len == 0)
-		return -ENOENT;
-	klen = meta_dentry_key(key, parent, name, name_len);
-	r = db_get(m, CF_DENTRIES, key, klen, &v);
-	if (r < 0)
-		goto out;
-	p = slice_value(v, &len);
-	if (len != META_DENTRY_VAL_SIZE || be_get64(p) == 0) {
-		tlog_debug("meta: dentry in %llu: damaged record", (unsigned long long)parent);
-		r = -EIO;
-		goto out;
-	}
-	*ret_ino = be_get64(p);
-	if (ret_mode)
-		*ret_mode = be_get32(p + 8);
-out:
-	if (v)
-		rocksdb_pinnableslice_destroy(v);
-	return r;
-}
-
-struct dentry_scan {
-	meta_dentry_fn fn;
-	meta_dentry_all_fn fn_all; /* instead of fn: every entry, with its parent */
-	void *ctx;
-};
-
-static int dentry_scan_one(void *ctx, const uint8_t *key, size_t klen, const uint8_t *val,
-			   size_t vlen)
-{
-	struct dentry_scan *s = ctx;
-	char name[META_NAME_MAX + 1];
-	size_t n = klen - 8;
-
-	if (n == 0 || n > META_NAME_MAX || vlen != META_DENTRY_VAL_SIZE) {
-		tlog_debug("meta: dentry in %llu: damaged record",
-			   (unsigned long long)be_get64(key));
-		return -EIO;
-	}
-	memcpy(name, key + 8, n);
-	name[n] = '\0';
-	if (s->fn_all)
-		return s->fn_all(s->ctx, be_get64(key), name, n, be_get64(val), be_get32(val + 8));
-	return s->fn(s->ctx, name, n, be_get64(val), be_get32(val + 8));
-}
-
-int meta_dentry_list(struct meta *m, uint64_t parent, const char *after, size_t after_len,
-		     meta_dentry_fn fn, void *ctx)
-{
-	struct dentry_scan s = { .fn = fn, .ctx = ctx };
-	uint8_t start[8 + META_NAME_MAX];
-	size_t slen;
-
-	if (!after)
-		after_len = 0;
-	if (after_len > META_NAME_MAX)
-		return -ENAMETOOLONG;
-	slen = meta_dentry_key(start, parent, after, after_len);
-	return db_scan(m, CF_DENTRIES, start, start, slen, after_len > 0, dentry_scan_one, &s);
-}
-
-int meta_dentry_list_all(struct meta *m, meta_dentry_all_fn fn, void *ctx)
-{
-	struct dentry_scan s = { .fn_all = fn, .ctx = ctx };
-
-	return db_scan(m, CF_DENTRIES, NULL, NULL, 0, false, dentry_scan_one, &s);
-}
-
-static int has_entries_one(void *ctx, const uint8_t *key, size_t klen, const uint8_t *val,
-			   size_t vlen)
-{
-	*(int *)ctx = 1;
-	return 1;
-}
-
-int meta_dir_has_entries(struct meta *m, uint64_t parent)
-{
-	uint8_t prefix[8];
-	int found = 0, r;
-
-	be_put64(prefix, parent);
-	r = db_scan(m, CF_DENTRIES, prefix, prefix, sizeof(prefix), false, has_entries_one,
-		    &found);
-	return r < 0 ? r : found;
-}
-
-int meta_stripe_get(struct meta *m, uint64_t ino, uint64_t stripe, struct meta_stripe *ret)
-{
-	rocksdb_pinnableslice_t *v = NULL;
-	uint8_t key[16];
-	const uint8_t *p;
-	size_t len;
-	int r;
-
-	meta_stripe_key(key, ino, stripe);
-	r = db_get(m, CF_STRIPES, key, sizeof(key), &v);
-	if (r < 0)
-		goto out;
-	p = slice_value(v, &len);
-	r = meta_stripe_decode(p, len, ret);
-	if (r < 0) {
-		tlog_debug("meta: stripe %llu/%llu: damaged record", (unsigned long long)ino,
-			   (unsigned long long)stripe);
-		r = -EIO;
-	}
-out:
-	if (v)
-		rocksdb_pinnableslice_destroy(v);
-	return r;
-}
-
-struct stripe_scan {
-	meta_stripe_fn fn;
-	meta_stripe_all_fn fn_all; /* instead of fn: every record, with its inode */
-	void *ctx;
-	struct meta_stripe s; /* scratch: about 400 bytes, kept off the callback's stack */
-};
-
-static int stripe_scan_one(void *ctx, const uint8_t *key, size_t klen, const uint8_t *val,
-			   size_t vlen)
-{
-	struct stripe_scan *s = ctx;
-
-	if (klen != 16 || meta_stripe_decode(val, vlen, &s->s) < 0) {
-		tlog_debug("meta: stripe of %llu: damaged record",
-			   (unsigned long long)be_get64(key));
-		return -EIO;
-	}
-	if (s->fn_all)
-		return s->fn_all(s->ctx, be_get64(key), be_get64(key + 8), &s->s);
-	return s->fn(s->ctx, be_get64(key + 8), &s->s);
-}
-
-int meta_stripe_list_all(struct meta *m, meta_stripe_all_fn fn, void *ctx)
-{
-	struct stripe_scan s = { .fn_all = fn, .ctx = ctx };
-
-	return db_scan(m, CF_STRIPES, NULL, NULL, 0, false, stripe_scan_one, &s);
-}
-
-int meta_stripe_list(struct meta *m, uint64_t ino, uint64_t from, meta_stripe_fn fn, void *ctx)
-{
-	struct stripe_scan s = { .fn = fn, .ctx = ctx };
-	uint8_t start[16];
-
-	meta_stripe_key(start, ino, from);
-	return db_scan(m, CF_STRIPES, start, start, sizeof(start), false, stripe_scan_one, &s);
-}
-
-struct inode_scan {
-	meta_inode_fn fn;
-	void *ctx;
-};
-
-static int inode_scan_one(void *ctx, const uint8_t *key, size_t klen, const uint8_t *val,
-			  size_t vlen)
-{
-	struct inode_scan *s = ctx;
-	struct meta_inode in;
-
-	if (klen != 8 || meta_inode_decode(val, vlen, &in) < 0 || in.ino != be_get64(key)) {
-		tlog_debug("meta: inode table: damaged record");
-		return -EIO;
-	}
-	return s->fn(s->ctx, &in);
-}
-
-int meta_inode_list(struct meta *m, meta_inode_fn fn, void *ctx)
-{
-	struct inode_scan s = { fn, ctx };
-
-	return db_scan(m, CF_INODES, NULL, NULL, 0, false, inode_scan_one, &s);
-}
-
-struct garbage_scan {
-	meta_garbage_fn fn;
-	void *ctx;
-};
-
-static int garbage_scan_one(void *ctx, const uint8_t *key, size_t klen, const uint8_t *val,
-			    size_t vlen)
-{
-	struct garbage_scan *s = ctx;
-	struct meta_garbage g;
-
-	if (klen != 8 || meta_garbage_decode(val, vlen, &g) < 0) {
-		tlog_debug("meta: garbage queue: damaged record");
-		return -EIO;
-	}
-	return s->fn(s->ctx, be_get64(key), &g);
-}
-
-int meta_garbage_list(struct meta *m, meta_garbage_fn fn, void *ctx)
-{
-	struct garbage_scan s = { fn, ctx };
-
-	return db_scan(m, CF_GARBAGE, NULL, NULL, 0, false, garbage_scan_one, &s);
-}
-
-/* Reads a raw value of at most max bytes (longer: a damaged record, -EIO) into buf (when
- * not NULL; -ERANGE when size is too small). Returns 0 and *ret_len, -ENOENT, -EIO. */
-static int get_bytes(struct meta *m, int cf, const uint8_t *key, size_t klen, size_t max,
-		     void *buf, size_t size, size_t *ret_len)
-{
-	rocksdb_pinnableslice_t *v = NULL;
-	const uint8_t *p;
-	size_t len;
-	int r = db_get(m, cf, key, klen, &v);
-
-	if (r < 0)
-		goto out;
-	p = slice_value(v, &len);
-	if (len > max) {
-		r = -EIO;
-		goto out;
-	}
-	if (buf) {
-		if (size < len) {
-			r = -ERANGE;
-			goto out;
-		}
-		if (len)
-			memcpy(buf, p, len);
-	}
-	*ret_len = len;
-out:
-	if (v)
-		rocksdb_pinnableslice_destroy(v);
-	return r;
-}
-
-int meta_xattr_get(struct meta *m, uint64_t ino, const char *name, size_t name_len, void *buf,
-		   size_t size, size_t *ret_len)
-{
-	uint8_t key[META_XATTR_KEY_MAX];
-	size_t klen;
-	int r;
-
-	if (name_len > META_XATTR_NAME_MAX)
-		return -ENAMETOOLONG;
-	if (name_len == 0)
-		return -ENODATA;
-	klen = meta_dentry_key(key, ino, name, name_len); /* same layout: ino + name */
-	r = get_bytes(m, CF_XATTRS, key, klen, META_XATTR_SIZE_MAX, buf, size, ret_len);
-	return r == -ENOENT ? -ENODATA : r;
-}
-
-struct xattr_scan {
-	meta_xattr_fn fn;
-	void *ctx;
-};
-
-static int xattr_scan_one(void *ctx, const uint8_t *key, size_t klen, const uint8_t *val,
-			  size_t vlen)
-{
-	struct xattr_scan *s = ctx;
-	char name[META_XATTR_NAME_MAX + 1];
-	size_t n = klen - 8;
-
-	if (n == 0 || n > META_XATTR_NAME_MAX || vlen > META_XATTR_SIZE_MAX) {
-		tlog_debug("meta: xattr of %llu: damaged record",
-			   (unsigned long long)be_get64(key));
-		return -EIO;
-	}
-	memcpy(name, key + 8, n);
-	name[n] = '\0';
-	return s->fn(s->ctx, name, n, val, vlen);
-}
-
-int meta_xattr_list(struct meta *m, uint64_t ino, meta_xattr_fn fn, void *ctx)
-{
-	struct xattr_scan s = { fn, ctx };
-	uint8_t prefix[8];
-
-	be_put64(prefix, ino);
-	return db_scan(m, CF_XATTRS, prefix, prefix, sizeof(prefix), false, xattr_scan_one, &s);
-}
-
-int meta_alloc_ino(struct meta *m, uint64_t *ret)
-{
-	char *err = NULL;
-	int r = 0;
-
-	pthread_mutex_lock(&m->ino_lock);
-	if (m->ino_next >= m->ino_limit) {
-		uint64_t limit = m->ino_next + META_INO_RESERVE;
-		uint8_t v[8];
-
-		if (limit < m->ino_next) {
-			r = -ENOSPC;
-			goto out;
-		}
-		be_put64(v, limit);
-		rocksdb_put_cf(m->db, m->wo_sync, m->cf[CF_SYSTEM], META_KEY_NEXT_INO,
-			       strlen(META_KEY_NEXT_INO), (const char *)v, sizeof(v), &err);
-		if (err) {
-			r = meta_err(err, "inode counter");
-			goto out;
-		}
-		m->ino_limit = limit;
-	}
-	*ret = m->ino_next++;
-out:
-	pthread_mutex_unlock(&m->ino_lock);
-	return r;
-}
-
-/* ---- batches ---- */
-
-struct meta_batch *meta_batch_new(struct meta *m)
-{
-	struct meta_batch *b = calloc(1, sizeof(*b));
-
-	if (!b)
-		return NULL;
-	b->m = m;
-	b->wb = rocksdb_writebatch_create();
-	return b;
-}
-
-void meta_batch_free(struct meta_batch *b)
-{
-	if (!b)
-		return;
-	rocksdb_writebatch_destroy(b->wb);
-	free(b);
-}
-
-static void batch_put(struct meta_batch *b, int cf, const void *key, size_t klen,
-		      const void *val, size_t vlen)
-{
-	rocksdb_writebatch_put_cf(b->wb, b->m->cf[cf], key, klen, val, vlen);
-}
-
-static void batch_del(struct meta_batch *b, int cf, const void *key, size_t klen)
-{
-	rocksdb_writebatch_delete_cf(b->wb, b->m->cf[cf], key, klen);
-}
-
-/* Marks the batch invalid: meta_commit() will refuse it rather than write a bad record. */
-static void batch_poison(struct meta_batch *b, const char *what)
-{
-	tlog_debug("meta: batch: invalid %s", what);
-	if (b->err == 0)
-		b->err = -EINVAL;
-}
-
-void meta_batch_inode_put(struct meta_batch *b, const struct meta_inode *in)
-{
-	uint8_t key[8], val[META_INODE_ENC_SIZE];
-
-	if (in->ino == 0) {
-		batch_poison(b, "inode 0");
-		return;
-	}
-	be_put64(key, in->ino);
-	meta_inode_encode(in, val, sizeof(val));
-	batch_put(b, CF_INODES, key, sizeof(key), val, sizeof(val));
-}
-
-void meta_batch_inode_del(struct meta_batch *b, uint64_t ino)
-{
-	uint8_t key[8];
-
-	be_put64(key, ino);
-	batch_del(b, CF_INODES, key, sizeof(key));
-}
-
-void meta_batch_dentry_put(struct meta_batch *b, uint64_t parent, const char *name,
-			   size_t name_len, uint64_t ino, uint32_t mode)
-{
-	uint8_t key[META_DENTRY_KEY_MAX], val[META_DENTRY_VAL_SIZE];
-	size_t klen;
-
-	if (name_len == 0 || name_len > META_NAME_MAX || ino == 0) {
-		batch_poison(b, "directory entry");
-		return;
-	}
-	klen = meta_dentry_key(key, parent, name, name_len);
-	be_put64(val, ino);
-	be_put32(val + 8, mode & S_IFMT);
-	batch_put(b, CF_DENTRIES, key, klen, val, sizeof(val));
-}
-
-void meta_batch_dentry_del(struct meta_batch *b, uint64_t parent, const char *name,
-			   size_t name_len)
-{
-	uint8_t key[META_DENTRY_KEY_MAX];
-	size_t klen;
-
-	if (name_len == 0 || name_len > META_NAME_MAX) {
-		batch_poison(b, "directory entry");
-		return;
-	}
-	klen = meta_dentry_key(key, parent, name, name_len);
-	batch_del(b, CF_DENTRIES, key, klen);
-}
-
-void meta_batch_stripe_put(struct meta_batch *b, uint64_t ino, uint64_t stripe,
-			   const struct meta_stripe *s)
-{
-	uint8_t key[16], val[META_STRIPE_ENC_MAX];
-	size_t len = meta_stripe_encode(s, val, sizeof(val));
-
-	/* the decoder's consistency checks, applied before anything is written */
-	if (len == 0 || meta_stripe_decode(val, len, &(struct meta_stripe){ 0 }) < 0) {
-		batch_poison(b, "stripe record");
-		return;
-	}
-	meta_stripe_key(key, ino, stripe);
-	batch_put(b, CF_STRIPES, key, sizeof(key), val, len);
-}
-
-void meta_batch_stripe_del(struct meta_batch *b, uint64_t ino, uint64_t stripe)
-{
-	uint8_t key[16];
-
-	meta_stripe_key(key, ino, stripe);
-	batch_del(b, CF_STRIPES, key, sizeof(key));
-	batch_del(b, CF_CHUNKS, key, sizeof(key)); /* the stripe's chunk sums go with it */
-}
-
-/* chunks value: version(8) k(1) per_frag(2) then k * per_frag crc32c (4 each), big-endian,
- * fragment-major. */
-void meta_batch_chunks_put(struct meta_batch *b, uint64_t ino, uint64_t stripe,
-			   uint64_t version, unsigned k, unsigned per_frag, const uint32_t *crcs)
-{
-	uint8_t key[16], *val;
-	size_t n = (size_t)k * per_frag, len = 11 + 4 * n;
-
-	if (k == 0 || k > 64 || per_frag == 0 || per_frag > META_CHUNKS_PER_FRAG_MAX) {
-		batch_poison(b, "chunks");
-		return;
-	}
-	val = malloc(len);
-	if (!val) {
-		batch_poison(b, "chunks");
-		return;
-	}
-	be_put64(val, version);
-	val[8] = (uint8_t)k;
-	be_put16(val + 9, (uint16_t)per_frag);
-	for (size_t i = 0; i < n; i++)
-		be_put32(val + 11 + 4 * i, crcs[i]);
-	meta_stripe_key(key, ino, stripe);
-	batch_put(b, CF_CHUNKS, key, sizeof(key), val, len);
-	free(val);
-}
-
-int meta_chunk_crc_get(struct meta *m, uint64_t ino, uint64_t stripe, uint64_t version,
-		       unsigned frag, unsigned chunk, uint32_t *ret)
-{
-	rocksdb_pinnableslice_t *v = NULL;
-	uint8_t key[16];
-	const uint8_t *p;
-	size_t len;
-	int r;
-
-	meta_stripe_key(key, ino, stripe);
-	r = db_get(m, CF_CHUNKS, key, sizeof(key), &v);
-	if (r < 0)
-		goto out;
-	p = slice_value(v, &len);
-	if (len < 11) {
-		r = -EIO;
-		goto out;
-	}
-	unsigned k = p[8], per = be_get16(p + 9);
-	if (len != 11 + 4 * (size_t)k * per) {
-		r = -EIO;
-		goto out;
-	}
-	if (be_get64(p) != version || frag >= k || chunk >= per) {
-		r = -ENOENT; /* sums of another version, or no such chunk */
-		goto out;
-	}
-	*ret = be_get32(p + 11 + 4 * ((size_t)frag * per + chunk));
-out:
-	if (v)
-		rocksdb_pinnableslice_destroy(v);
-	return r;
-}
-
-void meta_batch_xattr_put(struct meta_batch *b, uint64_t ino, const char *name,
-			  size_t name_len, const void *value, size_t value_len)
-{
-	uint8_t key[META_XATTR_KEY_MAX];
-	size_t klen;
-
-	if (name_len == 0 || name_len > META_XATTR_NAME_MAX || value_len > META_XATTR_SIZE_MAX) {
-		batch_poison(b, "xattr");
-		return;
-	}
-	klen = meta_dentry_key(key, ino, name, name_len);
-	batch_put(b, CF_XATTRS, key, klen, value_len ? value : "", value_len);
-}
-
-void meta_batch_xattr_del(struct meta_batch *b, uint64_t ino, const char *name,
-			  size_t name_len)
-{
-	uint8_t key[META_XATTR_KEY_MAX];
-	size_t klen;
-
-	if (name_len == 0 || name_len > META_XATTR_NAME_MAX) {
-		batch_poison(b, "xattr");
-		return;
-	}
-	klen = meta_dentry_key(key, ino, name, name_len);
-	batch_del(b, CF_XATTRS, key, klen);
-}
-
-int meta_inline_get(struct meta *m, uint64_t ino, void *buf, size_t size, size_t *ret_len)
-{
-	uint8_t key[8];
-
-	be_put64(key, ino);
-	return get_bytes(m, CF_INLINE, key, sizeof(key), META_INLINE_MAX, buf, size, ret_len);
-}
-
-void meta_batch_inline_put(struct meta_batch *b, uint64_t ino, const void *data, size_t len)
-{
-	uint8_t key[8];
-
-	if (ino == 0 || len > META_INLINE_MAX) {
-		batch_poison(b, "inline");
-		return;
-	}
-	be_put64(key, ino);
-	batch_put(b, CF_INLINE, key, sizeof(key), len ? data : "", len);
-}
-
-void meta_batch_inline_del(struct meta_batch *b, uint64_t ino)
-{
-	uint8_t key[8];
-
-	be_put64(key, ino);
-	batch_del(b, CF_INLINE, key, sizeof(key));
-}
-
-void meta_batch_garbage_add(struct meta_batch *b, const struct meta_garbage *g)
-{
-	uint8_t key[8], val[META_GARBAGE_ENC_SIZE];
-
-	if (g->index >= 64) {
-		batch_poison(b, "garbage entry");
-		return;
-	}
-	be_put64(key, atomic_fetch_add(&b->m->garbage_seq, 1));
-	meta_garbage_encode(g, val);
-	batch_put(b, CF_GARBAGE, key, sizeof(key), val, sizeof(val));
-}
-
-void meta_batch_garbage_del(struct meta_batch *b, uint64_t seq)
-{
-	uint8_t key[8];
-
-	be_put64(key, seq);
-	batch_del(b, CF_GARBAGE, key, sizeof(key));
-}
-
 /* ---- orphan index ---- */
 
 static size_t orphan_key(uint8_t out[META_ORPHAN_KEY_LEN], uint64_t ino)
@@ -1321,17 +663,17 @@ void meta_batch_orphan_put(struct meta_batch *b, uint64_t ino)
 	uint8_t key[META_ORPHAN_KEY_LEN];
 
 	if (ino == 0) {
-		batch_poison(b, "orphan");
+		meta_batch_poison(b, "orphan");
 		return;
 	}
-	batch_put(b, CF_SYSTEM, key, orphan_key(key, ino), "", 0);
+	meta_batch_put(b, CF_SYSTEM, key, orphan_key(key, ino), "", 0);
 }
 
 void meta_batch_orphan_del(struct meta_batch *b, uint64_t ino)
 {
 	uint8_t key[META_ORPHAN_KEY_LEN];
 
-	batch_del(b, CF_SYSTEM, key, orphan_key(key, ino));
+	meta_batch_del(b, CF_SYSTEM, key, orphan_key(key, ino));
 }
 
 struct orphan_scan {
@@ -1363,7 +705,7 @@ int meta_orphan_list(struct meta *m, meta_orphan_fn fn, void *ctx)
 {
 	struct orphan_scan s = { fn, ctx };
 	rocksdb_pinnableslice_t *v = NULL;
-	int r = db_get(m, CF_SYSTEM, META_KEY_ORPHAN_INDEX, strlen(META_KEY_ORPHAN_INDEX), &v);
+	int r = meta_db_get(m, CF_SYSTEM, META_KEY_ORPHAN_INDEX, strlen(META_KEY_ORPHAN_INDEX), &v);
 
 	if (v)
 		rocksdb_pinnableslice_destroy(v);
@@ -1371,8 +713,8 @@ int meta_orphan_list(struct meta *m, meta_orphan_fn fn, void *ctx)
 		return meta_inode_list(m, orphan_inode_one, &s);
 	if (r < 0)
 		return r;
-	return db_scan(m, CF_SYSTEM, NULL, (const uint8_t *)META_KEY_ORPHAN,
-		       sizeof(META_KEY_ORPHAN) - 1, false, orphan_scan_one, &s);
+	return meta_db_scan(m, CF_SYSTEM, NULL, (const uint8_t *)META_KEY_ORPHAN,
+			    sizeof(META_KEY_ORPHAN) - 1, false, orphan_scan_one, &s);
 }
 
 int meta_commit(struct meta *m, struct meta_batch *b, bool sync)
@@ -1407,7 +749,7 @@ static int xattr_del_one(void *ctx, const uint8_t *key, size_t klen, const uint8
 
 	(void)val;
 	(void)vlen;
-	batch_del(b, CF_XATTRS, key, klen);
+	meta_batch_del(b, CF_XATTRS, key, klen);
 	return 0;
 }
 
@@ -1416,5 +758,5 @@ int meta_batch_xattr_del_all(struct meta_batch *b, uint64_t ino)
 	uint8_t prefix[8];
 
 	be_put64(prefix, ino);
-	return db_scan(b->m, CF_XATTRS, prefix, prefix, sizeof(prefix), false, xattr_del_one, b);
+	return meta_db_scan(b->m, CF_XATTRS, prefix, prefix, sizeof(prefix), false, xattr_del_one, b);
 }
