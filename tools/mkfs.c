@@ -90,17 +90,12 @@ static const struct cli_style style = { "tessera-mkfs", "error: ", " for more in
 
 static int parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *ret)
 {
-	unsigned long long v;
-	char *end;
+	uint64_t v;
+	int r = tparse_uint(s, min, max, &v);
 
-	if (!s || !isdigit((unsigned char)*s))
-		return -EINVAL;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || *end || v < min || v > max)
-		return -EINVAL;
-	*ret = (uint32_t)v;
-	return 0;
+	if (r == 0)
+		*ret = (uint32_t)v;
+	return r;
 }
 
 static bool valid_chars(const char *s, const char *extra)
@@ -267,7 +262,7 @@ static int config_read(const char *path, struct mkfs_settings *st, char **ret_bu
 static int build_superblock(const struct mkfs_settings *st, struct meta_superblock *sb)
 {
 	uint64_t stripe;
-	uint32_t k, m, q;
+	uint32_t k = 0, m = 0, q;
 	int r;
 
 	if (parse_u32(st->k, 1, 32, &k) < 0)

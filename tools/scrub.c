@@ -40,6 +40,7 @@
 static const char *prog = "tessera-scrub";
 
 #define JSON_MAX_ITEMS 10000
+#define JSON_ITEM_MAX (64u << 10) /* bytes of one event object (paths are at most 4 KiB) */
 
 struct out {
 	bool json, verbose, quiet, progress;
@@ -86,51 +87,6 @@ static const struct cli_style style = { "tessera-scrub", "", "", SCRUB_EXIT_USAG
 				     SCRUB_EXIT_OPERATIONAL };
 #define usage_error(...) cli_usage_error(&style, __VA_ARGS__)
 
-/* ---------------------------------------------------------------- JSON helpers */
-
-struct sb {
-	char *p;
-	size_t len, cap;
-};
-
-static void sb_printf(struct sb *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(struct sb *b, const char *fmt, ...)
-{
-	va_list ap;
-
-	for (;;) {
-		va_start(ap, fmt);
-		int n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
-		va_end(ap);
-		if (n < 0)
-			return;
-		if (b->p && b->len + (size_t)n < b->cap) {
-			b->len += (size_t)n;
-			return;
-		}
-		size_t cap = TESSERA_MAX(b->cap * 2, b->len + (size_t)n + 256);
-		char *q = realloc(b->p, cap);
-		if (!q)
-			return;
-		b->p = q;
-		b->cap = cap;
-	}
-}
-
-static void sb_json_str(struct sb *b, const char *s)
-{
-	sb_printf(b, "\"");
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-		if (*p == '"' || *p == '\\')
-			sb_printf(b, "\\%c", *p);
-		else if (*p < 0x20)
-			sb_printf(b, "\\u%04x", *p);
-		else
-			sb_printf(b, "%c", *p);
-	}
-	sb_printf(b, "\"");
-}
-
 static const char *kind_name(enum scrub_event_kind k)
 {
 	switch (k) {
@@ -163,46 +119,50 @@ static void on_event(void *ctx, const struct scrub_event *ev)
 	struct out *o = ctx;
 
 	if (o->json) {
-		struct sb b = { 0 };
+		struct tstr b;
+
 		if (o->n_items >= JSON_MAX_ITEMS) {
 			o->dropped++;
 			return;
 		}
-		sb_printf(&b, "{\"kind\":\"%s\",\"fixed\":%s", kind_name(ev->kind),
+		tstr_init(&b, JSON_ITEM_MAX);
+		tstr_printf(&b, "{\"kind\":\"%s\",\"fixed\":%s", kind_name(ev->kind),
 			  ev->fixed ? "true" : "false");
 		if (ev->ino)
-			sb_printf(&b, ",\"ino\":%" PRIu64, ev->ino);
+			tstr_printf(&b, ",\"ino\":%" PRIu64, ev->ino);
 		if (ev->kind <= SCRUB_EV_STRIPE_FAILED)
-			sb_printf(&b, ",\"stripe\":%" PRIu64 ",\"offset\":%" PRIu64
+			tstr_printf(&b, ",\"stripe\":%" PRIu64 ",\"offset\":%" PRIu64
 				      ",\"length\":%" PRIu64, ev->stripe, ev->off, ev->len);
 		if (ev->index >= 0)
-			sb_printf(&b, ",\"fragment\":%d", ev->index);
+			tstr_printf(&b, ",\"fragment\":%d", ev->index);
 		if (ev->server >= 0)
-			sb_printf(&b, ",\"server\":%d", ev->server);
+			tstr_printf(&b, ",\"server\":%d", ev->server);
 		if (ev->path) {
-			sb_printf(&b, ",\"path\":");
-			sb_json_str(&b, ev->path);
+			tstr_puts(&b, ",\"path\":");
+			tstr_json_str(&b, ev->path);
 		}
 		if (ev->key) {
-			sb_printf(&b, ",\"key\":");
-			sb_json_str(&b, ev->key);
+			tstr_puts(&b, ",\"key\":");
+			tstr_json_str(&b, ev->key);
 		}
-		sb_printf(&b, ",\"message\":");
-		sb_json_str(&b, ev->msg);
-		sb_printf(&b, "}");
-		if (!b.p)
+		tstr_puts(&b, ",\"message\":");
+		tstr_json_str(&b, ev->msg);
+		tstr_puts(&b, "}");
+		if (b.failed) {
+			tstr_free(&b);
 			return;
+		}
 		if (o->n_items == o->cap_items) {
 			size_t cap = o->cap_items ? o->cap_items * 2 : 64;
 			char **q = realloc(o->items, cap * sizeof(*q));
 			if (!q) {
-				free(b.p);
+				tstr_free(&b);
 				return;
 			}
 			o->items = q;
 			o->cap_items = cap;
 		}
-		o->items[o->n_items++] = b.p;
+		o->items[o->n_items++] = b.buf; /* owned by items now */
 		return;
 	}
 	bool frag = ev->kind <= SCRUB_EV_FRAG_REBUILT;
@@ -448,8 +408,7 @@ int main(int argc, char **argv)
 	struct meta *meta = NULL;
 	struct scrub *s = NULL;
 	struct scrub_stats st = { 0 };
-	unsigned long timeout_s = 30;
-	char *end;
+	uint64_t timeout_s = 30, num;
 	int c, r, rc = SCRUB_EXIT_OPERATIONAL;
 
 	tlog_set_ident(prog);
@@ -470,26 +429,22 @@ int main(int argc, char **argv)
 			opt.gc = true;
 			break;
 		case O_GRACE:
-			errno = 0;
-			opt.gc_grace_s = strtoull(optarg, &end, 10);
-			if (errno || *end || !*optarg)
-				return usage_error("bad --gc-grace '%s' (seconds)", optarg);
+			if (tparse_uint(optarg, 0, UINT32_MAX, &num) < 0)
+				return usage_error("bad --gc-grace '%s' (seconds, 0..%u)", optarg,
+						   UINT32_MAX);
+			opt.gc_grace_s = num;
 			opt.gc_grace_set = true;
 			break;
 		case O_NONS:
 			opt.skip_namespace = true;
 			break;
 		case 'j':
-			errno = 0;
-			unsigned long j = strtoul(optarg, &end, 10);
-			if (errno || *end || j == 0 || j > SCRUB_MAX_JOBS)
+			if (tparse_uint(optarg, 1, SCRUB_MAX_JOBS, &num) < 0)
 				return usage_error("bad --jobs '%s' (1..%d)", optarg, SCRUB_MAX_JOBS);
-			opt.jobs = (unsigned)j;
+			opt.jobs = (unsigned)num;
 			break;
 		case O_TIMEOUT:
-			errno = 0;
-			timeout_s = strtoul(optarg, &end, 10);
-			if (errno || *end || timeout_s == 0 || timeout_s > 3600)
+			if (tparse_uint(optarg, 1, 3600, &timeout_s) < 0)
 				return usage_error("bad --request-timeout '%s' (1..3600 s)", optarg);
 			break;
 		case O_RATE:
@@ -501,10 +456,9 @@ int main(int argc, char **argv)
 			opt.no_resume = true;
 			break;
 		case O_WINDOW:
-			errno = 0;
-			opt.window = strtoull(optarg, &end, 10);
-			if (errno || *end || !*optarg || opt.window == 0)
-				return usage_error("bad --window '%s' (stripes)", optarg);
+			if (tparse_uint(optarg, 1, UINT64_MAX, &num) < 0)
+				return usage_error("bad --window '%s' (stripes, at least 1)", optarg);
+			opt.window = num;
 			break;
 		case O_JSON:
 			o.json = true;

@@ -118,10 +118,9 @@ static unsigned active_count(const struct meta_superblock *sb)
 
 static int parse_id(const char *s, const struct meta_superblock *sb, uint32_t *ret_pos)
 {
-	const char *end;
 	uint64_t id;
 
-	if (tparse_u64(s, &end, &id) < 0 || *end || id > UINT16_MAX)
+	if (tparse_uint(s, 0, UINT16_MAX, &id) < 0)
 		return usage_error("invalid server id '%s'", s);
 	for (uint32_t i = 0; i < sb->n_servers; i++) {
 		if (sb->servers[i].id == id) {

@@ -166,6 +166,9 @@ void tstr_free(struct tstr *s);
 void tstr_append(struct tstr *s, const void *p, size_t n);
 void tstr_puts(struct tstr *s, const char *str);
 void tstr_printf(struct tstr *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends str as a JSON string: quoted, with " \ and control characters escaped (bytes of
+ * 0x80 and above are passed through, as UTF-8 is). */
+void tstr_json_str(struct tstr *s, const char *str);
 
 /* Writes v as a size for people ("512 B", "1.5 GiB", up to TiB) into out. */
 void tformat_bytes(uint64_t v, char *out, size_t size);
@@ -180,6 +183,11 @@ int tparse_u64(const char *s, const char **end, uint64_t *ret);
 
 /* The same for a signed number: an optional '-' before the first digit. */
 int tparse_i64(const char *s, const char **end, int64_t *ret);
+
+/* The one parser of numeric options: s must be a whole decimal number (digits only: no sign,
+ * no space, nothing after it) within [min, max]. Returns 0, or -EINVAL (not a number: also
+ * "-1", which strtoul would take as ULONG_MAX) or -ERANGE (outside the bounds). */
+int tparse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *ret);
 
 /* Parses sizes such as "4M", "64k", "1G", "512" (binary units). 0 or -EINVAL. */
 int tparse_size(const char *s, uint64_t *ret);

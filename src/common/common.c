@@ -426,6 +426,19 @@ int tparse_i64(const char *s, const char **end, int64_t *ret)
 	return 0;
 }
 
+int tparse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *ret)
+{
+	const char *end;
+	uint64_t v;
+
+	if (!s || tparse_u64(s, &end, &v) < 0 || *end)
+		return -EINVAL;
+	if (v < min || v > max)
+		return -ERANGE;
+	*ret = v;
+	return 0;
+}
+
 int tparse_size(const char *s, uint64_t *ret)
 {
 	char *end;
@@ -688,4 +701,18 @@ void tstr_printf(struct tstr *s, const char *fmt, ...)
 	vsnprintf(s->buf + s->len, (size_t)n + 1, fmt, ap);
 	va_end(ap);
 	s->len += (size_t)n;
+}
+
+void tstr_json_str(struct tstr *s, const char *str)
+{
+	tstr_append(s, "\"", 1);
+	for (const unsigned char *p = (const unsigned char *)str; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			tstr_printf(s, "\\%c", *p);
+		else if (*p < 0x20 || *p == 0x7f)
+			tstr_printf(s, "\\u%04x", *p);
+		else
+			tstr_append(s, p, 1);
+	}
+	tstr_append(s, "\"", 1);
 }

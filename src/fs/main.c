@@ -71,6 +71,46 @@ struct cmdline {
 };
 
 #define OPT(t, p) { t, offsetof(struct cmdline, p), 1 }
+#define KEY_NUMBER 4
+
+/* The numeric -o options, parsed by tparse_uint() (libfuse's %u would take "-1" as
+ * UINT_MAX) and checked against their bounds. */
+static const struct num_opt {
+	const char *name;
+	size_t off;
+	unsigned min, max;
+} num_opts[] = {
+	{ "request_timeout", offsetof(struct cmdline, request_timeout), 1, 3600 },
+	{ "connect_timeout_ms", offsetof(struct cmdline, connect_timeout_ms), 1, 600000 },
+	{ "read_ahead_kb", offsetof(struct cmdline, read_ahead_kb), 0, 1u << 20 },
+	{ "readahead_stripes", offsetof(struct cmdline, readahead_stripes), 0, DATA_FILE_BUFFERS },
+	{ "workers", offsetof(struct cmdline, workers), 1, 64 },
+	{ "hedge_ms", offsetof(struct cmdline, hedge_ms), 1, 600000 },
+	{ "write_quorum", offsetof(struct cmdline, write_quorum), 1, META_MAX_SERVERS },
+	{ "lock_wait", offsetof(struct cmdline, lock_wait_s), 0, 86400 },
+};
+
+/* "name=value" of a numeric option into its field. 0, or -1 after saying what is wrong. */
+static int num_opt_set(struct cmdline *c, const char *arg)
+{
+	const char *eq = strchr(arg, '=');
+	uint64_t v;
+
+	for (size_t i = 0; eq && i < TESSERA_ARRAY_SIZE(num_opts); i++) {
+		const struct num_opt *o = &num_opts[i];
+		if (strlen(o->name) != (size_t)(eq - arg) || memcmp(o->name, arg, eq - arg) != 0)
+			continue;
+		if (tparse_uint(eq + 1, o->min, o->max, &v) < 0) {
+			fprintf(stderr, "tesserafs: bad %s '%s' (a whole number, %u..%u)\n", o->name,
+				eq + 1, o->min, o->max);
+			return -1;
+		}
+		*(unsigned *)((char *)c + o->off) = (unsigned)v;
+		return 0;
+	}
+	fprintf(stderr, "tesserafs: unknown option '%s'\n", arg);
+	return -1;
+}
 static const struct fuse_opt opt_spec[] = {
 	OPT("-f", foreground),
 	OPT("-s", single_thread),
@@ -78,19 +118,19 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("--help", help),
 	OPT("-V", version),
 	OPT("--version", version),
-	{ "request_timeout=%u", offsetof(struct cmdline, request_timeout), 0 },
-	{ "connect_timeout_ms=%u", offsetof(struct cmdline, connect_timeout_ms), 0 },
+	FUSE_OPT_KEY("request_timeout=", KEY_NUMBER),
+	FUSE_OPT_KEY("connect_timeout_ms=", KEY_NUMBER),
 	{ "attr_timeout=%s", offsetof(struct cmdline, attr_timeout), 0 },
-	{ "read_ahead_kb=%u", offsetof(struct cmdline, read_ahead_kb), 0 },
-	{ "readahead_stripes=%u", offsetof(struct cmdline, readahead_stripes), 0 },
-	{ "workers=%u", offsetof(struct cmdline, workers), 0 },
+	FUSE_OPT_KEY("read_ahead_kb=", KEY_NUMBER),
+	FUSE_OPT_KEY("readahead_stripes=", KEY_NUMBER),
+	FUSE_OPT_KEY("workers=", KEY_NUMBER),
 	{ "inline_max=%s", offsetof(struct cmdline, inline_max), 0 },
 	{ "buffer_budget=%s", offsetof(struct cmdline, buffer_budget), 0 },
-	{ "hedge_ms=%u", offsetof(struct cmdline, hedge_ms), 0 },
-	{ "write_quorum=%u", offsetof(struct cmdline, write_quorum), 0 },
+	FUSE_OPT_KEY("hedge_ms=", KEY_NUMBER),
+	FUSE_OPT_KEY("write_quorum=", KEY_NUMBER),
 	{ "log=%s", offsetof(struct cmdline, log_file), 0 },
 	{ "log_level=%s", offsetof(struct cmdline, log_level), 0 },
-	{ "lock_wait=%u", offsetof(struct cmdline, lock_wait_s), 0 },
+	FUSE_OPT_KEY("lock_wait=", KEY_NUMBER),
 	FUSE_OPT_KEY("fsname=", 2),
 	FUSE_OPT_KEY("subtype=", 3),
 	FUSE_OPT_KEY("-d", 1),
@@ -111,6 +151,8 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 		*(key == 2 ? &c->have_fsname : &c->have_subtype) = 1;
 		return 1; /* kept for libfuse */
 	}
+	if (key == KEY_NUMBER)
+		return num_opt_set(c, arg);
 	if (key != FUSE_OPT_KEY_NONOPT)
 		return 1;
 	if (!c->meta_dir) {

@@ -222,6 +222,31 @@ START_TEST(test_parse_size)
 }
 END_TEST
 
+/* The option parser: whole decimal numbers within bounds, never a wrapped "-1". */
+START_TEST(test_parse_uint)
+{
+	static const char *const bad[] = {
+		"", "-1", "+1", " 1", "1 ", "1s", "0x10", "1.0", "18446744073709551616", "-0",
+	};
+	uint64_t v = 7;
+
+	ck_assert_int_eq(tparse_uint("0", 0, 10, &v), 0);
+	ck_assert_uint_eq(v, 0);
+	ck_assert_int_eq(tparse_uint("10", 0, 10, &v), 0);
+	ck_assert_uint_eq(v, 10);
+	ck_assert_int_eq(tparse_uint("18446744073709551615", 0, UINT64_MAX, &v), 0);
+	ck_assert_uint_eq(v, UINT64_MAX);
+	v = 7;
+	ck_assert_int_eq(tparse_uint("11", 0, 10, &v), -ERANGE);
+	ck_assert_int_eq(tparse_uint("0", 1, 10, &v), -ERANGE);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		ck_assert_msg(tparse_uint(bad[i], 0, UINT64_MAX, &v) == -EINVAL, "accepted \"%s\"",
+			      bad[i]);
+	ck_assert_int_eq(tparse_uint(NULL, 0, 1, &v), -EINVAL);
+	ck_assert_uint_eq(v, 7);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- files */
 
 static char tmpdir[64];
@@ -430,6 +455,7 @@ static Suite *common_suite(void)
 	tcase_add_test(tc, test_uuid);
 	tcase_add_test(tc, test_hex);
 	tcase_add_test(tc, test_parse_size);
+	tcase_add_test(tc, test_parse_uint);
 	tcase_add_test(tc, test_random_bytes);
 	suite_add_tcase(s, tc);
 
