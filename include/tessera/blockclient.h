@@ -86,12 +86,6 @@ int blockclient_run(struct blockclient *bc, struct blockclient_op *ops, size_t n
 int blockclient_run_quorum(struct blockclient *bc, struct blockclient_op *ops, size_t n,
 			   bool force, unsigned need, unsigned grace_ms);
 
-/* Sends each server ids[i] (also one marked down) a signed HEAD of key, an object that need
- * not exist (proto_access_key()), and sets refused[i] when it answers 403: it refuses this
- * client's access key. A 200 or 404 means the key is accepted; no answer proves nothing and
- * leaves refused[i] false. Returns how many refuse, or -ENOMEM. */
-int blockclient_check_access(struct blockclient *bc, const uint16_t *ids, size_t n,
-			     const char *key, bool *refused);
 
 /* Whether a server is currently considered up (not in back-off). Unknown id: false. */
 bool blockclient_server_up(struct blockclient *bc, uint16_t id);

@@ -62,10 +62,15 @@ void blockstore_mark(struct blockstore *bs, uint16_t id, bool up);
 void blockstore_free(struct blockstore *bs);
 
 /* Sends each server ids[i] (also one marked down) a signed HEAD of key, an object that need not
- * exist (proto_access_key()), and sets refused[i] when it answers 403. Returns how many refuse,
- * or -ENOMEM. */
+ * exist (proto_access_key()), and sets refusal[i]: 0 when it takes the request (200 or 404) or
+ * does not answer (that proves nothing), -EACCES when it refuses the access key, -ETIME when it
+ * refuses the request's time (the two clocks differ by more than 15 minutes). Returns how many
+ * refuse, or -ENOMEM. */
 int blockstore_check_access(struct blockstore *bs, const uint16_t *ids, size_t n, const char *key,
-			    bool *refused);
+			    int *refusal);
+/* What a refusal of blockstore_check_access() means, for messages: "refuses the filesystem's
+ * access key", or the clock one. */
+const char *blockstore_refusal_str(int refusal);
 
 /* One server's GET /-/status. */
 struct blockstore_status {

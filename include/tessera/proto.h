@@ -11,6 +11,7 @@
 #ifndef TESSERA_PROTO_H
 #define TESSERA_PROTO_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -168,6 +169,45 @@ int proto_sigv4_canonical_request(const struct proto_request *req, const struct 
 				  char *out, size_t size);
 
 /* ---------------------------------------------------------------- S3 errors */
+
+/* One S3 error (s3err.c): the errno the server names it by, what it answers, and the errno a
+ * client reports when it reads the code back. */
+struct proto_s3_error {
+	int err;              /* positive errno (server side) */
+	unsigned status;      /* HTTP status */
+	const char *code;     /* S3 error code */
+	const char *message;  /* default client-facing message */
+	int client_err;       /* positive errno a client reports for the code */
+};
+
+/* Errnos for S3 conditions errno has no name for. */
+#define PROTO_ENOBUCKET ENXIO          /* NoSuchBucket */
+#define PROTO_EAUTHMALFORMED EPROTO    /* AuthorizationHeaderMalformed */
+#define PROTO_ENOTIMPL ENOSYS          /* NotImplemented */
+#define PROTO_EINCOMPLETE EMSGSIZE     /* IncompleteBody */
+#define PROTO_EBADDIGEST EBADE         /* BadDigest: Content-MD5 or x-amz-checksum-* mismatch */
+#define PROTO_EINVALDIGEST EBADR       /* InvalidDigest: a digest header that is not valid */
+#define PROTO_ENOLENGTH ENODATA        /* MissingContentLength */
+
+/* Response header that carries the S3 error code of every error answer of blockd (a HEAD
+ * answer has no body to carry it). */
+#define PROTO_ERROR_CODE_HEADER "x-tessera-error-code"
+/* Longest error code kept by a client (with NUL). */
+#define PROTO_S3_CODE_MAX 64
+
+/* The entry for a (positive or negative) errno; unknown errnos give 500 InternalError. */
+const struct proto_s3_error *proto_s3_error_by_errno(int err);
+
+/* The negative errno a client reports for an answer: 0 for 2xx; else from the S3 code when
+ * it is known (-EACCES for refused credentials, -ETIME for RequestTimeTooSkewed, -EAGAIN for
+ * SlowDown, -ENOSPC, -ENOENT, -ERANGE, -ETIMEDOUT, ...), else from the status alone (404
+ * -ENOENT, 403 -EACCES, 507 -ENOSPC, 416 -ERANGE, others -EIO). code may be NULL or "". */
+int proto_s3_client_errno(unsigned status, const char *code);
+
+/* Copies the <Code> of an S3 error document (len bytes, not NUL-terminated) into out.
+ * Returns its length, -ENOENT when there is none, -EBADMSG when it is not a plain code or
+ * does not fit. */
+int proto_s3_error_code(const char *doc, size_t len, char *out, size_t size);
 
 /* Writes an S3 error document (<Error><Code>..</Code><Message>..</Message><Resource>..
  * </Resource><RequestId>..</RequestId></Error>) into out, XML-escaped. Returns length or

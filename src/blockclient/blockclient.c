@@ -52,11 +52,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <curl/curl.h>
 
 #include "tessera/common.h"
+#include "tessera/proto.h"
 
 #define BC_BATCH_MAX 64 /* ops of a quorum batch */
 #define BC_BACKOFF_MIN_NS 1000000000ull
@@ -65,6 +67,11 @@
 #define BC_TOTAL_CONNS 512  /* connections in all, and idle connections kept */
 #define BC_FREE_MAX 256     /* idle easy handles kept for reuse */
 #define BC_POLL_MAX_MS 1000 /* longest wait in curl_multi_poll */
+#define BC_ERR_DOC_MAX 1024 /* bytes of an error document kept, for its <Code> */
+/* A request a server answers with SlowDown is sent again, up to BC_SLOWDOWN_RETRIES times,
+ * after BC_SLOWDOWN_BASE_NS << try, plus up to as much again of jitter. */
+#define BC_SLOWDOWN_RETRIES 3
+#define BC_SLOWDOWN_BASE_NS 50000000ull
 
 struct bc_server {
 	uint16_t id;    /* immutable */
@@ -86,6 +93,14 @@ struct bc_xfer {
 	char range[64];
 	bool overflow;
 	size_t sent; /* PUT: bytes of head + body handed to curl */
+	/* An error answer: its S3 code (PROTO_ERROR_CODE_HEADER, else the document's <Code>). */
+	char err_code[PROTO_S3_CODE_MAX];
+	char err_doc[BC_ERR_DOC_MAX];
+	size_t err_doc_len;
+	/* SlowDown: the transfer is out of the multi handle (still in its batch) until retry_ns. */
+	unsigned tries;
+	bool waiting;
+	uint64_t retry_ns;
 };
 
 /* A caller's batch; lives on the caller's stack until `done`. */
@@ -124,6 +139,8 @@ struct blockclient {
 	struct bc_xfer *free_xfers;
 	unsigned n_free;
 	struct bc_batch *active;
+	unsigned n_waiting;   /* transfers waiting to be retried (SlowDown) */
+	uint64_t rng;         /* jitter of the retries */
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -143,6 +160,7 @@ static int loop_start(struct blockclient *bc)
 	bc->multi = curl_multi_init();
 	if (!bc->multi)
 		return -ENOMEM;
+	bc->rng = tclock_monotonic_ns() ^ (uint64_t)(uintptr_t)bc; /* clients do not retry in step */
 	long total = (long)TESSERA_MIN(bc->n * BC_HOST_CONNS, (size_t)BC_TOTAL_CONNS);
 	curl_multi_setopt(bc->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)BC_HOST_CONNS);
 	curl_multi_setopt(bc->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, total);
@@ -298,12 +316,17 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 	struct blockclient_op *op = x->op;
 	size_t len = size * nmemb;
 
-	if (op->method != BC_GET)
-		return len; /* error documents and the like are discarded */
-	/* Only the body of a successful answer is data. */
+	/* Only the body of a successful GET is data; of an error document, the start is kept
+	 * for its code. */
 	long status = 0;
 	curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
-	if (status < 200 || status >= 300)
+	if (status < 200 || status >= 300) {
+		size_t keep = TESSERA_MIN(len, sizeof(x->err_doc) - x->err_doc_len);
+		memcpy(x->err_doc + x->err_doc_len, ptr, keep);
+		x->err_doc_len += keep;
+		return len;
+	}
+	if (op->method != BC_GET)
 		return len;
 	const char *p = ptr;
 	size_t left = len;
@@ -323,6 +346,28 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 	}
 	memcpy((char *)op->buf + at, p, left);
 	op->result_len += left;
+	return len;
+}
+
+/* Response headers: only the error code of blockd's error answers is wanted. */
+static size_t on_header(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	static const char name[] = PROTO_ERROR_CODE_HEADER ":";
+	struct bc_xfer *x = userdata;
+	size_t len = size * nmemb, n = sizeof(name) - 1;
+
+	if (len > n && strncasecmp(ptr, name, n) == 0) {
+		const char *v = ptr + n, *end = ptr + len;
+		while (v < end && (*v == ' ' || *v == '\t'))
+			v++;
+		size_t vlen = 0;
+		while (v + vlen < end && v[vlen] != '\r' && v[vlen] != '\n' && v[vlen] != ' ')
+			vlen++;
+		if (vlen < sizeof(x->err_code)) {
+			memcpy(x->err_code, v, vlen);
+			x->err_code[vlen] = '\0';
+		}
+	}
 	return len;
 }
 
@@ -370,22 +415,15 @@ static int map_curl(CURLcode rc)
 	}
 }
 
-static int map_status(long status)
+/* The result of an answer: by its S3 error code where it has one (proto's table). */
+static int map_status(struct bc_xfer *x, long status)
 {
 	if (status >= 200 && status < 300)
 		return 0;
-	switch (status) {
-	case 404:
-		return -ENOENT;
-	case 403:
-		return -EACCES;
-	case 507:
-		return -ENOSPC;
-	case 416:
-		return -ERANGE;
-	default:
-		return -EIO;
-	}
+	if (!x->err_code[0])
+		(void)proto_s3_error_code(x->err_doc, x->err_doc_len, x->err_code,
+					  sizeof(x->err_code));
+	return proto_s3_client_errno((unsigned)status, x->err_code);
 }
 
 /* Points a free easy handle at x->op. */
@@ -412,6 +450,8 @@ static int setup_easy(struct blockclient *bc, struct bc_xfer *x, const char *bas
 			 (long)(op->timeout_ms ? op->timeout_ms : bc->cfg.request_timeout_ms));
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, x);
 	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
 	x->headers = curl_slist_append(NULL, "x-amz-content-sha256: UNSIGNED-PAYLOAD");
@@ -476,6 +516,10 @@ static struct bc_xfer *xfer_get(struct blockclient *bc)
 	x->next = x->prev = NULL;
 	x->overflow = false;
 	x->sent = 0;
+	x->err_code[0] = '\0';
+	x->err_doc_len = 0;
+	x->tries = 0;
+	x->waiting = false;
 	return x;
 }
 
@@ -507,7 +551,7 @@ static void record_result(struct blockclient *bc, struct bc_xfer *x, CURLcode rc
 
 	if (rc == CURLE_OK) {
 		curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &op->http_status);
-		op->result = map_status(op->http_status);
+		op->result = map_status(x, op->http_status);
 		if (op->method == BC_HEAD && op->result == 0) {
 			curl_off_t cl = -1;
 			curl_easy_getinfo(x->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
@@ -542,7 +586,11 @@ static void xfer_retire(struct blockclient *bc, struct bc_xfer *x)
 {
 	struct bc_batch *b = x->batch;
 
-	curl_multi_remove_handle(bc->multi, x->easy);
+	if (x->waiting) {
+		x->waiting = false;
+		bc->n_waiting--;
+	}
+	curl_multi_remove_handle(bc->multi, x->easy); /* CURLM_OK also when deferred */
 	if (x->prev)
 		x->prev->next = x->next;
 	else
@@ -614,6 +662,62 @@ static void batch_abandon(struct blockclient *bc, struct bc_batch *b, int result
 	}
 }
 
+/* A transfer answered SlowDown: out of the multi handle, to be sent again after a back-off
+ * (loop_retry()). Returns false when it has had its retries. */
+static bool xfer_defer(struct blockclient *bc, struct bc_xfer *x)
+{
+	if (x->op->result != -EAGAIN || x->tries >= BC_SLOWDOWN_RETRIES)
+		return false;
+	uint64_t base = BC_SLOWDOWN_BASE_NS << x->tries++;
+	bc->rng = bc->rng * 6364136223846793005ull + 1442695040888963407ull;
+	x->retry_ns = tclock_monotonic_ns() + base + (bc->rng >> 33) % base;
+	x->waiting = true;
+	bc->n_waiting++;
+	curl_multi_remove_handle(bc->multi, x->easy);
+	tlog_debug("%s %s on server %u: SlowDown, retry %u in %llu ms", method_name(x->op->method),
+		   x->op->key, x->op->server, x->tries,
+		   (unsigned long long)((x->retry_ns - tclock_monotonic_ns()) / 1000000));
+	return true;
+}
+
+/* Sends again the deferred transfers that are due. Returns the ns until the next one. */
+static uint64_t loop_retry(struct blockclient *bc)
+{
+	uint64_t now = tclock_monotonic_ns(), wait = UINT64_MAX;
+
+	if (bc->n_waiting == 0)
+		return wait;
+	for (struct bc_batch *b = bc->active, *bnext; b; b = bnext) {
+		bnext = b->active_next;
+		for (struct bc_xfer *x = b->inflight, *next; x; x = next) {
+			next = x->next;
+			if (!x->waiting)
+				continue;
+			if (now < x->retry_ns) {
+				wait = TESSERA_MIN(wait, x->retry_ns - now);
+				continue;
+			}
+			x->waiting = false;
+			bc->n_waiting--;
+			x->sent = 0;
+			x->overflow = false;
+			x->err_code[0] = '\0';
+			x->err_doc_len = 0;
+			x->op->result_len = 0;
+			x->op->http_status = 0;
+			x->op->result = -EINPROGRESS;
+			if (curl_multi_add_handle(bc->multi, x->easy) != CURLM_OK) {
+				x->op->result = -EIO;
+				bool last = b->pending == 1;
+				xfer_retire(bc, x);
+				if (last)
+					break; /* b completed */
+			}
+		}
+	}
+	return wait;
+}
+
 /* Records every finished transfer. */
 static void loop_reap(struct blockclient *bc)
 {
@@ -629,7 +733,8 @@ static void loop_reap(struct blockclient *bc)
 		if (!x)
 			continue;
 		record_result(bc, x, rc);
-		xfer_retire(bc, x);
+		if (!xfer_defer(bc, x))
+			xfer_retire(bc, x);
 	}
 }
 
@@ -649,6 +754,7 @@ static int loop_expire(struct blockclient *bc)
 		else
 			wait = TESSERA_MIN(wait, b->deadline_ns - now);
 	}
+	wait = TESSERA_MIN(wait, loop_retry(bc));
 	return (int)((wait + 999999) / 1000000);
 }
 
@@ -746,25 +852,6 @@ static int run_batch(struct blockclient *bc, struct blockclient_op *ops, size_t 
 int blockclient_run(struct blockclient *bc, struct blockclient_op *ops, size_t n, bool force)
 {
 	return run_batch(bc, ops, n, force, 0, 0);
-}
-
-int blockclient_check_access(struct blockclient *bc, const uint16_t *ids, size_t n,
-			     const char *key, bool *refused)
-{
-	struct blockclient_op *ops = calloc(n ? n : 1, sizeof(*ops));
-	int count = 0;
-
-	if (!ops)
-		return -ENOMEM;
-	for (size_t i = 0; i < n; i++)
-		ops[i] = (struct blockclient_op){ .method = BC_HEAD, .server = ids[i], .key = key };
-	run_batch(bc, ops, n, true, 0, 0);
-	for (size_t i = 0; i < n; i++) {
-		refused[i] = ops[i].result == -EACCES;
-		count += refused[i];
-	}
-	free(ops);
-	return count;
 }
 
 int blockclient_run_quorum(struct blockclient *bc, struct blockclient_op *ops, size_t n,

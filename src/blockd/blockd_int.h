@@ -1,6 +1,6 @@
 /*
- * blockd internals: the object store (store.c) and the errno -> S3 error table (errors.c),
- * used by the HTTP front end (server.c).
+ * blockd internals: the object store (store.c), used by the HTTP front end (server.c). The
+ * errno -> S3 error table is proto's (proto_s3_error_by_errno()).
  */
 #ifndef TESSERA_BLOCKD_INT_H
 #define TESSERA_BLOCKD_INT_H
@@ -168,27 +168,6 @@ int bd_store_list(struct bd_store *s, const char *bucket, const char *prefix,
 		  const char *start_after, unsigned max_keys, struct bd_list_entry **ret,
 		  unsigned *ret_n, bool *ret_truncated);
 void bd_list_free(struct bd_list_entry *e, unsigned n);
-
-/* ---------------------------------------------------------------- errors */
-
-struct bd_error {
-	int err;              /* positive errno */
-	unsigned status;      /* HTTP status */
-	const char *code;     /* S3 error code */
-	const char *message;  /* default client-facing message */
-};
-
-/* The one errno -> (HTTP status, S3 code) table. Unknown errnos map to 500 InternalError. */
-const struct bd_error *bd_error_lookup(int err);
-
-/* Extra errnos the front end uses for S3 conditions errno has no name for. */
-#define BD_ENOBUCKET ENXIO          /* NoSuchBucket */
-#define BD_EAUTHMALFORMED EPROTO    /* AuthorizationHeaderMalformed */
-#define BD_ENOTIMPL ENOSYS          /* NotImplemented */
-#define BD_EINCOMPLETE EMSGSIZE     /* IncompleteBody */
-#define BD_EBADDIGEST EBADE         /* BadDigest: Content-MD5 or x-amz-checksum-* mismatch */
-#define BD_EINVALDIGEST EBADR       /* InvalidDigest: a digest header that is not valid */
-#define BD_ENOLENGTH ENODATA        /* MissingContentLength */
 
 /* Request header of a PUT: "no-md5" lets the ETag be a unique tag instead of the MD5. */
 #define BD_ETAG_HEADER "x-tessera-etag"

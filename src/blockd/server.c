@@ -36,7 +36,7 @@
  *     headers (libmicrohttpd's per-connection memory pool, BD_MAX_HEADERS), the body
  *     (cfg.max_object_size, checked from Content-Length up front and again while streaming).
  *  4. Every error reaches the client as an S3 XML document built from the one errno table
- *     (errors.c), and the program's log through cfg.on_request.
+ *     (proto_s3_error_by_errno()), and the program's log through cfg.on_request.
  *  5. Every digest the client claims (x-amz-content-sha256, Content-MD5, x-amz-checksum-crc32,
  *     -crc32c, -sha256 in a header or an aws-chunked trailer) is checked before
  *     bd_put_commit(); a mismatch removes the temp file (check_digests()).
@@ -467,7 +467,7 @@ static enum MHD_Result queue(struct bd_req *r, struct MHD_Connection *c, unsigne
 static enum MHD_Result reply_error_hdr(struct bd_req *r, struct MHD_Connection *c, int err,
 				       const char *message, const char *hname, const char *hval)
 {
-	const struct bd_error *e = bd_error_lookup(err);
+	const struct proto_s3_error *e = proto_s3_error_by_errno(err);
 	char xml[BD_ERR_XML_MAX];
 	struct MHD_Response *resp;
 	int n;
@@ -486,6 +486,7 @@ static enum MHD_Result reply_error_hdr(struct bd_req *r, struct MHD_Connection *
 	if (!resp)
 		return MHD_NO;
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/xml");
+	MHD_add_response_header(resp, PROTO_ERROR_CODE_HEADER, e->code);
 	if (hname)
 		MHD_add_response_header(resp, hname, hval);
 	return queue(r, c, e->status, resp);
@@ -724,7 +725,7 @@ static int authenticate(struct bd_req *r, struct MHD_Connection *c, const char *
 		if (proto_sigv4_parse(&req, &sig) == 0 && strcmp(sig.region, r->b->cfg.region)) {
 			set_detail(r, "credential scope region '%s' is not '%s'", sig.region,
 				   r->b->cfg.region);
-			return -BD_EAUTHMALFORMED;
+			return -PROTO_EAUTHMALFORMED;
 		}
 	}
 	v = proto_sigv4_verify(&req, r->now_s, lookup_secret, r->b, body_sha256_hex);
@@ -736,7 +737,7 @@ static int authenticate(struct bd_req *r, struct MHD_Connection *c, const char *
 		return v;
 	case -EINVAL:
 		set_detail(r, "malformed authorization");
-		return -BD_EAUTHMALFORMED;
+		return -PROTO_EAUTHMALFORMED;
 	case -ETIME:
 		set_detail(r, "request time too skewed");
 		return v;
@@ -857,7 +858,7 @@ static enum MHD_Result serve_object(struct bd_req *r, struct MHD_Connection *c)
 
 	rr = bd_store_get(&r->b->store, r->bucket, r->key, &o);
 	if (rr < 0) {
-		if (rr != -ENOENT && rr != -BD_ENOBUCKET)
+		if (rr != -ENOENT && rr != -PROTO_ENOBUCKET)
 			set_detail(r, "cannot open '%s/%s': %s", r->bucket, r->key, strerror(-rr));
 		return reply_error(r, c, rr, NULL);
 	}
@@ -981,7 +982,7 @@ static void base64_of_hex(const char *hex, size_t n, char out[48])
 }
 
 /* Compares the body's digests with what the client claimed (Content-MD5, a flexible
- * checksum). Returns 0, -BD_EINVALDIGEST (not base64 of the right size) or -BD_EBADDIGEST. */
+ * checksum). Returns 0, -PROTO_EINVALDIGEST (not base64 of the right size) or -PROTO_EBADDIGEST. */
 static int check_digests(struct bd_req *r)
 {
 	char mine[48];
@@ -990,7 +991,7 @@ static int check_digests(struct bd_req *r)
 		if (strlen(r->content_md5) != 24 || r->content_md5[22] != '=' ||
 		    r->content_md5[23] != '=') {
 			set_detail(r, "malformed Content-MD5 '%s'", r->content_md5);
-			return -BD_EINVALDIGEST;
+			return -PROTO_EINVALDIGEST;
 		}
 		if (!r->put.md5_hex[0])
 			return -EIO; /* cannot happen: a Content-MD5 always asks for the MD5 */
@@ -998,14 +999,14 @@ static int check_digests(struct bd_req *r)
 		if (strcmp(mine, r->content_md5) != 0) {
 			set_detail(r, "Content-MD5 '%s' does not match the body's '%s'",
 				   r->content_md5, mine);
-			return -BD_EBADDIGEST;
+			return -PROTO_EBADDIGEST;
 		}
 	}
 	if (r->ck_algo == BD_CK_NONE)
 		return 0;
 	if (!r->ck_value[0]) {
 		set_detail(r, "the checksum announced in x-amz-trailer did not arrive");
-		return -BD_EBADDIGEST;
+		return -PROTO_EBADDIGEST;
 	}
 	if (r->ck_algo == BD_CK_SHA256) {
 		base64_of_hex(r->put.sha256_hex, 32, mine);
@@ -1016,7 +1017,7 @@ static int check_digests(struct bd_req *r)
 	}
 	if (strcmp(mine, r->ck_value) != 0) {
 		set_detail(r, "checksum '%s' does not match the body's '%s'", r->ck_value, mine);
-		return -BD_EBADDIGEST;
+		return -PROTO_EBADDIGEST;
 	}
 	return 0;
 }
@@ -1040,7 +1041,7 @@ static enum MHD_Result begin_put(struct bd_req *r, struct MHD_Connection *c)
 							     "x-amz-decoded-content-length");
 		r->aws_chunked = true;
 		if (!dl)
-			return reply_error(r, c, -BD_ENOLENGTH, "An aws-chunked upload needs "
+			return reply_error(r, c, -PROTO_ENOLENGTH, "An aws-chunked upload needs "
 								"x-amz-decoded-content-length.");
 		rr = parse_u64(dl, &r->decoded_len);
 		if (rr == -EINVAL)
@@ -1051,7 +1052,7 @@ static enum MHD_Result begin_put(struct bd_req *r, struct MHD_Connection *c)
 			return reply_error(r, c, -EFBIG, NULL);
 		}
 	} else if (sha && strncmp(sha, "STREAMING-", 10) == 0) {
-		return reply_error(r, c, -BD_ENOTIMPL, "Only the unsigned aws-chunked encoding "
+		return reply_error(r, c, -PROTO_ENOTIMPL, "Only the unsigned aws-chunked encoding "
 						       "(STREAMING-UNSIGNED-PAYLOAD-TRAILER) is "
 						       "implemented.");
 	} else if (cl) {
@@ -1070,10 +1071,10 @@ static enum MHD_Result begin_put(struct bd_req *r, struct MHD_Connection *c)
 	}
 	if (md5) {
 		if (strlen(md5) >= sizeof(r->content_md5))
-			return reply_error(r, c, -BD_EINVALDIGEST, NULL);
+			return reply_error(r, c, -PROTO_EINVALDIGEST, NULL);
 		strcpy(r->content_md5, md5);
 		if (!r->content_md5[0])
-			return reply_error(r, c, -BD_EINVALDIGEST, NULL);
+			return reply_error(r, c, -PROTO_EINVALDIGEST, NULL);
 	}
 	for (size_t i = 0; i < TESSERA_ARRAY_SIZE(bd_cksum_headers); i++) {
 		const char *v = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
@@ -1081,7 +1082,7 @@ static enum MHD_Result begin_put(struct bd_req *r, struct MHD_Connection *c)
 		if (!v)
 			continue;
 		if (r->ck_algo != BD_CK_NONE || !*v || strlen(v) >= sizeof(r->ck_value))
-			return reply_error(r, c, -BD_EINVALDIGEST, "Invalid or repeated "
+			return reply_error(r, c, -PROTO_EINVALDIGEST, "Invalid or repeated "
 								   "x-amz-checksum header.");
 		r->ck_algo = bd_cksum_headers[i].algo;
 		strcpy(r->ck_value, v);
@@ -1090,7 +1091,7 @@ static enum MHD_Result begin_put(struct bd_req *r, struct MHD_Connection *c)
 		if (!r->aws_chunked)
 			return reply_error(r, c, -EINVAL, "x-amz-trailer needs an aws-chunked body.");
 		if (r->ck_algo != BD_CK_NONE && cksum_algo(trailer) != BD_CK_NONE)
-			return reply_error(r, c, -BD_EINVALDIGEST, "A checksum both in a header "
+			return reply_error(r, c, -PROTO_EINVALDIGEST, "A checksum both in a header "
 								   "and in the trailer.");
 		if (r->ck_algo == BD_CK_NONE)
 			r->ck_algo = cksum_algo(trailer); /* others are not verified (doc/blockd.md) */
@@ -1126,7 +1127,7 @@ static int put_payload(struct bd_req *r, const char *data, size_t n)
 									  "decoded content-length",
 			   (unsigned long long)TESSERA_MIN(r->b->cfg.max_object_size,
 							   r->decoded_len));
-		return r->put.size + n > r->b->cfg.max_object_size ? -EFBIG : -BD_EINCOMPLETE;
+		return r->put.size + n > r->b->cfg.max_object_size ? -EFBIG : -PROTO_EINCOMPLETE;
 	}
 	if ((rr = bd_put_write(&r->put, data, n)) < 0) {
 		set_detail(r, "cannot write '%s': %s", r->put.tmp_path, strerror(-rr));
@@ -1178,7 +1179,7 @@ static int chunk_line(struct bd_req *r, char *line)
 			while (*v == ' ')
 				v++;
 			if (strlen(v) >= sizeof(r->ck_value))
-				return -BD_EINVALDIGEST;
+				return -PROTO_EINVALDIGEST;
 			strcpy(r->ck_value, v);
 			r->ck_value[strcspn(r->ck_value, " \t")] = '\0';
 		}
@@ -1292,7 +1293,7 @@ static enum MHD_Result finish_put(struct bd_req *r, struct MHD_Connection *c)
 	if (r->aws_chunked && (r->ck.state != BD_CK_END || r->put.size != r->decoded_len)) {
 		set_detail(r, "aws-chunked body ended after %llu of %llu bytes",
 			   (unsigned long long)r->put.size, (unsigned long long)r->decoded_len);
-		rr = -BD_EINCOMPLETE;
+		rr = -PROTO_EINCOMPLETE;
 		goto fail;
 	}
 	rr = bd_put_finish(&r->put);
@@ -1331,7 +1332,7 @@ static enum MHD_Result list_objects(struct bd_req *r, struct MHD_Connection *c)
 	int rr;
 
 	if (query_get(r->query, "list-type", lt, sizeof(lt)) != 1 || strcmp(lt, "2") != 0)
-		return reply_error(r, c, -BD_ENOTIMPL, "Only ListObjectsV2 (list-type=2) is "
+		return reply_error(r, c, -PROTO_ENOTIMPL, "Only ListObjectsV2 (list-type=2) is "
 						       "implemented.");
 	if (query_get(r->query, "prefix", prefix, sizeof(prefix)) < 0 ||
 	    query_get(r->query, "continuation-token", token, sizeof(token)) < 0 ||
@@ -1340,7 +1341,7 @@ static enum MHD_Result list_objects(struct bd_req *r, struct MHD_Connection *c)
 	    query_get(r->query, "delimiter", delim, sizeof(delim)) < 0)
 		return reply_error(r, c, -EINVAL, "Invalid list parameter.");
 	if (delim[0])
-		return reply_error(r, c, -BD_ENOTIMPL, "Delimiters are not implemented.");
+		return reply_error(r, c, -PROTO_ENOTIMPL, "Delimiters are not implemented.");
 	if (maxk[0]) {
 		if (parse_u64(maxk, &mk) < 0)
 			return reply_error(r, c, -EINVAL, "Invalid max-keys.");
@@ -1349,7 +1350,7 @@ static enum MHD_Result list_objects(struct bd_req *r, struct MHD_Connection *c)
 	rr = bd_store_list(&r->b->store, r->bucket, prefix,
 			   strcmp(token, after) > 0 ? token : after, max_keys, &e, &n, &truncated);
 	if (rr < 0) {
-		if (rr != -BD_ENOBUCKET)
+		if (rr != -PROTO_ENOBUCKET)
 			set_detail(r, "cannot list '%s': %s", r->bucket, strerror(-rr));
 		return reply_error(r, c, rr, NULL);
 	}
@@ -1411,7 +1412,7 @@ static enum MHD_Result bucket_request(struct bd_req *r, struct MHD_Connection *c
 	if (method_is(r, "GET"))
 		return list_objects(r, c);
 	if (method_is(r, "DELETE") || method_is(r, "POST"))
-		return reply_error(r, c, -BD_ENOTIMPL, NULL);
+		return reply_error(r, c, -PROTO_ENOTIMPL, NULL);
 	return reply_error(r, c, -EOPNOTSUPP, NULL);
 }
 
@@ -1505,7 +1506,7 @@ static enum MHD_Result begin_request(struct bd_req *r, struct MHD_Connection *c,
 	if ((rr = parse_target(r)) < 0)
 		return reply_error(r, c, rr, rr == -EINVAL ? "Invalid bucket or object key." : NULL);
 	if (!r->bucket[0])
-		return reply_error(r, c, -BD_ENOTIMPL, "Listing buckets is not implemented.");
+		return reply_error(r, c, -PROTO_ENOTIMPL, "Listing buckets is not implemented.");
 	if (proto_bucket_validate(r->bucket) < 0) {
 		set_detail(r, "invalid bucket name");
 		return reply_error(r, c, -EINVAL, "Invalid bucket name.");

@@ -965,7 +965,7 @@ int bd_store_bucket_exists(struct bd_store *s, const char *bucket)
 		if (path_join(path, sizeof(path), s->dirs[i].objects, bucket, NULL) == 0 &&
 		    stat(path, &st) == 0 && S_ISDIR(st.st_mode))
 			return 0;
-	return -BD_ENOBUCKET;
+	return -PROTO_ENOBUCKET;
 }
 
 int bd_store_bucket_create(struct bd_store *s, const char *bucket)
@@ -1026,7 +1026,7 @@ int bd_store_get(struct bd_store *s, const char *bucket, const char *key, struct
 	if (best.fd < 0) {
 		if (err)
 			return err;
-		return bd_store_bucket_exists(s, bucket) < 0 ? -BD_ENOBUCKET : -ENOENT;
+		return bd_store_bucket_exists(s, bucket) < 0 ? -PROTO_ENOBUCKET : -ENOENT;
 	}
 	ssize_t n = fgetxattr(best.fd, BD_ETAG_XATTR, best.etag, sizeof(best.etag) - 1);
 	best.etag[n > 0 ? n : 0] = '\0';
@@ -1230,7 +1230,7 @@ int bd_store_list(struct bd_store *s, const char *bucket, const char *prefix,
 			goto out;
 	}
 	if (!found_bucket) {
-		r = -BD_ENOBUCKET;
+		r = -PROTO_ENOBUCKET;
 		goto out;
 	}
 	qsort(all, n_all, sizeof(*all), list_entry_cmp);

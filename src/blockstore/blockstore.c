@@ -44,7 +44,7 @@ void blockstore_free(struct blockstore *bs)
 }
 
 int blockstore_check_access(struct blockstore *bs, const uint16_t *ids, size_t n, const char *key,
-			    bool *refused)
+			    int *refusal)
 {
 	struct blockclient_op *ops = calloc(n ? n : 1, sizeof(*ops));
 	int count = 0;
@@ -55,11 +55,20 @@ int blockstore_check_access(struct blockstore *bs, const uint16_t *ids, size_t n
 		ops[i] = (struct blockclient_op){ .method = BC_HEAD, .server = ids[i], .key = key };
 	blockstore_run(bs, ops, n, true);
 	for (size_t i = 0; i < n; i++) {
-		refused[i] = ops[i].result == -EACCES;
-		count += refused[i];
+		int r = ops[i].result;
+		refusal[i] = r == -EACCES || r == -ETIME ? r : 0;
+		count += refusal[i] != 0;
 	}
 	free(ops);
 	return count;
+}
+
+const char *blockstore_refusal_str(int refusal)
+{
+	if (refusal == -ETIME)
+		return "refuses the requests' time: its clock and this machine's differ by more "
+		       "than 15 minutes";
+	return "refuses the filesystem's access key";
 }
 
 #define STATUS_DOC_MAX 16384

@@ -21,8 +21,11 @@
  *    times out; after SIGCONT and the back-off, the server is used and up again; n > 64 is
  *    -EINVAL.
  */
+#include <arpa/inet.h>
 #include <check.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
 #include <ftw.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -32,13 +35,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "tessera/blockclient.h"
+#include "tessera/blockstore.h"
 #include "tessera/common.h"
+#include "tessera/proto.h"
 
 #define N_SRV 3
 #define ACCESS "bctestaccess"
@@ -508,41 +514,232 @@ static void mt_round(struct blockclient *bc, unsigned round)
 	}
 }
 
-/* blockclient_check_access(): the right key is taken (404 for the probe key), a wrong secret
- * is refused (403), an address nobody listens at proves nothing. */
+/* blockstore_check_access(): the right key is taken (404 for the probe key), a wrong secret
+ * is refused (-EACCES), an address nobody listens at proves nothing. */
 START_TEST(test_check_access)
 {
 	struct blockclient_config cfg;
 	uint16_t ids[N_SRV + 1];
 	const char *urls[N_SRV + 1];
-	bool refused[N_SRV + 1];
-	struct blockclient *good = client_servers(), *bad = NULL;
+	int refused[N_SRV + 1];
+	struct blockstore *good = NULL, *bad = NULL;
 
+	ck_assert_msg(have_servers, "no tessera-blockd servers (see the messages above)");
 	for (unsigned i = 0; i < N_SRV; i++) {
 		ids[i] = (uint16_t)(10 + i);
 		urls[i] = srv_url[i];
 	}
+	cfg_init(&cfg);
+	ck_assert_int_eq(blockstore_client_new(&cfg, ids, urls, N_SRV, &good), 0);
 	memset(refused, 1, sizeof(refused));
-	ck_assert_int_eq(blockclient_check_access(good, ids, N_SRV, "uuid/access-check", refused),
+	ck_assert_int_eq(blockstore_check_access(good, ids, N_SRV, "uuid/access-check", refused),
 			 0);
 	for (unsigned i = 0; i < N_SRV; i++)
-		ck_assert(!refused[i]);
+		ck_assert_int_eq(refused[i], 0);
 
-	cfg_init(&cfg);
 	snprintf(cfg.secret_key, sizeof(cfg.secret_key), "not-the-secret");
 	cfg.connect_timeout_ms = 500;
 	ids[N_SRV] = 99;
 	urls[N_SRV] = "http://127.0.0.1:9"; /* discard port: nobody listens */
-	ck_assert_int_eq(blockclient_new(&cfg, ids, urls, N_SRV + 1, &bad), 0);
-	ck_assert_int_eq(blockclient_check_access(bad, ids, N_SRV + 1, "uuid/access-check",
-						  refused),
+	ck_assert_int_eq(blockstore_client_new(&cfg, ids, urls, N_SRV + 1, &bad), 0);
+	ck_assert_int_eq(blockstore_check_access(bad, ids, N_SRV + 1, "uuid/access-check",
+						 refused),
 			 (int)N_SRV);
 	for (unsigned i = 0; i < N_SRV; i++)
-		ck_assert(refused[i]);
-	ck_assert(!refused[N_SRV]);
-	blockclient_free(bad);
-	blockclient_free(good);
+		ck_assert_int_eq(refused[i], -EACCES);
+	ck_assert_int_eq(refused[N_SRV], 0);
+	blockstore_free(bad);
+	blockstore_free(good);
 }
+END_TEST
+
+/* ---- a server of canned answers: what the client makes of S3 error codes ---- */
+
+/* One answer: a status line, and an error code in an S3 document (body) or only in blockd's
+ * header (header). */
+struct answer {
+	const char *status; /* "503 Slow Down" */
+	const char *code;   /* NULL: none */
+	bool in_header;     /* the code in PROTO_ERROR_CODE_HEADER, no document */
+};
+
+/* Answers every request with the next of answers[] (the last one repeats), after reading the
+ * request head and its Content-Length body. */
+struct canned {
+	int fd;
+	uint16_t port;
+	const struct answer *answers;
+	unsigned n_answers;
+	atomic_uint served;
+	pthread_t thread;
+};
+
+static bool canned_request(int c)
+{
+	char buf[8192];
+	size_t len = 0;
+	char *end = NULL;
+
+	while (!end) {
+		if (len + 1 >= sizeof(buf))
+			return false;
+		ssize_t n = read(c, buf + len, sizeof(buf) - 1 - len);
+		if (n <= 0)
+			return false;
+		len += (size_t)n;
+		buf[len] = '\0';
+		end = strstr(buf, "\r\n\r\n");
+	}
+	size_t body = 0, have = len - (size_t)(end + 4 - buf);
+	char *cl = strcasestr(buf, "\r\ncontent-length:");
+	if (cl && cl < end)
+		body = strtoul(cl + 17, NULL, 10);
+	while (have < body) {
+		ssize_t n = read(c, buf, TESSERA_MIN(sizeof(buf), body - have));
+		if (n <= 0)
+			return false;
+		have += (size_t)n;
+	}
+	return true;
+}
+
+static void *canned_main(void *arg)
+{
+	struct canned *cs = arg;
+	int c;
+
+	while ((c = accept(cs->fd, NULL, NULL)) >= 0) {
+		while (canned_request(c)) {
+			unsigned i = atomic_fetch_add(&cs->served, 1);
+			const struct answer *a = &cs->answers[TESSERA_MIN(i, cs->n_answers - 1)];
+			char doc[256] = "", resp[1024];
+			if (a->code && !a->in_header)
+				snprintf(doc, sizeof(doc), "<?xml version=\"1.0\"?><Error><Code>%s"
+					 "</Code><Message>m</Message></Error>", a->code);
+			int n = snprintf(resp, sizeof(resp),
+					 "HTTP/1.1 %s\r\nContent-Length: %zu\r\nETag: \"x\"\r\n"
+					 "%s%s%s\r\n%s", a->status, strlen(doc),
+					 a->in_header ? PROTO_ERROR_CODE_HEADER ": " : "",
+					 a->in_header ? a->code : "", a->in_header ? "\r\n" : "",
+					 doc);
+			if (write(c, resp, (size_t)n) != n)
+				break;
+		}
+		close(c);
+	}
+	return NULL;
+}
+
+static void canned_start(struct canned *cs, const struct answer *answers, unsigned n)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t sl = sizeof(sa);
+
+	memset(cs, 0, sizeof(*cs));
+	cs->answers = answers;
+	cs->n_answers = n;
+	cs->fd = socket(AF_INET, SOCK_STREAM, 0);
+	ck_assert_int_ge(cs->fd, 0);
+	ck_assert_int_eq(bind(cs->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	ck_assert_int_eq(listen(cs->fd, 16), 0);
+	ck_assert_int_eq(getsockname(cs->fd, (struct sockaddr *)&sa, &sl), 0);
+	cs->port = ntohs(sa.sin_port);
+	ck_assert_int_eq(pthread_create(&cs->thread, NULL, canned_main, cs), 0);
+}
+
+static void canned_stop(struct canned *cs)
+{
+	shutdown(cs->fd, SHUT_RDWR); /* ends accept() */
+	pthread_join(cs->thread, NULL);
+	close(cs->fd);
+}
+
+static struct blockclient *canned_client(const struct canned *cs)
+{
+	struct blockclient_config cfg;
+	struct blockclient *bc = NULL;
+	char url[64];
+	const char *urls[1] = { url };
+	uint16_t id = 1;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u", cs->port);
+	cfg_init(&cfg);
+	cfg.request_timeout_ms = 5000;
+	ck_assert_int_eq(blockclient_new(&cfg, &id, urls, 1, &bc), 0);
+	return bc;
+}
+
+#define SLOWDOWN { "503 Slow Down", "SlowDown", false }
+
+/* A request answered SlowDown is sent again after a back-off (blockclient.c), up to three
+ * times; the fourth SlowDown is the op's result, -EAGAIN. */
+START_TEST(test_slowdown_retried)
+{
+	static const struct answer twice[] = { SLOWDOWN, SLOWDOWN, { "200 OK", NULL, false } };
+	static const struct answer always[] = { SLOWDOWN };
+	struct canned cs;
+	uint8_t body[100] = { 0 };
+
+	canned_start(&cs, twice, 3);
+	struct blockclient *bc = canned_client(&cs);
+	struct blockclient_op put = { .method = BC_PUT, .server = 1, .key = "k", .body = body,
+				      .body_len = sizeof(body) };
+	uint64_t t0 = tclock_monotonic_ns();
+	ck_assert_int_eq(blockclient_run(bc, &put, 1, false), 1);
+	ck_assert_int_eq(put.result, 0);
+	ck_assert_uint_eq(atomic_load(&cs.served), 3);
+	ck_assert_uint_ge(tclock_monotonic_ns() - t0, 150000000ull); /* 50 + 100 ms of back-off */
+	blockclient_free(bc);
+	canned_stop(&cs);
+
+	canned_start(&cs, always, 1);
+	bc = canned_client(&cs);
+	ck_assert_int_eq(blockclient_run(bc, &put, 1, false), 0);
+	ck_assert_int_eq(put.result, -EAGAIN);
+	ck_assert_uint_eq(atomic_load(&cs.served), 4);
+	ck_assert(blockclient_server_up(bc, 1)); /* it answered: not a transport failure */
+	blockclient_free(bc);
+	canned_stop(&cs);
+}
+END_TEST
+
+/* The S3 code, not the status alone, decides the result: a clock refusal is -ETIME (also for a
+ * HEAD, whose code only blockd's header carries), InsufficientStorage -ENOSPC, a 403 without
+ * a code -EACCES. */
+START_TEST(test_error_codes)
+{
+	static const struct answer answers[] = {
+		{ "403 Forbidden", "RequestTimeTooSkewed", false },
+		{ "403 Forbidden", "RequestTimeTooSkewed", true },
+		{ "507 Insufficient Storage", "InsufficientStorage", false },
+		{ "403 Forbidden", NULL, false },
+		{ "403 Forbidden", "SignatureDoesNotMatch", false },
+	};
+	struct canned cs;
+	uint8_t body[10] = { 0 };
+
+	canned_start(&cs, answers, TESSERA_ARRAY_SIZE(answers));
+	struct blockclient *bc = canned_client(&cs);
+	struct blockclient_op get = { .method = BC_GET, .server = 1, .key = "k", .buf = body,
+				      .buf_size = sizeof(body) };
+	struct blockclient_op head = { .method = BC_HEAD, .server = 1, .key = "k" };
+	struct blockclient_op put = { .method = BC_PUT, .server = 1, .key = "k", .body = body,
+				      .body_len = sizeof(body) };
+	blockclient_run(bc, &get, 1, true);
+	ck_assert_int_eq(get.result, -ETIME);
+	ck_assert_int_eq(get.result_len, 0); /* the error document is not data */
+	blockclient_run(bc, &head, 1, true);
+	ck_assert_int_eq(head.result, -ETIME);
+	blockclient_run(bc, &put, 1, true);
+	ck_assert_int_eq(put.result, -ENOSPC);
+	blockclient_run(bc, &head, 1, true);
+	ck_assert_int_eq(head.result, -EACCES);
+	blockclient_run(bc, &put, 1, true);
+	ck_assert_int_eq(put.result, -EACCES);
+	blockclient_free(bc);
+	canned_stop(&cs);
+}
+END_TEST
 END_TEST
 
 START_TEST(test_many_threads)
@@ -662,6 +859,8 @@ static Suite *blockclient_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_roundtrip);
 	tcase_add_test(tc, test_check_access);
+	tcase_add_test(tc, test_slowdown_retried);
+	tcase_add_test(tc, test_error_codes);
 	tcase_add_test(tc, test_many_threads);
 	tcase_add_test(tc, test_quorum_hung);
 	suite_add_tcase(s, tc);
