@@ -24,6 +24,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tessera/proto.h"
+
 #define BLOCKCLIENT_MAX_SERVERS 256
 
 struct blockclient_config {
@@ -95,7 +97,7 @@ void blockclient_mark(struct blockclient *bc, uint16_t id, bool up);
 
 /* ---- listing (ListObjectsV2) ---- */
 
-#define BLOCKCLIENT_LIST_KEY_MAX 1024   /* longest key accepted from a listing */
+#define BLOCKCLIENT_LIST_KEY_MAX PROTO_LIST_KEY_MAX /* longest key accepted from a listing */
 #define BLOCKCLIENT_LIST_MAX_KEYS 1000  /* entries per page (S3's limit) */
 #define BLOCKCLIENT_LIST_BODY_MAX (4u << 20) /* largest listing document accepted */
 

@@ -20,9 +20,8 @@
  * connections instead of opening and closing their own; transfers beyond the bound wait in
  * libcurl for a free connection.
  *
- * blockclient_list() runs one ListObjectsV2 GET through the same machinery and parses the
- * S3 XML with a small scanner (no XML library): the document is size-limited and every field
- * copied out of it is bounded.
+ * blockclient_list() runs one ListObjectsV2 GET through the same machinery; proto's
+ * proto_s3_list_parse() reads the answer (size-limited here, every field bounded there).
  *
  * Threads and locks: bc->lock protects the submission queue, bc->stop, every batch's `done`
  * and the health table; it is never held during I/O and no other lock is taken under it. The
@@ -888,62 +887,22 @@ static int query_encode(char *out, size_t size, const char *s)
 	return (int)o;
 }
 
-/* Finds the text of the first <tag>...</tag> in [p, end), XML-unescaped into out.
- * Returns the text length, -ENOENT when absent, -EBADMSG when malformed or too long
- * (or size is 0). *ret_next (may be NULL) is set past the closing tag. */
-static int xml_text(const char *p, const char *end, const char *tag, char *out, size_t size,
-		    const char **ret_next)
+/* Collects the entries of one listing page into the caller's array. */
+struct list_ctx {
+	struct blockclient_object *objs;
+	size_t max, n;
+};
+
+static int list_entry(void *ctx, const char *key, uint64_t size, int64_t mtime_s)
 {
-	char open[48], close[48];
-	size_t o = 0;
+	struct list_ctx *l = ctx;
 
-	snprintf(open, sizeof(open), "<%s>", tag);
-	snprintf(close, sizeof(close), "</%s>", tag);
-	const char *a = memmem(p, (size_t)(end - p), open, strlen(open));
-	if (!a)
-		return -ENOENT;
-	a += strlen(open);
-	const char *b = memmem(a, (size_t)(end - a), close, strlen(close));
-	if (!b || size == 0)
+	if (l->n >= l->max || strlen(key) >= sizeof(l->objs[0].key))
 		return -EBADMSG;
-	while (a < b) {
-		char c = *a++;
-		if (c == '&') {
-			static const struct { const char *name; char c; } ents[] = {
-				{ "amp;", '&' }, { "lt;", '<' }, { "gt;", '>' },
-				{ "quot;", '"' }, { "apos;", '\'' },
-			};
-			size_t i;
-			for (i = 0; i < TESSERA_ARRAY_SIZE(ents); i++) {
-				size_t l = strlen(ents[i].name);
-				if ((size_t)(b - a) >= l && memcmp(a, ents[i].name, l) == 0) {
-					c = ents[i].c;
-					a += l;
-					break;
-				}
-			}
-			if (i == TESSERA_ARRAY_SIZE(ents))
-				return -EBADMSG;
-		}
-		if (o + 1 >= size)
-			return -EBADMSG;
-		out[o++] = c;
-	}
-	out[o] = '\0';
-	if (ret_next)
-		*ret_next = b + strlen(close);
-	return (int)o;
-}
-
-/* "2026-11-27T08:33:12.000Z" to seconds since the epoch. */
-static int parse_iso_date(const char *s, int64_t *ret)
-{
-	struct tm tm = { 0 };
-	const char *e = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-
-	if (!e)
-		return -EBADMSG;
-	*ret = (int64_t)timegm(&tm);
+	struct blockclient_object *o = &l->objs[l->n++];
+	strcpy(o->key, key);
+	o->size = size;
+	o->mtime_s = mtime_s;
 	return 0;
 }
 
@@ -952,8 +911,8 @@ int blockclient_list(struct blockclient *bc, uint16_t server, const char *prefix
 		     size_t *ret_n, char *next_token, size_t token_size)
 {
 	char eprefix[3 * BLOCKCLIENT_LIST_KEY_MAX + 1], etoken[3 * BLOCKCLIENT_LIST_KEY_MAX + 1];
-	char *query = NULL, *body = NULL, num[32];
-	size_t n = 0, qsize;
+	char *query = NULL, *body = NULL;
+	size_t qsize;
 	int r;
 
 	if (!objs || max == 0 || max > BLOCKCLIENT_LIST_MAX_KEYS || !next_token || token_size == 0)
@@ -982,60 +941,10 @@ int blockclient_list(struct blockclient *bc, uint16_t server, const char *prefix
 		r = op.result;
 		goto out;
 	}
-	body[op.result_len] = '\0';
-	const char *p = body, *end = body + op.result_len;
-	if (!memmem(p, op.result_len, "<ListBucketResult", 17)) {
-		r = -EBADMSG;
-		goto out;
-	}
-	for (;;) {
-		const char *c0 = memmem(p, (size_t)(end - p), "<Contents>", 10);
-		if (!c0)
-			break;
-		const char *c1 = memmem(c0, (size_t)(end - c0), "</Contents>", 11);
-		if (!c1 || n >= max) {
-			r = -EBADMSG;
-			goto out;
-		}
-		struct blockclient_object *o = &objs[n];
-		if (xml_text(c0, c1, "Key", o->key, sizeof(o->key), NULL) <= 0 ||
-		    xml_text(c0, c1, "Size", num, sizeof(num), NULL) <= 0) {
-			r = -EBADMSG;
-			goto out;
-		}
-		char *e;
-		errno = 0;
-		o->size = strtoull(num, &e, 10);
-		if (*e || errno) {
-			r = -EBADMSG;
-			goto out;
-		}
-		char date[64];
-		if (xml_text(c0, c1, "LastModified", date, sizeof(date), NULL) <= 0 ||
-		    parse_iso_date(date, &o->mtime_s) < 0) {
-			r = -EBADMSG;
-			goto out;
-		}
-		n++;
-		p = c1 + 11;
-	}
-	char trunc[16] = "";
-	next_token[0] = '\0';
-	if (xml_text(body, end, "IsTruncated", trunc, sizeof(trunc), NULL) > 0 &&
-	    strcmp(trunc, "true") == 0) {
-		r = xml_text(body, end, "NextContinuationToken", next_token, token_size, NULL);
-		if (r == -EBADMSG && token_size <= BLOCKCLIENT_LIST_KEY_MAX) {
-			r = -ENAMETOOLONG;
-			goto out;
-		}
-		if (r <= 0) {
-			next_token[0] = '\0';
-			r = -EBADMSG;
-			goto out;
-		}
-	}
-	r = 0;
-	*ret_n = n;
+	struct list_ctx l = { .objs = objs, .max = max };
+	r = proto_s3_list_parse(body, op.result_len, list_entry, &l, next_token, token_size);
+	if (r == 0)
+		*ret_n = l.n;
 out:
 	free(query);
 	free(body);

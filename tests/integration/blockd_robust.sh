@@ -156,8 +156,9 @@ check "... and the key directories are gone" eval '[[ $left -eq 0 ]]'
 # ---------------------------------------------------------------- stalled and slow clients
 
 kill "$BLOCKD_PID"; wait "$BLOCKD_PID" 2>/dev/null; PIDS=()
-start_blockd --connection-timeout 2 --max-connections 4 || { fail "blockd restarts"; exit 1; }
-ok "blockd restarts with --connection-timeout 2 --max-connections 4"
+start_blockd --connection-timeout 2 --body-timeout 3 --max-connections 4 ||
+	{ fail "blockd restarts"; exit 1; }
+ok "blockd restarts with --connection-timeout 2 --body-timeout 3 --max-connections 4"
 
 exec 5<>"/dev/tcp/127.0.0.1/$PORT"
 printf 'GET /tessera/hot HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Half: ' >&5
@@ -182,6 +183,28 @@ code=$(s3 "$(url tessera/slowbody)")
 check "a stalled PUT body is cut off by the timeout: nothing visible, no temp file" \
 	eval '[[ $code == 404 ]] && no_tmp_leftovers'
 wait "$slow" 2>/dev/null
+
+# a body that keeps trickling (100 bytes every 0.2 s: never idle for the 2 s connection
+# timeout) is cut off by --body-timeout while the client is still sending
+t0=$(date +%s%N)
+{
+	for _ in $(seq 60); do
+		head -c 100 "$WORK/body1" 2>/dev/null || break
+		sleep 0.2
+	done
+} | {
+	timeout 20 curl -sS -o /dev/null -w '%{http_code}' --max-time 20 --aws-sigv4 "$SIGV4" \
+		--user "$AK:$SK" -H "Content-Length: 6000" -T - "$(url tessera/trickle)" \
+		>"$WORK/trickle.code" 2>/dev/null
+	date +%s%N >"$WORK/trickle.end"
+}
+cut_ms=$((($(cat "$WORK/trickle.end") - t0) / 1000000))
+tcode=$(cat "$WORK/trickle.code")
+check "a PUT body still trickling in is cut off by --body-timeout 3 (after ${cut_ms} ms of the 12 s it would take; answer ${tcode:-none})" eval '(( cut_ms >= 2500 && cut_ms < 7000 ))'
+code=$(s3 "$(url tessera/trickle)")
+check "... nothing of it is visible and no temp file is left" \
+	eval '[[ $code == 404 ]] && no_tmp_leftovers'
+check "... and the server says why (RequestTimeout in its log)" grep -q "RequestTimeout\|did not arrive within" "$WORK/blockd.log"
 
 # ---------------------------------------------------------------- connection limit
 

@@ -226,7 +226,7 @@ END_TEST
 START_TEST(test_parse_uint)
 {
 	static const char *const bad[] = {
-		"", "-1", "+1", " 1", "1 ", "1s", "0x10", "1.0", "18446744073709551616", "-0",
+		"", "-1", "+1", " 1", "1 ", "1s", "0x10", "1.0", "-0",
 	};
 	uint64_t v = 7;
 
@@ -239,6 +239,7 @@ START_TEST(test_parse_uint)
 	v = 7;
 	ck_assert_int_eq(tparse_uint("11", 0, 10, &v), -ERANGE);
 	ck_assert_int_eq(tparse_uint("0", 1, 10, &v), -ERANGE);
+	ck_assert_int_eq(tparse_uint("18446744073709551616", 0, UINT64_MAX, &v), -ERANGE);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		ck_assert_msg(tparse_uint(bad[i], 0, UINT64_MAX, &v) == -EINVAL, "accepted \"%s\"",
 			      bad[i]);
