@@ -38,8 +38,17 @@
  *  L2. Every batch the loop takes completes: each transfer ends through libcurl's own
  *      timeouts (CURLOPT_TIMEOUT_MS) or through abandonment; a libcurl failure of the multi
  *      handle itself fails every transfer in flight with -EIO.
- *  L3. A server is marked down at most once per failure period (mark_locked): failures of
- *      requests that were sent while it was already down do not stretch its back-off.
+ *  L3. Health follows answers, and only the prober turns a suspect server down: a transport
+ *      failure makes an up server suspect, the prober's failed probe makes it down, any
+ *      answer makes it up; failures of other requests sent while it is not up (forced, or
+ *      started before) change nothing (mark_locked).
+ *
+ * Health (the prober): a server that is not up is probed with a signed HEAD (any HTTP answer,
+ * a 404 or a 403 included, proves it is reachable) at once when it turns suspect, then every
+ * BC_PROBE_INTERVAL_NS with +-25 % jitter, by a thread of its own (probe_main) that sleeps
+ * while every server is up. So a server that answers again is back in use within about a
+ * second and a half, and ordinary requests never wait for a dead one. Changes of state are
+ * logged: down and back up at warning level, suspect at info.
  *
  * Only this file sees CURLcode; results are errno values.
  */
@@ -60,8 +69,9 @@
 #include "tessera/proto.h"
 
 #define BC_BATCH_MAX 64 /* ops of a quorum batch */
-#define BC_BACKOFF_MIN_NS 1000000000ull
-#define BC_BACKOFF_MAX_NS 30000000000ull
+#define BC_PROBE_INTERVAL_NS 1000000000ull /* a server not up is probed this often */
+#define BC_PROBE_TIMEOUT_MS 2000
+#define BC_PROBE_KEY "tessera-probe"       /* need not exist: a 404 is an answer */
 #define BC_HOST_CONNS 16    /* connections per server */
 #define BC_TOTAL_CONNS 512  /* connections in all, and idle connections kept */
 #define BC_FREE_MAX 256     /* idle easy handles kept for reuse */
@@ -75,8 +85,12 @@
 struct bc_server {
 	uint16_t id;    /* immutable */
 	char *url;      /* immutable */
-	uint64_t down_until_ns; /* 0 = up; bc->lock */
-	uint64_t backoff_ns;    /* bc->lock */
+	/* bc->lock */
+	enum blockclient_health state;
+	uint64_t since_ns;      /* monotonic time of the last change of state */
+	int64_t since_s;        /* the same, wall clock */
+	int last_err;           /* the failure that made it suspect or down */
+	uint64_t probe_at_ns;   /* not up: when the prober sends the next probe */
 };
 
 struct bc_batch;
@@ -113,6 +127,7 @@ struct bc_batch {
 	/* bc->lock */
 	struct bc_batch *next; /* submission queue */
 	bool done;
+	bool probe;            /* the prober's: a failure makes a suspect server down */
 	/* loop */
 	struct bc_batch *active_next, *active_prev;
 	struct bc_xfer *inflight;
@@ -140,6 +155,11 @@ struct blockclient {
 	struct bc_batch *active;
 	unsigned n_waiting;   /* transfers waiting to be retried (SlowDown) */
 	uint64_t rng;         /* jitter of the retries */
+	/* the prober: bc->lock */
+	pthread_t probe_thread;
+	bool probe_started, probe_stop;
+	pthread_cond_t probe_cond; /* CLOCK_MONOTONIC */
+	uint64_t probe_rng;
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -150,6 +170,8 @@ static void curl_global(void)
 }
 
 static void *loop_main(void *arg);
+static int probe_start(struct blockclient *bc);
+static void set_state_locked(struct bc_server *s, enum blockclient_health st, uint64_t now);
 
 static int loop_start(struct blockclient *bc)
 {
@@ -210,7 +232,11 @@ int blockclient_new(const struct blockclient_config *cfg, const uint16_t *ids,
 		if (l > 0 && bc->servers[i].url[l - 1] == '/')
 			bc->servers[i].url[l - 1] = '\0';
 	}
+	for (size_t i = 0; i < n; i++)
+		set_state_locked(&bc->servers[i], BLOCKCLIENT_UP, tclock_monotonic_ns());
 	r = loop_start(bc);
+	if (r == 0)
+		r = probe_start(bc);
 	if (r < 0)
 		goto fail;
 	*ret = bc;
@@ -234,6 +260,14 @@ void blockclient_free(struct blockclient *bc)
 {
 	if (!bc)
 		return;
+	if (bc->probe_started) { /* first: it runs batches on the loop */
+		pthread_mutex_lock(&bc->lock);
+		bc->probe_stop = true;
+		pthread_cond_signal(&bc->probe_cond);
+		pthread_mutex_unlock(&bc->lock);
+		pthread_join(bc->probe_thread, NULL);
+		pthread_cond_destroy(&bc->probe_cond);
+	}
 	if (bc->thread_started) {
 		pthread_mutex_lock(&bc->lock);
 		bc->stop = true;
@@ -273,29 +307,77 @@ bool blockclient_server_up(struct blockclient *bc, uint16_t id)
 
 	pthread_mutex_lock(&bc->lock);
 	struct bc_server *s = find_server(bc, id);
-	up = s && (s->down_until_ns == 0 || tclock_monotonic_ns() >= s->down_until_ns);
+	up = s && s->state == BLOCKCLIENT_UP;
 	pthread_mutex_unlock(&bc->lock);
 	return up;
 }
 
-static void mark_locked(struct bc_server *s, bool up)
+const char *blockclient_health_name(enum blockclient_health h)
 {
+	return h == BLOCKCLIENT_UP ? "up" : h == BLOCKCLIENT_SUSPECT ? "suspect" : "down";
+}
+
+int blockclient_health(struct blockclient *bc, uint16_t id, struct blockclient_health_info *ret)
+{
+	int r = -EINVAL;
+
+	pthread_mutex_lock(&bc->lock);
+	struct bc_server *s = find_server(bc, id);
+	if (s) {
+		ret->state = s->state;
+		ret->since_s = s->since_s;
+		ret->last_err = s->last_err;
+		r = 0;
+	}
+	pthread_mutex_unlock(&bc->lock);
+	return r;
+}
+
+/* 1 s +-25 %, so that clients started together do not probe in step. bc->lock held. */
+static uint64_t probe_delay_locked(struct blockclient *bc)
+{
+	bc->probe_rng = bc->probe_rng * 6364136223846793005ull + 1442695040888963407ull;
+	return BC_PROBE_INTERVAL_NS * 3 / 4 + (bc->probe_rng >> 33) % (BC_PROBE_INTERVAL_NS / 2);
+}
+
+static void set_state_locked(struct bc_server *s, enum blockclient_health st, uint64_t now)
+{
+	s->state = st;
+	s->since_ns = now;
+	s->since_s = (int64_t)time(NULL);
+}
+
+/* One request's verdict on a server (L3). err: the failure, for the log. */
+static void mark_locked(struct blockclient *bc, struct bc_server *s, bool up, int err, bool probe)
+{
+	uint64_t now = tclock_monotonic_ns();
+
 	if (up) {
-		if (s->down_until_ns)
-			tlog_debug("server %u is up again", s->id);
-		s->down_until_ns = 0;
-		s->backoff_ns = 0;
+		if (s->state == BLOCKCLIENT_DOWN)
+			tlog_warn("server %u (%s) answers again: back in use after %.1f s down",
+				  s->id, s->url, (double)(now - s->since_ns) / 1e9);
+		else if (s->state == BLOCKCLIENT_SUSPECT)
+			tlog_info("server %u (%s) answers: no longer suspect", s->id, s->url);
+		if (s->state != BLOCKCLIENT_UP)
+			set_state_locked(s, BLOCKCLIENT_UP, now);
 		return;
 	}
-	uint64_t now = tclock_monotonic_ns();
-	if (s->down_until_ns > now)
-		return; /* already backing off: failures of requests sent meanwhile (forced, or
-			   started before) say nothing new, and must not stretch the back-off (L3) */
-	s->backoff_ns = s->backoff_ns ? TESSERA_MIN(s->backoff_ns * 2, BC_BACKOFF_MAX_NS)
-				      : BC_BACKOFF_MIN_NS;
-	s->down_until_ns = now + s->backoff_ns;
-	tlog_debug("server %u marked down for %llu ms", s->id,
-		   (unsigned long long)(s->backoff_ns / 1000000));
+	if (s->state == BLOCKCLIENT_UP) {
+		tlog_info("server %u (%s) is suspect: %s", s->id, s->url, strerror(-err));
+		set_state_locked(s, BLOCKCLIENT_SUSPECT, now);
+		s->last_err = err;
+		s->probe_at_ns = now; /* probe it at once */
+		pthread_cond_signal(&bc->probe_cond);
+		return;
+	}
+	if (!probe)
+		return; /* sent while it was not up: says nothing new */
+	s->last_err = err;
+	s->probe_at_ns = now + probe_delay_locked(bc);
+	if (s->state == BLOCKCLIENT_SUSPECT) {
+		tlog_warn("server %u (%s) is down: %s", s->id, s->url, strerror(-err));
+		set_state_locked(s, BLOCKCLIENT_DOWN, now);
+	}
 }
 
 void blockclient_mark(struct blockclient *bc, uint16_t id, bool up)
@@ -303,11 +385,9 @@ void blockclient_mark(struct blockclient *bc, uint16_t id, bool up)
 	pthread_mutex_lock(&bc->lock);
 	struct bc_server *s = find_server(bc, id);
 	if (s)
-		mark_locked(s, up);
+		mark_locked(bc, s, up, -EIO, false);
 	pthread_mutex_unlock(&bc->lock);
 }
-
-/* ---------------------------------------------------------------- transfers (loop thread) */
 
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
@@ -562,7 +642,11 @@ static void record_result(struct blockclient *bc, struct bc_xfer *x, CURLcode rc
 	bool transport_failure = rc != CURLE_OK && !x->overflow;
 	tlog_debug("%s %s on server %u: %d (http %ld, curl %d)", method_name(op->method), op->key,
 		   op->server, op->result, op->http_status, (int)rc);
-	blockclient_mark(bc, op->server, !transport_failure);
+	pthread_mutex_lock(&bc->lock);
+	struct bc_server *s = find_server(bc, op->server);
+	if (s)
+		mark_locked(bc, s, !transport_failure, op->result, x->batch->probe);
+	pthread_mutex_unlock(&bc->lock);
 }
 
 /* Marks the batch done and wakes its caller; b must not be used afterwards (L1). */
@@ -655,7 +739,11 @@ static void batch_abandon(struct blockclient *bc, struct bc_batch *b, int result
 		if (result == -ETIMEDOUT) {
 			tlog_debug("%s %s to server %u abandoned after the quorum",
 				   method_name(x->op->method), x->op->key, x->op->server);
-			blockclient_mark(bc, x->op->server, false);
+			pthread_mutex_lock(&bc->lock);
+			struct bc_server *s = find_server(bc, x->op->server);
+			if (s)
+				mark_locked(bc, s, false, result, b->probe);
+			pthread_mutex_unlock(&bc->lock);
 		}
 		xfer_retire(bc, x); /* the last one completes b */
 	}
@@ -797,14 +885,13 @@ static void *loop_main(void *arg)
 /* ---------------------------------------------------------------- batches (callers) */
 
 static int run_batch(struct blockclient *bc, struct blockclient_op *ops, size_t n, bool force,
-		     unsigned need, unsigned grace_ms)
+		     unsigned need, unsigned grace_ms, bool probe)
 {
 	struct bc_batch b;
 	size_t nsend = 0;
 	int ok = 0;
 
 	pthread_mutex_lock(&bc->lock);
-	uint64_t now = tclock_monotonic_ns();
 	for (size_t i = 0; i < n; i++) {
 		struct blockclient_op *op = &ops[i];
 		struct bc_server *s = find_server(bc, op->server);
@@ -812,7 +899,7 @@ static int run_batch(struct blockclient *bc, struct blockclient_op *ops, size_t 
 		op->result_len = 0;
 		if (!s) {
 			op->result = -EINVAL;
-		} else if (!force && s->down_until_ns && now < s->down_until_ns) {
+		} else if (!force && s->state != BLOCKCLIENT_UP) {
 			op->result = -EHOSTDOWN;
 		} else {
 			op->result = -EINPROGRESS; /* for the loop: send it */
@@ -826,6 +913,7 @@ static int run_batch(struct blockclient *bc, struct blockclient_op *ops, size_t 
 		b.ops = ops;
 		b.n = n;
 		b.need = need;
+		b.probe = probe;
 		b.grace_ns = (uint64_t)grace_ms * 1000000;
 		pthread_cond_init(&b.cond, NULL);
 		pthread_mutex_lock(&bc->lock);
@@ -848,9 +936,73 @@ static int run_batch(struct blockclient *bc, struct blockclient_op *ops, size_t 
 	return ok;
 }
 
+/* The prober (L3): probes the servers that are not up when they are due, sleeps until the
+ * next one is (or until one turns suspect) otherwise. */
+static void *probe_main(void *arg)
+{
+	struct blockclient *bc = arg;
+	struct blockclient_op *ops = calloc(bc->n, sizeof(*ops));
+
+	pthread_setname_np(pthread_self(), "tessera-bcprobe");
+	pthread_mutex_lock(&bc->lock);
+	while (!bc->probe_stop) {
+		uint64_t now = tclock_monotonic_ns(), next = UINT64_MAX;
+		size_t due = 0;
+		for (size_t i = 0; i < bc->n; i++) {
+			struct bc_server *s = &bc->servers[i];
+			if (s->state == BLOCKCLIENT_UP)
+				continue;
+			if (s->probe_at_ns <= now && ops)
+				ops[due++] = (struct blockclient_op){
+					.method = BC_HEAD, .server = s->id, .key = BC_PROBE_KEY,
+					.timeout_ms = TESSERA_MIN(BC_PROBE_TIMEOUT_MS,
+								  bc->cfg.request_timeout_ms) };
+			else
+				next = TESSERA_MIN(next, s->probe_at_ns);
+		}
+		if (due) {
+			pthread_mutex_unlock(&bc->lock);
+			run_batch(bc, ops, due, true, 0, 0, true);
+			pthread_mutex_lock(&bc->lock);
+			continue; /* the verdicts set the next probe times */
+		}
+		if (next == UINT64_MAX) {
+			pthread_cond_wait(&bc->probe_cond, &bc->lock);
+		} else {
+			struct timespec ts = { (time_t)(next / 1000000000ull),
+					       (long)(next % 1000000000ull) };
+			pthread_cond_timedwait(&bc->probe_cond, &bc->lock, &ts);
+		}
+	}
+	pthread_mutex_unlock(&bc->lock);
+	free(ops);
+	return NULL;
+}
+
+static int probe_start(struct blockclient *bc)
+{
+	pthread_condattr_t ca;
+	sigset_t all, old;
+	int r;
+
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&bc->probe_cond, &ca);
+	pthread_condattr_destroy(&ca);
+	bc->probe_rng = tclock_monotonic_ns() ^ ((uint64_t)(uintptr_t)bc << 1);
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old); /* signals go to the threads that wait for them */
+	r = pthread_create(&bc->probe_thread, NULL, probe_main, bc);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (r != 0)
+		return -r;
+	bc->probe_started = true;
+	return 0;
+}
+
 int blockclient_run(struct blockclient *bc, struct blockclient_op *ops, size_t n, bool force)
 {
-	return run_batch(bc, ops, n, force, 0, 0);
+	return run_batch(bc, ops, n, force, 0, 0, false);
 }
 
 int blockclient_run_quorum(struct blockclient *bc, struct blockclient_op *ops, size_t n,
@@ -858,7 +1010,7 @@ int blockclient_run_quorum(struct blockclient *bc, struct blockclient_op *ops, s
 {
 	if (n > BC_BATCH_MAX)
 		return -EINVAL;
-	return run_batch(bc, ops, n, force, need, grace_ms);
+	return run_batch(bc, ops, n, force, need, grace_ms, false);
 }
 
 /* ---------------------------------------------------------------- listing */

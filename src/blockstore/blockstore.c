@@ -32,6 +32,20 @@ bool blockstore_server_up(struct blockstore *bs, uint16_t id)
 	return bs->ops->server_up(bs, id);
 }
 
+int blockstore_health(struct blockstore *bs, uint16_t id, struct blockclient_health_info *ret)
+{
+	return bs->ops->health(bs, id, ret);
+}
+
+bool blockstore_worth_trying(struct blockstore *bs, uint16_t id)
+{
+	struct blockclient_health_info h;
+
+	if (blockstore_health(bs, id, &h) < 0)
+		return false;
+	return h.state != BLOCKCLIENT_DOWN || h.last_err == -ECONNREFUSED;
+}
+
 void blockstore_mark(struct blockstore *bs, uint16_t id, bool up)
 {
 	bs->ops->mark(bs, id, up);
@@ -143,6 +157,11 @@ static bool client_server_up(struct blockstore *bs, uint16_t id)
 	return blockclient_server_up(client_of(bs), id);
 }
 
+static int client_health(struct blockstore *bs, uint16_t id, struct blockclient_health_info *ret)
+{
+	return blockclient_health(client_of(bs), id, ret);
+}
+
 static void client_mark(struct blockstore *bs, uint16_t id, bool up)
 {
 	blockclient_mark(client_of(bs), id, up);
@@ -159,6 +178,7 @@ static const struct blockstore_ops client_ops = {
 	.run_quorum = client_run_quorum,
 	.list = client_list,
 	.server_up = client_server_up,
+	.health = client_health,
 	.mark = client_mark,
 	.free = client_free,
 };

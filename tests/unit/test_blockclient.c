@@ -306,14 +306,17 @@ START_TEST(test_refused_backoff)
 		ck_assert_int_eq(blockclient_run(bc, &op, 1, true), 0);
 		ck_assert_int_eq(op.result, -ECONNREFUSED);
 	}
-	/* The forced failures did not stretch the 1 s back-off (L3). */
-	uint64_t el = tclock_monotonic_ns() - t0;
-	ck_assert_uint_lt(el, 900000000ull);
-	msleep((unsigned)((1200000000ull - el) / 1000000));
-	ck_assert(blockclient_server_up(bc, 7));
-	/* The probe fails again: down, with a doubled back-off. */
-	ck_assert_int_eq(blockclient_run(bc, &op, 1, false), 0);
-	ck_assert_int_eq(op.result, -ECONNREFUSED);
+	ck_assert_uint_lt(tclock_monotonic_ns() - t0, 900000000ull);
+	/* The prober's probe failed too: down, for the reason the probe saw. */
+	struct blockclient_health_info h;
+	msleep(300);
+	ck_assert_int_eq(blockclient_health(bc, 7, &h), 0);
+	ck_assert_int_eq(h.state, BLOCKCLIENT_DOWN);
+	ck_assert_int_eq(h.last_err, -ECONNREFUSED);
+	ck_assert_int_eq(blockclient_health(bc, 8, &h), 0);
+	ck_assert_int_eq(h.state, BLOCKCLIENT_DOWN);
+	ck_assert_int_eq(blockclient_health(bc, 99, &h), -EINVAL);
+	msleep(1500); /* probed again and again: still down, never up by itself */
 	ck_assert(!blockclient_server_up(bc, 7));
 	blockclient_mark(bc, 7, true);
 	ck_assert(blockclient_server_up(bc, 7));
@@ -630,7 +633,8 @@ static void *canned_main(void *arg)
 	return NULL;
 }
 
-static void canned_start(struct canned *cs, const struct answer *answers, unsigned n)
+/* A port of its own that refuses connections (bound, not listening) until canned_listen(). */
+static void canned_bind(struct canned *cs, const struct answer *answers, unsigned n)
 {
 	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	socklen_t sl = sizeof(sa);
@@ -641,10 +645,20 @@ static void canned_start(struct canned *cs, const struct answer *answers, unsign
 	cs->fd = socket(AF_INET, SOCK_STREAM, 0);
 	ck_assert_int_ge(cs->fd, 0);
 	ck_assert_int_eq(bind(cs->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	ck_assert_int_eq(listen(cs->fd, 16), 0);
 	ck_assert_int_eq(getsockname(cs->fd, (struct sockaddr *)&sa, &sl), 0);
 	cs->port = ntohs(sa.sin_port);
+}
+
+static void canned_listen(struct canned *cs)
+{
+	ck_assert_int_eq(listen(cs->fd, 16), 0);
 	ck_assert_int_eq(pthread_create(&cs->thread, NULL, canned_main, cs), 0);
+}
+
+static void canned_start(struct canned *cs, const struct answer *answers, unsigned n)
+{
+	canned_bind(cs, answers, n);
+	canned_listen(cs);
 }
 
 static void canned_stop(struct canned *cs)
@@ -698,6 +712,43 @@ START_TEST(test_slowdown_retried)
 	ck_assert_int_eq(put.result, -EAGAIN);
 	ck_assert_uint_eq(atomic_load(&cs.served), 4);
 	ck_assert(blockclient_server_up(bc, 1)); /* it answered: not a transport failure */
+	blockclient_free(bc);
+	canned_stop(&cs);
+}
+END_TEST
+
+/* A server that refuses connections is down once the prober's probe failed too; once it
+ * answers (a 404 is an answer), it is back in use within about 1.5 s, with no request of
+ * ours sent to it meanwhile (blockclient.c L3). */
+START_TEST(test_down_and_back)
+{
+	static const struct answer missing[] = { { "404 Not Found", "NoSuchKey", false } };
+	struct blockclient_health_info h;
+	struct canned cs;
+	uint8_t buf[8];
+
+	canned_bind(&cs, missing, 1);
+	struct blockclient *bc = canned_client(&cs);
+	struct blockclient_op get = { .method = BC_GET, .server = 1, .key = "k", .buf = buf,
+				      .buf_size = sizeof(buf) };
+	blockclient_run(bc, &get, 1, false);
+	ck_assert_int_eq(get.result, -ECONNREFUSED);
+	msleep(300);
+	ck_assert_int_eq(blockclient_health(bc, 1, &h), 0);
+	ck_assert_int_eq(h.state, BLOCKCLIENT_DOWN);
+	ck_assert_str_eq(blockclient_health_name(h.state), "down");
+
+	canned_listen(&cs);
+	uint64_t t0 = tclock_monotonic_ns();
+	while (!blockclient_server_up(bc, 1) && tclock_monotonic_ns() - t0 < 5000000000ull)
+		msleep(20);
+	uint64_t back_ms = (tclock_monotonic_ns() - t0) / 1000000;
+	ck_assert_msg(back_ms < 1600, "up again after %llu ms", (unsigned long long)back_ms);
+	ck_assert_int_eq(blockclient_health(bc, 1, &h), 0);
+	ck_assert_int_eq(h.state, BLOCKCLIENT_UP);
+	ck_assert_uint_ge(atomic_load(&cs.served), 1); /* the probe */
+	blockclient_run(bc, &get, 1, false);
+	ck_assert_int_eq(get.result, -ENOENT);
 	blockclient_free(bc);
 	canned_stop(&cs);
 }
@@ -826,7 +877,9 @@ START_TEST(test_quorum_hung)
 	}
 
 	ck_assert_int_eq(kill(srv_pid[2], SIGCONT), 0);
-	msleep(1100); /* the 1 s back-off */
+	t0 = tclock_monotonic_ns(); /* the prober finds it answering again */
+	while (!blockclient_server_up(bc, 12) && tclock_monotonic_ns() - t0 < 5000000000ull)
+		msleep(20);
 	ck_assert(blockclient_server_up(bc, 12));
 	uint8_t *body = malloc(len);
 	ck_assert_ptr_nonnull(body);
@@ -861,6 +914,7 @@ static Suite *blockclient_suite(void)
 	tcase_add_test(tc, test_check_access);
 	tcase_add_test(tc, test_slowdown_retried);
 	tcase_add_test(tc, test_error_codes);
+	tcase_add_test(tc, test_down_and_back);
 	tcase_add_test(tc, test_many_threads);
 	tcase_add_test(tc, test_quorum_hung);
 	suite_add_tcase(s, tc);
