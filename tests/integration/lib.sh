@@ -132,7 +132,10 @@ check_or_skip() {
 	rc=$?
 	case $rc in
 	0) ok "$desc" ;;
-	77) lib_skip_case "$desc: ${out##*$'\n'}" ;;
+	77)
+		lib_skip_case "$desc"
+		lib_show "$out"
+		;;
 	*)
 		fail "$desc (exit $rc: $*)"
 		lib_show "$out"
