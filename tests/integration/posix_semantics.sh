@@ -46,7 +46,7 @@ snapshot() {
 		getfattr -R -d -m - --absolute-names . 2>/dev/null | grep -v '^# file' | sort)
 }
 before=$(snapshot)
-lib_local remount >/dev/null || bail "remount failed"
+remount
 after=$(snapshot)
 if [[ $before == "$after" ]]; then
 	ok "names, modes, links, times, xattrs and ACLs survive a remount"

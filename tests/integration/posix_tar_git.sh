@@ -141,7 +141,7 @@ check "git status is clean after gc" test -z "$(git_in status --porcelain)"
 check "git diff-files: stat data unchanged" git_in diff-files --quiet
 head_before=$(git_in rev-parse HEAD)
 
-lib_local remount >/dev/null || bail "remount failed"
+remount
 check "after a remount: git diff-files finds no changed stat data" git_in diff-files --quiet
 check "after a remount: git status is clean" test -z "$(git_in status --porcelain)"
 check "after a remount: git fsck --full" git_in fsck --full --no-progress
