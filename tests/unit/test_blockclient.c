@@ -22,11 +22,9 @@
  *    -EINVAL.
  */
 #include <arpa/inet.h>
-#include <check.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
@@ -46,11 +44,13 @@
 #include "tessera/common.h"
 #include "tessera/proto.h"
 
+#include "unit.h"
+
 #define N_SRV 3
 #define ACCESS "bctestaccess"
 #define SECRET "bctestsecret0123456789"
 
-static char work_dir[64];
+static char work_dir[128];
 static char blockd_path[PATH_MAX];
 static pid_t srv_pid[N_SRV];
 static char srv_url[N_SRV][64];
@@ -88,7 +88,7 @@ static bool find_blockd(void)
 
 static pid_t start_blockd(unsigned i, char *url, size_t url_size)
 {
-	char data[128], port_file[128], log[128];
+	char data[160], port_file[160], log[160];
 
 	snprintf(data, sizeof(data), "%s/srv%u", work_dir, i);
 	snprintf(port_file, sizeof(port_file), "%s/srv%u.port", work_dir, i);
@@ -131,20 +131,10 @@ static pid_t start_blockd(unsigned i, char *url, size_t url_size)
 	return -1;
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 /* Unchecked fixture: runs once, in the runner process, around the server test cases. */
 static void servers_setup(void)
 {
-	snprintf(work_dir, sizeof(work_dir), "/tmp/test_blockclient.XXXXXX");
-	if (!mkdtemp(work_dir))
-		return;
+	unit_tmpdir(work_dir, sizeof(work_dir), "servers");
 	if (!find_blockd()) {
 		fprintf(stderr, "test_blockclient: tessera-blockd not found\n");
 		return;
@@ -176,7 +166,7 @@ static void servers_teardown(void)
 		srv_pid[i] = 0;
 	}
 	if (work_dir[0])
-		nftw(work_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+		unit_rmtree(work_dir);
 }
 
 static void cfg_init(struct blockclient_config *cfg)
@@ -897,10 +887,14 @@ START_TEST(test_quorum_hung)
 }
 END_TEST
 
-static Suite *blockclient_suite(void)
+Suite *unit_suite(void)
 {
 	Suite *s = suite_create("blockclient");
 	TCase *tc = tcase_create("no_server");
+
+	/* Never through a proxy from the environment: the servers are on 127.0.0.1. */
+	setenv("no_proxy", "127.0.0.1,localhost", 1);
+	setenv("NO_PROXY", "127.0.0.1,localhost", 1);
 
 	tcase_add_test(tc, test_new_invalid);
 	tcase_add_test(tc, test_free_idle);
@@ -919,19 +913,4 @@ static Suite *blockclient_suite(void)
 	tcase_add_test(tc, test_quorum_hung);
 	suite_add_tcase(s, tc);
 	return s;
-}
-
-int main(void)
-{
-	SRunner *sr;
-	int failed;
-
-	/* Never through a proxy from the environment: the servers are on 127.0.0.1. */
-	setenv("no_proxy", "127.0.0.1,localhost", 1);
-	setenv("NO_PROXY", "127.0.0.1,localhost", 1);
-	sr = srunner_create(blockclient_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
