@@ -44,6 +44,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "tessera/blockstore.h"
 #include "tessera/common.h"
@@ -305,6 +306,42 @@ static const char *human(uint64_t v, char *buf, size_t size)
 	return buf;
 }
 
+/* The daemon's health table, through its control socket. 0 or -errno. */
+static int daemon_health(const char *dir, struct control_server_health *out, size_t max,
+			 size_t *ret_n)
+{
+	struct control_conn *c = NULL;
+	int r = control_connect(dir, &c);
+
+	if (r == 0)
+		r = control_health(c, out, max, ret_n);
+	control_close(c);
+	if (r < 0)
+		fprintf(stderr, "%s: the daemon's view of the servers is not available: %s\n", prog,
+			strerror(-r));
+	return r;
+}
+
+/* "up for 5 min", "down for 12 s (Connection refused)". */
+static void health_view(const struct control_server_health *h, char *out, size_t size)
+{
+	int64_t age = (int64_t)time(NULL) - h->since_s;
+	char when[32];
+
+	if (age < 0)
+		age = 0;
+	if (age < 120)
+		snprintf(when, sizeof(when), "%lld s", (long long)age);
+	else if (age < 7200)
+		snprintf(when, sizeof(when), "%lld min", (long long)(age / 60));
+	else
+		snprintf(when, sizeof(when), "%lld h", (long long)(age / 3600));
+	snprintf(out, size, "%s for %s%s%s%s", blockclient_health_name(h->state), when,
+		 h->state != BLOCKCLIENT_UP ? " (" : "",
+		 h->state != BLOCKCLIENT_UP ? strerror(-h->last_err) : "",
+		 h->state != BLOCKCLIENT_UP ? ")" : "");
+}
+
 /* tessera status SOURCE */
 static int status_main(const char *src)
 {
@@ -359,8 +396,13 @@ static int status_main(const char *src)
 		fail("out of memory");
 		goto out;
 	}
-	printf("%-5s %-9s %-32s %-10s %-8s %11s %11s\n", "ID", "STATE", "URL", "ZONE", "ANSWER",
-	       "CAPACITY", "FREE");
+	/* Mounted: the daemon's own view of every server too (its prober's state, and since when). */
+	struct control_server_health health[META_MAX_SERVERS];
+	size_t n_health = 0;
+	bool have_health = mounted && daemon_health(dir, health, TESSERA_ARRAY_SIZE(health),
+						    &n_health) == 0;
+	printf("%-5s %-9s %-32s %-10s %-8s %11s %11s  %s\n", "ID", "STATE", "URL", "ZONE", "ANSWER",
+	       "CAPACITY", "FREE", have_health ? "DAEMON" : "");
 	unsigned active = 0, answering = 0;
 	uint64_t cap_all = 0, free_all = 0;
 	for (uint32_t i = 0; i < sb->n_servers; i++) {
@@ -378,11 +420,15 @@ static int status_main(const char *src)
 			cap_all += cap;
 			free_all += fr;
 		}
-		printf("%-5u %-9s %-32s %-10s %-8s %11s %11s\n", sv->id,
+		char view[96] = "";
+		for (size_t h = 0; have_health && h < n_health; h++)
+			if (health[h].id == sv->id)
+				health_view(&health[h], view, sizeof(view));
+		printf("%-5u %-9s %-32s %-10s %-8s %11s %11s  %s\n", sv->id,
 		       retired ? "retired" : sv->flags & META_SERVER_F_REFILL ? "refilling" : "active",
 		       sv->url, sv->zone[0] ? sv->zone : "-", answer,
 		       st[i].result ? "-" : human(cap, a, sizeof(a)),
-		       st[i].result ? "-" : human(fr, b, sizeof(b)));
+		       st[i].result ? "-" : human(fr, b, sizeof(b)), view);
 	}
 	printf("%u of %u active servers answer with the key; %u+%u needs %u; raw capacity %s, free %s\n",
 	       answering, active, sb->k, sb->m, sb->k + sb->m, human(cap_all, a, sizeof(a)),

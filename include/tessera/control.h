@@ -8,7 +8,7 @@
  * The daemon listens on META_DIR/control.sock (a unix stream socket, mode 0600, removed at
  * exit; only its own user and root may connect: SO_PEERCRED). A client finds it from the
  * mount point: tesserafs mounts with fsname=META_DIR, which /proc/self/mountinfo shows as the
- * mount's source. The requests are a scrub and a metadata backup. For a scrub the daemon
+ * mount's source. The requests are a scrub, a metadata backup and the servers' health. For a scrub the daemon
  * runs the scrub engine (scrub.h) itself, on its own metadata, block client and inode lock,
  * so that one process writes RocksDB (the scrubber never opens it while mounted: RocksDB's
  * LOCK forbids it anyway) and every stripe-map change is a compare-and-set under the inode
@@ -25,6 +25,11 @@
  *           end RESULT             (scrub_run()'s result: 0 or -errno)
  *   client: backup 1 DEST            (DEST an absolute path: meta_backup() into it)
  *   daemon: end RESULT               (0 or -errno), or error ERRNO MESSAGE
+ *   client: health 1                 (the daemon's view of every server of the list)
+ *   daemon: server ID STATE SINCE ERRNO   (one per server: STATE 0 up, 1 suspect, 2 down;
+ *                                     SINCE wall-clock seconds; ERRNO the failure or 0)
+ *           end 0
+ * A health request is answered at once, also while a scrub runs.
  * The client shutting down its side of the connection (or closing it) cancels the scrub
  * (scrub_cancel(): the checkpoint stays, the next run resumes); after a shutdown the report
  * (stats, end -ECANCELED) still comes. A request while a scrub runs waits up to 2 s for it to
@@ -46,6 +51,7 @@
 
 #include <pthread.h>
 
+#include "tessera/blockclient.h"
 #include "tessera/scrub.h"
 
 struct blockstore;
@@ -117,6 +123,18 @@ int control_connect(const char *meta_dir, struct control_conn **ret);
  * running), -EINVAL (dest not absolute), -EPROTO, -ECONNRESET, -errno. */
 int control_backup(struct control_conn *c, const char *dest, int *ret_result);
 
+/* One server as the daemon sees it (blockstore_health()). */
+struct control_server_health {
+	uint16_t id;
+	enum blockclient_health state;
+	int64_t since_s;
+	int last_err;
+};
+/* Asks the daemon for the health of every server of its list: at most max go to out, their
+ * number to *ret_n. Returns 0, -EPROTO, -ECONNRESET, -errno. */
+int control_health(struct control_conn *c, struct control_server_health *out, size_t max,
+		   size_t *ret_n);
+
 /* Sends the scrub request (opt's flags and numbers; its callbacks stay here) and reads the
  * daemon's answer. Returns 0 and *ret_info, -EBUSY (a scrub is running), the daemon's other
  * -errno, -EPROTO (not the protocol), -ECONNRESET (the daemon closed), -errno. */
@@ -142,6 +160,10 @@ int control_backup_encode(const char *dest, char *out, size_t size);
 /* Parses a backup request (without '\n'), decoding DEST in place. Returns 0 and *ret_dest
  * (pointing into line), -EPROTO (not a backup request), -EINVAL (a bad one). */
 int control_backup_decode(char *line, const char **ret_dest);
+/* "health 1" */
+int control_health_encode(char *out, size_t size);
+/* "server ID STATE SINCE ERRNO" */
+int control_server_encode(const struct control_server_health *h, char *out, size_t size);
 int control_hello_encode(const struct control_info *info, char *out, size_t size);
 /* err: a negative errno (-4095..-1); -EINVAL otherwise. */
 int control_error_encode(int err, const char *msg, char *out, size_t size);
@@ -163,6 +185,7 @@ enum control_msg_kind {
 	CONTROL_MSG_PROGRESS,
 	CONTROL_MSG_STATS,
 	CONTROL_MSG_END,
+	CONTROL_MSG_SERVER,
 };
 
 struct control_msg {
@@ -174,6 +197,7 @@ struct control_msg {
 	const char *phase;            /* PROGRESS */
 	uint64_t done, total, bytes;  /* PROGRESS */
 	struct scrub_stats st;        /* STATS */
+	struct control_server_health server; /* SERVER */
 };
 /* Parses one daemon line (without '\n'), decoding its strings in place: the pointers in *ret
  * point into line. Returns 0, -EPROTO. */

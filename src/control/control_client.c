@@ -182,6 +182,40 @@ int control_backup(struct control_conn *c, const char *dest, int *ret_result)
 	return r;
 }
 
+int control_health(struct control_conn *c, struct control_server_health *out, size_t max,
+		   size_t *ret_n)
+{
+	char req[32], *line;
+	struct control_msg m;
+	size_t used, n = 0;
+	int r = control_health_encode(req, sizeof(req));
+
+	if (r < 0)
+		return r;
+	r = control_send_all(c->fd, req, (size_t)r);
+	while (r >= 0) {
+		int waited = 0;
+		do
+			r = read_line(c, CONTROL_POLL_MS, &line, &used);
+		while (r == -EAGAIN && (waited += CONTROL_POLL_MS) < 10000);
+		if (r < 0)
+			break;
+		r = control_msg_decode(line, &m);
+		if (r == 0 && m.kind == CONTROL_MSG_SERVER) {
+			if (n < max)
+				out[n++] = m.server;
+		} else if (r == 0 && m.kind == CONTROL_MSG_END) {
+			consume(c, used);
+			*ret_n = n;
+			return 0;
+		} else if (r == 0) {
+			r = m.kind == CONTROL_MSG_ERROR ? m.result : -EPROTO;
+		}
+		consume(c, used);
+	}
+	return r == -EAGAIN ? -ETIMEDOUT : r;
+}
+
 int control_scrub_wait(struct control_conn *c, const struct scrub_options *opt,
 		       const volatile sig_atomic_t *stop, struct scrub_stats *ret_stats,
 		       int *ret_result)

@@ -69,6 +69,25 @@ int control_backup_encode(const char *dest, char *out, size_t size)
 	return control_line_end(&l);
 }
 
+int control_health_encode(char *out, size_t size)
+{
+	struct tstr l;
+
+	line_init(&l, out, size);
+	tstr_printf(&l, "health %d", CONTROL_VERSION);
+	return control_line_end(&l);
+}
+
+int control_server_encode(const struct control_server_health *h, char *out, size_t size)
+{
+	struct tstr l;
+
+	line_init(&l, out, size);
+	tstr_printf(&l, "server %u %d %lld %d", h->id, (int)h->state, (long long)h->since_s,
+		    h->last_err);
+	return control_line_end(&l);
+}
+
 int control_hello_encode(const struct control_info *info, char *out, size_t size)
 {
 	struct tstr l;
@@ -310,6 +329,16 @@ int control_msg_decode(char *line, struct control_msg *ret)
 #undef X
 		}
 		m.kind = CONTROL_MSG_STATS;
+	} else if (strcmp(t[0], "server") == 0) {
+		if (n != 5 || control_tok_u64(t[1], &u[0]) < 0 || u[0] > UINT16_MAX ||
+		    control_tok_i64(t[2], &i[0]) < 0 || i[0] < BLOCKCLIENT_UP ||
+		    i[0] > BLOCKCLIENT_DOWN || control_tok_i64(t[3], &i[1]) < 0 ||
+		    control_tok_i64(t[4], &i[2]) < 0 || i[2] > 0 || i[2] < -4095)
+			return -EPROTO;
+		m.kind = CONTROL_MSG_SERVER;
+		m.server = (struct control_server_health){ .id = (uint16_t)u[0],
+							   .state = (enum blockclient_health)i[0],
+							   .since_s = i[1], .last_err = (int)i[2] };
 	} else if (strcmp(t[0], "end") == 0) {
 		if (n != 2 || control_tok_i64(t[1], &i[0]) < 0 || i[0] > 0 || i[0] < -4095)
 			return -EPROTO;

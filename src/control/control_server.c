@@ -30,9 +30,11 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "tessera/blockstore.h"
 #include "tessera/meta.h"
 
 #define CONTROL_REQUEST_TIMEOUT_S 10
+#define CONTROL_PEEK_MS 1000 /* how long the listener waits for a first line (health) */
 #define CONTROL_SEND_TIMEOUT_S 60
 
 struct job {
@@ -341,6 +343,42 @@ static void reap_job_locked(struct control *ctl)
 	}
 }
 
+/* A health request is answered here, on the listener thread, at once and also beside a
+ * running scrub: it only reads the block store's health table. Returns false (nothing read)
+ * when the connection's first line is not one. */
+static bool answer_health(struct control *ctl, int fd)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	char peek[8], line[CONTROL_LINE_MAX];
+	ssize_t got;
+	int n;
+
+	if (poll(&p, 1, CONTROL_PEEK_MS) <= 0)
+		return false;
+	got = recv(fd, peek, sizeof(peek), MSG_PEEK);
+	if (got < 7 || memcmp(peek, "health ", 7) != 0)
+		return false;
+	if (read_request(fd, line, sizeof(line)) < 0 || strcmp(line, "health 1") != 0) {
+		reply_error(fd, -EINVAL, "bad request");
+		return true;
+	}
+	const struct meta_superblock *sb = meta_superblock(ctl->host.meta);
+	for (uint32_t i = 0; i < sb->n_servers; i++) {
+		struct blockclient_health_info h;
+		if (blockstore_health(ctl->host.bs, sb->servers[i].id, &h) < 0)
+			continue; /* retired: not in the daemon's store */
+		struct control_server_health sh = { .id = sb->servers[i].id, .state = h.state,
+						    .since_s = h.since_s, .last_err = h.last_err };
+		n = control_server_encode(&sh, line, sizeof(line));
+		if (n < 0 || control_send_all(fd, line, (size_t)n) < 0)
+			return true;
+	}
+	n = control_end_encode(0, line, sizeof(line));
+	if (n > 0)
+		(void)control_send_all(fd, line, (size_t)n);
+	return true;
+}
+
 static void handle_client(struct control *ctl, int fd)
 {
 	struct ucred cred;
@@ -357,6 +395,10 @@ static void handle_client(struct control *ctl, int fd)
 	}
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &rt, sizeof(rt));
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &st, sizeof(st));
+	if (answer_health(ctl, fd)) {
+		close(fd);
+		return;
+	}
 	pthread_mutex_lock(&ctl->lock);
 	reap_job_locked(ctl);
 	if (ctl->job) {

@@ -26,8 +26,13 @@ while ((SECONDS < t_end)); do
 	sleep 0.5
 done
 ok "$n files written while server 0 was down"
+"$TESSERA_BUILD/tessera" status "$TESSERA_MNT" >"$LIB_WORK/status.down" 2>&1
+check_down() { grep -Eq "^0 .*down for [0-9]+ s \(Connection refused\)" "$LIB_WORK/status.down"; }
+check "tessera status shows the daemon's view: server 0 down, and why" check_down
 check "start server 0" lib_local start-server 0
 sleep 3
+"$TESSERA_BUILD/tessera" status "$TESSERA_MNT" >"$LIB_WORK/status.up" 2>&1
+check "... and server 0 up again 3 s after its start" grep -Eq "^0 .*up for [0-9]+ s" "$LIB_WORK/status.up"
 write_file after $((6 * S)) 803
 check "fsync of the file written after the return" sync -f "$TESSERA_MNT"
 

@@ -780,6 +780,27 @@ START_TEST(test_control_codec)
 		ck_assert_int_eq(m.kind, CONTROL_MSG_STATS);
 		ck_assert_mem_eq(&m.st, &st, sizeof(st));
 
+		/* a server's health, and the lines that are not one */
+		struct control_server_health sh = {
+			.id = (uint16_t)unit_rng_next(&rng),
+			.state = (enum blockclient_health)(unit_rng_next(&rng) % 3),
+			.since_s = (int64_t)(unit_rng_next(&rng) >> 2),
+			.last_err = -(int)(unit_rng_next(&rng) % 4096) };
+		len = control_server_encode(&sh, line, sizeof(line));
+		ck_assert_int_gt(len, 0);
+		line[len - 1] = '\0';
+		ck_assert_int_eq(control_msg_decode(line, &m), 0);
+		ck_assert_int_eq(m.kind, CONTROL_MSG_SERVER);
+		ck_assert(m.server.id == sh.id && m.server.state == sh.state &&
+			  m.server.since_s == sh.since_s && m.server.last_err == sh.last_err);
+		char bad[64];
+		snprintf(bad, sizeof(bad), "server %u 3 0 0", sh.id); /* no such state */
+		ck_assert_int_eq(control_msg_decode(bad, &m), -EPROTO);
+		snprintf(bad, sizeof(bad), "server 70000 0 0 0");
+		ck_assert_int_eq(control_msg_decode(bad, &m), -EPROTO);
+		ck_assert_int_eq(control_health_encode(bad, sizeof(bad)), 9);
+		ck_assert_str_eq(bad, "health 1\n");
+
 		/* truncations and random bytes: refused or parsed, never a crash */
 		len = control_event_encode(&ev, line, sizeof(line));
 		line[len - 1] = '\0';
