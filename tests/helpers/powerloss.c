@@ -16,8 +16,11 @@
  *     file and fsync it; nothing else does (close, fsync of another file, of a directory).
  *   - Namespace. create, mknod, mkdir, symlink, link, unlink, rmdir and rename are applied
  *     to BACKING at once and appended to an undo log. An fsync() of a directory makes the
- *     log's changes in that directory durable; a rename between two directories is durable
- *     once both were synced after it. Names that unlink, rmdir or a replacing rename take
+ *     log's changes in that directory durable. A file's rename is two such changes, the
+ *     old name's removal and the new name's creation, each durable with its directory (only
+ *     the target synced: the file keeps both names; only the source: neither); a
+ *     directory's rename is durable once both directories were synced after it, and
+ *     RENAME_EXCHANGE likewise. Names that unlink, rmdir or a replacing rename take
  *     away are moved into BACKING/.powerloss-graveyard (hidden from the mount), so that
  *     their undo can bring them back; durable changes leave the log and their graveyard
  *     entries are deleted.
@@ -99,9 +102,11 @@ struct pl_inode {
 };
 
 enum pl_kind {
-	PL_MADE,      /* dir[0]/name[0] is new (create, mknod, mkdir, symlink, link) */
-	PL_REMOVED,   /* dir[0]/name[0] went to the graveyard as grave (unlink, rmdir) */
-	PL_RENAMED,   /* dir[0]/name[0] -> dir[1]/name[1]; a replaced entry went to grave */
+	PL_MADE,      /* dir[0]/name[0] is new (create, mknod, mkdir, symlink, link, the target
+		       * of a file's rename); an entry it replaced went to grave */
+	PL_REMOVED,   /* dir[0]/name[0] went to the graveyard as grave (unlink, rmdir), or
+		       * left by a file's rename (grave is then a link of the file) */
+	PL_RENAMED,   /* a directory's dir[0]/name[0] -> dir[1]/name[1]; a replaced one: grave */
 	PL_EXCHANGED, /* RENAME_EXCHANGE of the two */
 };
 
@@ -528,8 +533,10 @@ static int remove_tree(int at, const char *name)
 	return unlinkat(at, name, AT_REMOVEDIR) < 0 ? errno : r;
 }
 
-/* Moves at/name into the graveyard; *ret_name (malloc'ed) and *ret_in say where. */
-static int grave_put(int at, const char *name, char **ret_name, struct pl_inode **ret_in)
+/* Moves at/name into the graveyard, or with link makes a hard link of it there; *ret_name
+ * (malloc'ed) and *ret_in say where. */
+static int grave_put(int at, const char *name, bool link, char **ret_name,
+		     struct pl_inode **ret_in)
 {
 	char gname[48];
 	struct stat st;
@@ -537,13 +544,15 @@ static int grave_put(int at, const char *name, char **ret_name, struct pl_inode 
 	int fd;
 
 	snprintf(gname, sizeof(gname), "g%llu", (unsigned long long)++pl.grave_seq);
-	if (renameat2(at, name, pl.grave_fd, gname, RENAME_NOREPLACE) < 0)
+	if (link ? linkat(at, name, pl.grave_fd, gname, 0) < 0 :
+		   renameat2(at, name, pl.grave_fd, gname, RENAME_NOREPLACE) < 0)
 		return errno;
 	fd = openat(pl.grave_fd, gname, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0 || fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0 ||
 	    !(in = inode_get(fd, &st)) || !(*ret_name = strdup(gname))) {
 		int err = errno ? errno : ENOMEM;
-		if (renameat2(pl.grave_fd, gname, at, name, RENAME_NOREPLACE) < 0)
+		if (link ? unlinkat(pl.grave_fd, gname, 0) < 0 :
+			   renameat2(pl.grave_fd, gname, at, name, RENAME_NOREPLACE) < 0)
 			fprintf(stderr, "powerloss: cannot put back '%s': %s\n", name, strerror(errno));
 		return err;
 	}
@@ -659,7 +668,11 @@ static int rec_undo(const struct pl_rec *r)
 		if (!entry_is(d0, r->name[0], r->dev, r->ino))
 			return ESTALE;
 		snprintf(gname, sizeof(gname), "g%llu", (unsigned long long)++pl.grave_seq);
-		return renameat2(d0, r->name[0], pl.grave_fd, gname, RENAME_NOREPLACE) < 0 ? errno : 0;
+		if (renameat2(d0, r->name[0], pl.grave_fd, gname, RENAME_NOREPLACE) < 0)
+			return errno;
+		if (r->grave && renameat2(pl.grave_fd, r->grave, d0, r->name[0], RENAME_NOREPLACE) < 0)
+			return errno;
+		return 0;
 	case PL_REMOVED:
 		return renameat2(pl.grave_fd, r->grave, d0, r->name[0], RENAME_NOREPLACE) < 0 ?
 			       errno :
@@ -1042,7 +1055,7 @@ static void remove_entry(fuse_req_t req, fuse_ino_t parent, const char *name, bo
 	else
 		err = 0;
 	if (!err)
-		err = grave_put(pfd, name, &gname, &gin);
+		err = grave_put(pfd, name, false, &gname, &gin);
 	if (!err)
 		rec_add(PL_REMOVED, parent, name, 0, NULL, gname, gin, st.st_dev, st.st_ino);
 	fuse_reply_err(req, err);
@@ -1062,9 +1075,9 @@ static void pl_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 		      const char *newname, unsigned int flags)
 {
 	int sfd = inode_of(parent)->fd, dfd = inode_of(newparent)->fd, err = 0;
-	struct pl_inode *gin = NULL;
+	struct pl_inode *gin = NULL, *sgin = NULL;
 	struct stat src, dst;
-	char *gname = NULL;
+	char *gname = NULL, *sgname = NULL;
 
 	DEAD_CHECK(req);
 	if (hidden(parent, name) || hidden(newparent, newname)) {
@@ -1102,7 +1115,7 @@ static void pl_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 		else if (S_ISDIR(dst.st_mode))
 			err = dir_empty(dfd, newname);
 		if (!err)
-			err = grave_put(dfd, newname, &gname, &gin);
+			err = grave_put(dfd, newname, false, &gname, &gin);
 		if (err) {
 			fuse_reply_err(req, err < 0 ? 0 : err);
 			return;
@@ -1111,8 +1124,17 @@ static void pl_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 		fuse_reply_err(req, errno);
 		return;
 	}
-	if (renameat2(sfd, name, dfd, newname, RENAME_NOREPLACE) < 0) {
+	/* A file's rename is two changes, one in each directory, each durable with its own
+	 * directory's fsync: the old name goes (a link in the graveyard brings it back) and the
+	 * new one comes (replacing gname). A directory has one name: its rename is one change,
+	 * durable once both directories are synced. */
+	if (!S_ISDIR(src.st_mode))
+		err = grave_put(sfd, name, true, &sgname, &sgin);
+	if (!err && renameat2(sfd, name, dfd, newname, RENAME_NOREPLACE) < 0) {
 		err = errno;
+		grave_drop(sgname, sgin, true);
+	}
+	if (err) {
 		if (gname) {
 			if (renameat2(pl.grave_fd, gname, dfd, newname, RENAME_NOREPLACE) < 0)
 				fprintf(stderr, "powerloss: cannot put back '%s': %s\n", newname,
@@ -1122,7 +1144,13 @@ static void pl_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 		fuse_reply_err(req, err);
 		return;
 	}
-	rec_add(PL_RENAMED, parent, name, newparent, newname, gname, gin, src.st_dev, src.st_ino);
+	if (S_ISDIR(src.st_mode)) {
+		rec_add(PL_RENAMED, parent, name, newparent, newname, gname, gin, src.st_dev,
+			src.st_ino);
+	} else {
+		rec_add(PL_REMOVED, parent, name, 0, NULL, sgname, sgin, src.st_dev, src.st_ino);
+		rec_add(PL_MADE, newparent, newname, 0, NULL, gname, gin, src.st_dev, src.st_ino);
+	}
 	fuse_reply_err(req, 0);
 }
 

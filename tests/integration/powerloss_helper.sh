@@ -8,10 +8,12 @@
 # through the mount must see every change (dirty data merged over the backing file, compared
 # with the same operations on an ordinary file). After the power loss: a write without fsync
 # is gone, with fsync it stays; a new file fsynced in a directory that was not is gone, with
-# the directory fsynced too it stays; unsynced renames (also one that replaced a file, and
-# one with only one of its two directories synced), an unsynced unlink, rmdir, mkdir, hard
-# link and symlink are undone; requests fail with EIO. After the unmount the backing directory holds exactly the
-# synced state (no graveyard left) and a new mount over it shows the same.
+# the directory fsynced too it stays; unsynced renames (also one that replaced a file), an
+# unsynced unlink, rmdir, mkdir, hard link and symlink are undone; a file's rename is two
+# changes, each durable with the fsync of its own directory (only the target synced: both
+# names stay; only the source: neither); requests fail with EIO. After the unmount the
+# backing directory holds exactly the synced state (no graveyard left) and a new mount over
+# it shows the same.
 LIB_TIMEOUT=120
 . "$(dirname "$0")/lib.sh"
 
@@ -19,10 +21,10 @@ lib_init
 B=$LIB_WORK/backing
 M=$LIB_WORK/mnt
 REF=$LIB_WORK/ref
-mkdir -p "$B/sub" "$B/sub2" "$B/a" "$B/b" "$B/c" "$B/gone" "$REF"
+mkdir -p "$B/sub" "$B/sub2" "$B/a" "$B/b" "$B/c" "$B/d" "$B/e" "$B/gone" "$REF"
 
 # The durable state before the mount: files with known content.
-for f in old1 old2 old3 old4 old5 old6 old7 a/keep; do
+for f in old1 old2 old3 old4 old5 old6 old7 a/keep d/srconly; do
 	"$DATAGEN" write "$B/$f" 20000 "${#f}$RANDOM" >/dev/null || bail "datagen write $f"
 	cp "$B/$f" "$REF/$(basename "$f").orig"
 done
@@ -82,11 +84,14 @@ check "unsynced rename, replacing rename, unlink and rmdir are seen through the 
 check "the graveyard is not visible in the mount" eval '[[ $(ls -A "$M" | grep -c graveyard) == 0 ]]'
 check "a replaced file's link count is 1 (its graveyard link is not counted)" \
 	test "$(stat -c %h "$M/old5")" = 1
-# A rename made durable by syncing both directories, then one with only its target synced.
+# A rename made durable by syncing both directories, then one with only its target synced
+# (the file keeps both names), and one with only its source synced (it keeps neither).
 mv "$M/a/keep" "$M/b/keep-moved"
 check "fsync of both directories of a rename" sync "$M/a" "$M/b"
 mv "$M/b/keep-moved" "$M/c/kept-half"
 check "fsync of only the target directory of another rename" sync "$M/c"
+mv "$M/d/srconly" "$M/e/srconly"
+check "fsync of only the source directory of a rename" sync "$M/d"
 
 # ---- the power loss
 check "power loss" pl_power_loss
@@ -119,14 +124,18 @@ verify_state() { # verify_state DIR: what must be in DIR after the power loss
 	cmp -s "$d/old4" "$REF/old4.orig" && cmp -s "$d/old5" "$REF/old5.orig" || { echo "replacing rename not undone"; err=1; }
 	cmp -s "$d/old6" "$REF/old6.orig" || { echo "unlink (or truncation) of old6 not undone"; err=1; }
 	[[ -d $d/gone ]] || { echo "rmdir not undone"; err=1; }
-	cmp -s "$d/b/keep-moved" "$REF/keep.orig" && [[ ! -e $d/a/keep && ! -e $d/c/kept-half ]] ||
-		{ echo "synced rename lost, or the half-synced one kept"; err=1; }
+	cmp -s "$d/b/keep-moved" "$REF/keep.orig" && [[ ! -e $d/a/keep ]] ||
+		{ echo "synced rename lost"; err=1; }
+	[[ $d/c/kept-half -ef $d/b/keep-moved && $(stat -c %h "$d/c/kept-half") == 2 ]] ||
+		{ echo "a rename with its target synced: not both names of one file"; err=1; }
+	[[ ! -e $d/d/srconly && ! -e $d/e/srconly ]] ||
+		{ echo "a rename with only its source synced kept a name"; err=1; }
 	return "$err"
 }
 check "the backing directory holds the synced state" verify_state "$B"
 check "no graveyard is left in the backing directory" eval '[[ ! -e $B/.powerloss-graveyard ]]'
 check "nothing else is left: exactly the expected names" eval \
-	'[[ $(cd "$B" && find . | sort | tr "\n" " ") == ". ./a ./b ./b/keep-moved ./c ./gone ./old1 ./old2 ./old3 ./old4 ./old5 ./old6 ./old7 ./sub ./sub/new-dirsync ./sub2 " ]]'
+	'[[ $(cd "$B" && find . | sort | tr "\n" " ") == ". ./a ./b ./b/keep-moved ./c ./c/kept-half ./d ./e ./gone ./old1 ./old2 ./old3 ./old4 ./old5 ./old6 ./old7 ./sub ./sub/new-dirsync ./sub2 " ]]'
 
 # ---- a new mount starts from there, and a clean unmount keeps everything
 pl_mount "$B" "$M" "$LIB_WORK/powerloss.2.log"
