@@ -39,7 +39,8 @@
  *     fdatasync(temp file) (the data and the size and block map needed to read it; the ETag
  *     xattr may be lost, see bd_store_get()) -> rename -> an fsync of the parent directory
  *     that started after the rename (group commit); every directory it creates on the way
- *     (mkdir -p) has its own entry fsynced in its parent first (mkdir_parents()). The caller
+ *     (mkdir -p) has its own entry fsynced in its parent first (mkdir_parents()), and so
+ *     has a data directory that bd_store_open() made (mkdir_durable()). The caller
  *     answers 200 only after bd_put_commit() returned 0.
  *  3. One key, one file. A key that exists in some data directory is rewritten in that
  *     directory (bd_put_begin()); if two writers of a new key raced into two directories,

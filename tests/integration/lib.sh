@@ -263,6 +263,14 @@ lib_scrub() {
 	return 0
 }
 
+# lib_require PROGRAM...: fails the test at once when a program of the build is missing.
+lib_require() {
+	local p
+	for p in "$@"; do
+		[[ -x $p ]] || { echo "not ok - missing $p" >&2; exit 1; }
+	done
+}
+
 # ---- the power-loss helper (tests/helpers/powerloss.c)
 
 POWERLOSS="$TESSERA_BUILD/tests/powerloss"

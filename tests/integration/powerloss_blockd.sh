@@ -15,7 +15,7 @@ LIB_TIMEOUT=240
 . "$(dirname "$0")/lib.sh"
 
 BLOCKD="$TESSERA_BUILD/tessera-blockd"
-[[ -x $BLOCKD ]] || { echo "not ok - missing $BLOCKD" >&2; exit 1; }
+lib_require "$BLOCKD" "$POWERLOSS"
 command -v curl >/dev/null || { echo "# curl is not installed: skip"; exit 77; }
 AK=tessera-test
 SK='s3cr3t/key+with=odd/chars'

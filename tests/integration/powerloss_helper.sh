@@ -17,6 +17,7 @@
 LIB_TIMEOUT=120
 . "$(dirname "$0")/lib.sh"
 
+lib_require "$POWERLOSS"
 lib_init
 B=$LIB_WORK/backing
 M=$LIB_WORK/mnt

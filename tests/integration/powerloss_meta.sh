@@ -16,10 +16,7 @@ LIB_TIMEOUT=300
 . "$(dirname "$0")/lib.sh"
 
 CL="$TESSERA_BUILD/tests/crashload"
-SCRUB="$TESSERA_BUILD/tessera-scrub"
-for p in "$CL" "$SCRUB"; do
-	[[ -x $p ]] || { echo "not ok - missing $p" >&2; exit 1; }
-done
+lib_require "$CL" "$TESSERA_BUILD/tessera-scrub" "$POWERLOSS"
 
 lib_init
 MB=$LIB_WORK/meta-backing
