@@ -137,7 +137,8 @@ lib_log_tails() {
 # Fails when a sanitizer reported anything in a daemon log.
 lib_check_sanitizers() {
 	local f hits=0
-	for f in "$LIB_WORK"/servers/*/log "$LIB_WORK/tesserafs.log" "$LIB_WORK/mkfs.log"; do
+	for f in "$LIB_WORK"/servers/*/log "$LIB_WORK/tesserafs.log" "$LIB_WORK/mkfs.log" \
+		"$LIB_WORK"/powerloss*.log; do
 		[[ -f $f ]] || continue
 		if grep -qE 'ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error:' "$f"; then
 			fail "sanitizer report in $f"

@@ -48,6 +48,10 @@ check "the mount reads what an ordinary file holds after the same edits" cmp "$M
 check "stat through the mount shows the pending size" test "$(stat -c %s "$M/old7")" = 9000
 check "the backing file is untouched before fsync" cmp "$B/old7" "$REF/old7.orig"
 
+printf 'one' >>"$M/appended"
+printf 'two' >>"$M/appended"
+check "appends land at the pending end of the file" eval '[[ $(cat "$M/appended") == onetwo ]]'
+
 # ---- writes with and without fsync
 printf 'unsynced data' | dd of="$M/old1" conv=notrunc status=none
 check "an unsynced write reads back through the mount" \
