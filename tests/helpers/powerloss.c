@@ -5,7 +5,8 @@
  *
  *   powerloss [-f] [-d] [-o opt,...] BACKING MOUNTPOINT
  *
- * -f stays in the foreground (tests use it, to know the PID), -d is libfuse's debug output;
+ * -f stays in the foreground (tests use it, to know the PID; without it stderr, and with it
+ * the helper's messages, go to /dev/null), -d is libfuse's debug output;
  * -s is accepted and changes nothing: the helper is always single-threaded.
  *
  * Model (doc/testing.md, "The power-loss helper"):
@@ -753,21 +754,19 @@ static void flush_one(struct pl_inode *in, void *arg)
 /* The power loss: unsynced data and namespace changes are gone; the disk is dead. */
 static void power_loss(void)
 {
-	size_t counts[2] = { 0, 0 }, undone = 0, kept = 0;
+	size_t counts[2] = { 0, 0 }, undone = 0;
 	struct pl_rec *r, *prev;
 	int err;
 
 	for_each_inode(discard_one, counts);
 	for (r = pl.log_tail; r; r = prev) {
 		prev = r->prev;
-		if (rec_durable(r)) {
-			kept++;
-		} else if ((err = rec_undo(r))) {
+		if (!rec_durable(r) && (err = rec_undo(r))) {
 			pl.undo_failed++;
 			fprintf(stderr, "powerloss: cannot undo the %s of '%s': %s\n",
 				kind_name(r->kind), r->name[r->kind == PL_RENAMED ? 1 : 0],
 				strerror(err));
-		} else {
+		} else if (!rec_durable(r)) {
 			undone++;
 		}
 		rec_free(r, false);
@@ -778,7 +777,6 @@ static void power_loss(void)
 		"powerloss: power lost: %zu dirty pages of %zu files discarded, %zu namespace "
 		"changes undone, %zu could not be\n",
 		counts[1], counts[0], undone, pl.undo_failed);
-	(void)kept;
 }
 
 /* A clean unmount: everything is written and every change kept. */
