@@ -4,6 +4,9 @@
 # Idempotent: when every package is already installed (dpkg-query) it does nothing and
 # prints nothing. Otherwise it runs `apt-get update` once and installs the missing ones
 # without recommends. Runs as root, or through sudo when sudo exists.
+# node and npm (tests/integration/blockd_interop.sh) count as present when the commands are,
+# whatever installed them (a nodejs from elsewhere may bundle npm and conflict with Debian's
+# npm package); else Debian's nodejs and npm are installed.
 # Usage: scripts/install-deps.sh [--quiet]
 set -euo pipefail
 
@@ -24,9 +27,11 @@ for p in "${PACKAGES[@]}"; do
 	status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
 	[[ "$status" == "installed" ]] || missing+=("$p")
 done
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 
 if ((${#missing[@]} == 0)); then
-	((quiet)) || echo "install-deps: all ${#PACKAGES[@]} packages are installed"
+	((quiet)) || echo "install-deps: all ${#PACKAGES[@]} packages, node and npm are installed"
 	exit 0
 fi
 

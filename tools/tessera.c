@@ -313,7 +313,7 @@ static int status_main(const char *src)
 	struct blockstore *bs = NULL;
 	struct meta *meta = NULL;
 	uint16_t ids[META_MAX_SERVERS];
-	bool refused[META_MAX_SERVERS] = { false };
+	int refused[META_MAX_SERVERS] = { 0 };
 	char dir[PATH_MAX], key[PROTO_KEY_MAX], uuid[37], a[16], b[16];
 	bool mounted = control_mount_source(src, dir, sizeof(dir));
 	int r, rc = EXIT_FAIL;
@@ -366,7 +366,10 @@ static int status_main(const char *src)
 	for (uint32_t i = 0; i < sb->n_servers; i++) {
 		const struct meta_server *sv = &sb->servers[i];
 		const bool retired = sv->flags & META_SERVER_F_RETIRED;
-		const char *answer = st[i].result ? "down" : refused[i] ? "refuses" : "up";
+		const char *answer = st[i].result	   ? "down"
+				     : refused[i] == -ETIME ? "skewed"
+				     : refused[i]	   ? "refuses"
+							   : "up";
 		uint64_t cap = st[i].capacity, fr = st[i].free;
 
 		if (!retired) {

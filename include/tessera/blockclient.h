@@ -8,10 +8,12 @@
  * connections. blockclient_run() hands a batch to the loop and returns when all its requests
  * have finished.
  *
- * Health: a transport failure (refused, reset, timeout) marks the server down with an
- * exponential back-off (1 s doubling to 30 s); failures of requests sent while it is already
- * down do not extend it. When the back-off expires the next request to it is the probe.
- * HTTP errors do not mark a server down.
+ * Health: up, suspect or down (blockclient_health()). A transport failure (refused, reset,
+ * timeout) makes an up server suspect; a thread of the client then probes it at once and
+ * every second (+-25 %) while it is not up: a failed probe makes it down, any HTTP answer
+ * (an error status included) up again, so a server that answers is back in use within about
+ * 1.5 s. Requests to a server that is not up fail at once with -EHOSTDOWN unless forced;
+ * their failures change nothing. HTTP errors never make a server suspect.
  *
  * Thread-safety: all functions except blockclient_free() may be called from any thread
  * concurrently; blockclient_free() is called once no other call is running. Buffers passed
@@ -23,6 +25,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "tessera/proto.h"
 
 #define BLOCKCLIENT_MAX_SERVERS 256
 
@@ -86,22 +90,31 @@ int blockclient_run(struct blockclient *bc, struct blockclient_op *ops, size_t n
 int blockclient_run_quorum(struct blockclient *bc, struct blockclient_op *ops, size_t n,
 			   bool force, unsigned need, unsigned grace_ms);
 
-/* Sends each server ids[i] (also one marked down) a signed HEAD of key, an object that need
- * not exist (proto_access_key()), and sets refused[i] when it answers 403: it refuses this
- * client's access key. A 200 or 404 means the key is accepted; no answer proves nothing and
- * leaves refused[i] false. Returns how many refuse, or -ENOMEM. */
-int blockclient_check_access(struct blockclient *bc, const uint16_t *ids, size_t n,
-			     const char *key, bool *refused);
 
-/* Whether a server is currently considered up (not in back-off). Unknown id: false. */
+/* Whether a server is currently considered up. Unknown id: false. */
 bool blockclient_server_up(struct blockclient *bc, uint16_t id);
 
-/* Marks a server down (e.g. after a failure seen elsewhere) or up. */
+enum blockclient_health {
+	BLOCKCLIENT_UP,      /* requests are sent */
+	BLOCKCLIENT_SUSPECT, /* a request failed; the probe that decides is under way */
+	BLOCKCLIENT_DOWN,    /* the probes fail; probed every second */
+};
+struct blockclient_health_info {
+	enum blockclient_health state;
+	int64_t since_s;     /* wall-clock time of the last change of state */
+	int last_err;        /* the failure that made it suspect or down (negative errno) */
+};
+/* A server's state. Returns 0, or -EINVAL for an unknown id. */
+int blockclient_health(struct blockclient *bc, uint16_t id, struct blockclient_health_info *ret);
+/* "up", "suspect", "down". */
+const char *blockclient_health_name(enum blockclient_health h);
+
+/* Marks a server up, or suspect (a failure seen elsewhere; the prober decides). */
 void blockclient_mark(struct blockclient *bc, uint16_t id, bool up);
 
 /* ---- listing (ListObjectsV2) ---- */
 
-#define BLOCKCLIENT_LIST_KEY_MAX 1024   /* longest key accepted from a listing */
+#define BLOCKCLIENT_LIST_KEY_MAX PROTO_LIST_KEY_MAX /* longest key accepted from a listing */
 #define BLOCKCLIENT_LIST_MAX_KEYS 1000  /* entries per page (S3's limit) */
 #define BLOCKCLIENT_LIST_BODY_MAX (4u << 20) /* largest listing document accepted */
 

@@ -58,6 +58,7 @@ struct blockd_config {
 	uint64_t max_object_size;      /* bytes */
 	unsigned max_connections;
 	unsigned connection_timeout_s; /* idle/slow client limit */
+	unsigned body_timeout_s;       /* a PUT body must arrive within this (from its headers) */
 	unsigned threads;              /* event-loop threads; 0 = one per online CPU (at most 64) */
 	blockd_request_fn on_request;  /* optional */
 	void *on_request_ctx;

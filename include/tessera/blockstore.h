@@ -39,6 +39,7 @@ struct blockstore_ops {
 		    struct blockclient_object *objs, size_t max, size_t *ret_n, char *next_token,
 		    size_t token_size);
 	bool (*server_up)(struct blockstore *bs, uint16_t id);
+	int (*health)(struct blockstore *bs, uint16_t id, struct blockclient_health_info *ret);
 	void (*mark)(struct blockstore *bs, uint16_t id, bool up);
 	void (*free)(struct blockstore *bs);
 };
@@ -57,15 +58,26 @@ int blockstore_list(struct blockstore *bs, uint16_t server, const char *prefix, 
 		    struct blockclient_object *objs, size_t max, size_t *ret_n, char *next_token,
 		    size_t token_size);
 bool blockstore_server_up(struct blockstore *bs, uint16_t id);
+/* A server's state, as blockclient_health(): 0 or -EINVAL. */
+int blockstore_health(struct blockstore *bs, uint16_t id, struct blockclient_health_info *ret);
+/* Whether a write should try server id although it is not up: it is suspect (no probe has
+ * decided yet), or down with connections refused (a try costs nothing). Not when it is down
+ * with timeouts: a try would hold the write for the hedge. */
+bool blockstore_worth_trying(struct blockstore *bs, uint16_t id);
 void blockstore_mark(struct blockstore *bs, uint16_t id, bool up);
 /* Accepts NULL. */
 void blockstore_free(struct blockstore *bs);
 
 /* Sends each server ids[i] (also one marked down) a signed HEAD of key, an object that need not
- * exist (proto_access_key()), and sets refused[i] when it answers 403. Returns how many refuse,
- * or -ENOMEM. */
+ * exist (proto_access_key()), and sets refusal[i]: 0 when it takes the request (200 or 404) or
+ * does not answer (that proves nothing), -EACCES when it refuses the access key, -ETIME when it
+ * refuses the request's time (the two clocks differ by more than 15 minutes). Returns how many
+ * refuse, or -ENOMEM. */
 int blockstore_check_access(struct blockstore *bs, const uint16_t *ids, size_t n, const char *key,
-			    bool *refused);
+			    int *refusal);
+/* What a refusal of blockstore_check_access() means, for messages: "refuses the filesystem's
+ * access key", or the clock one. */
+const char *blockstore_refusal_str(int refusal);
 
 /* One server's GET /-/status. */
 struct blockstore_status {

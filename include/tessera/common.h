@@ -178,15 +178,19 @@ void tformat_bytes(uint64_t v, char *out, size_t size);
 uint64_t tjson_sum(const char *json, const char *name);
 
 /* Parses the decimal number at the start of s (a digit must come first: no sign, no space) and
- * sets *end past it. Returns 0, or -EINVAL (no digit, or more than 64 bits). */
+ * sets *end past it. Returns 0, -EINVAL (no digit) or -ERANGE (more than 64 bits). */
 int tparse_u64(const char *s, const char **end, uint64_t *ret);
 
 /* The same for a signed number: an optional '-' before the first digit. */
 int tparse_i64(const char *s, const char **end, int64_t *ret);
 
+/* The value of a hex digit (either case), or -1. */
+int thex_digit(char c);
+
 /* The one parser of numeric options: s must be a whole decimal number (digits only: no sign,
  * no space, nothing after it) within [min, max]. Returns 0, or -EINVAL (not a number: also
- * "-1", which strtoul would take as ULONG_MAX) or -ERANGE (outside the bounds). */
+ * "-1", which strtoul would take as ULONG_MAX) or -ERANGE (outside the bounds, or more than
+ * 64 bits). */
 int tparse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *ret);
 
 /* Parses sizes such as "4M", "64k", "1G", "512" (binary units). 0 or -EINVAL. */

@@ -124,9 +124,9 @@ void data_gc_kick(struct data *d);
 int data_statfs(struct data *d, uint64_t *ret_total, uint64_t *ret_free);
 
 /* Asks every active server, with a signed HEAD of a key that does not exist, whether it takes
- * the filesystem's access key. The ids of those that refuse it (403) go to bad[] (at most
- * bad_size) and their number to *ret_n; servers that do not answer are not counted. Returns 0
- * or -ENOMEM. */
-int data_check_access(struct data *d, uint16_t *bad, size_t bad_size, size_t *ret_n);
+ * the filesystem's requests (blockstore_check_access()). The ids of those that refuse them go
+ * to bad[] and the refusal (-EACCES, -ETIME) to why[] (at most bad_size) and their number to
+ * *ret_n; servers that do not answer are not counted. Returns 0 or -ENOMEM. */
+int data_check_access(struct data *d, uint16_t *bad, int *why, size_t bad_size, size_t *ret_n);
 
 #endif

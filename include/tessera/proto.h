@@ -11,6 +11,7 @@
 #ifndef TESSERA_PROTO_H
 #define TESSERA_PROTO_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -169,11 +170,100 @@ int proto_sigv4_canonical_request(const struct proto_request *req, const struct 
 
 /* ---------------------------------------------------------------- S3 errors */
 
+/* One S3 error (s3err.c): the errno the server names it by, what it answers, and the errno a
+ * client reports when it reads the code back. */
+struct proto_s3_error {
+	int err;              /* positive errno (server side) */
+	unsigned status;      /* HTTP status */
+	const char *code;     /* S3 error code */
+	const char *message;  /* default client-facing message */
+	int client_err;       /* positive errno a client reports for the code */
+};
+
+/* Errnos for S3 conditions errno has no name for. */
+#define PROTO_ENOBUCKET ENXIO          /* NoSuchBucket */
+#define PROTO_EAUTHMALFORMED EPROTO    /* AuthorizationHeaderMalformed */
+#define PROTO_ENOTIMPL ENOSYS          /* NotImplemented */
+#define PROTO_EINCOMPLETE EMSGSIZE     /* IncompleteBody */
+#define PROTO_EBADDIGEST EBADE         /* BadDigest: Content-MD5 or x-amz-checksum-* mismatch */
+#define PROTO_EINVALDIGEST EBADR       /* InvalidDigest: a digest header that is not valid */
+#define PROTO_ENOLENGTH ENODATA        /* MissingContentLength */
+
+/* Response header that carries the S3 error code of every error answer of blockd (a HEAD
+ * answer has no body to carry it). */
+#define PROTO_ERROR_CODE_HEADER "x-tessera-error-code"
+/* Longest error code kept by a client (with NUL). */
+#define PROTO_S3_CODE_MAX 64
+
+/* The entry for a (positive or negative) errno; unknown errnos give 500 InternalError. */
+const struct proto_s3_error *proto_s3_error_by_errno(int err);
+
+/* The negative errno a client reports for an answer: 0 for 2xx; else from the S3 code when
+ * it is known (-EACCES for refused credentials, -ETIME for RequestTimeTooSkewed, -EAGAIN for
+ * SlowDown, -ENOSPC, -ENOENT, -ERANGE, -ETIMEDOUT, ...), else from the status alone (404
+ * -ENOENT, 403 -EACCES, 507 -ENOSPC, 416 -ERANGE, others -EIO). code may be NULL or "". */
+int proto_s3_client_errno(unsigned status, const char *code);
+
+/* Copies the <Code> of an S3 error document (len bytes, not NUL-terminated) into out.
+ * Returns its length, -ENOENT when there is none, -EBADMSG when it is not a plain code or
+ * does not fit. */
+int proto_s3_error_code(const char *doc, size_t len, char *out, size_t size);
+
 /* Writes an S3 error document (<Error><Code>..</Code><Message>..</Message><Resource>..
  * </Resource><RequestId>..</RequestId></Error>) into out, XML-escaped. Returns length or
  * -ENOBUFS. */
 int proto_s3_error_xml(char *out, size_t size, const char *code, const char *message,
 		       const char *resource, const char *request_id);
+
+/* ---------------------------------------------------------------- HTTP request parsing (http.c) */
+
+/* A Range header against an object of size bytes: returns 1 with the slice in *off and *len, 0 to
+ * serve the whole object (no header, or one that is not a single bytes= range, as S3 does),
+ * or -ERANGE when unsatisfiable. h may be NULL. */
+int proto_http_range(const char *h, uint64_t size, uint64_t *off, uint64_t *len);
+
+/* Finds name in a raw query string and percent-decodes its value into out (size bytes).
+ * Returns 1 (found), 0 (absent) or -EINVAL (bad escape, too long). */
+int proto_query_get(const char *query, const char *name, char *out, size_t size);
+
+/* Decoder of the aws-chunked body encoding, unsigned variant:
+ *     hex-size[;ext]\r\n data \r\n ... 0\r\n [trailer-name:value\r\n]* \r\n
+ * Lines are bounded by PROTO_CHUNK_LINE_MAX, trailers by PROTO_CHUNK_MAX_TRAILERS. Zero the
+ * struct to start. */
+#define PROTO_CHUNK_LINE_MAX 256
+#define PROTO_CHUNK_MAX_TRAILERS 8
+enum proto_chunk_state { PROTO_CK_SIZE, PROTO_CK_DATA, PROTO_CK_DATA_END, PROTO_CK_TRAILER,
+			 PROTO_CK_END };
+struct proto_chunked {
+	enum proto_chunk_state state;
+	uint64_t left;          /* data bytes left in the current chunk */
+	char line[PROTO_CHUNK_LINE_MAX];
+	size_t line_len;
+	unsigned trailers;
+	const char *error;      /* after -EINVAL: what was malformed (static text) */
+};
+/* Decoded payload bytes (n may be 0); a negative return stops the decoder with it. */
+typedef int (*proto_chunk_payload_fn)(void *ctx, const char *data, size_t n);
+/* One trailer line: name as sent, value without leading blanks (both NUL-terminated, valid
+ * for the call); a negative return stops the decoder with it. */
+typedef int (*proto_chunk_trailer_fn)(void *ctx, const char *name, const char *value);
+/* Feeds n raw body bytes. Returns 0, -EINVAL (malformed: k->error says how; also bytes after
+ * the end), or what a callback returned. trailer may be NULL. */
+int proto_chunked_feed(struct proto_chunked *k, const char *data, size_t n,
+		       proto_chunk_payload_fn payload, proto_chunk_trailer_fn trailer, void *ctx);
+
+/* ---------------------------------------------------------------- ListObjectsV2 answers (s3list.c) */
+
+#define PROTO_LIST_KEY_MAX 1024 /* longest key accepted from a listing */
+
+/* One <Contents> entry: key XML-unescaped. A negative return stops the parse with it. */
+typedef int (*proto_list_entry_fn)(void *ctx, const char *key, uint64_t size, int64_t mtime_s);
+/* Parses a ListBucketResult document of len bytes (not NUL-terminated): entry() for each
+ * <Contents> in order, then next_token (token_size bytes) gets NextContinuationToken when
+ * IsTruncated is true, else "". Returns 0, -EBADMSG (not a listing, a field missing, malformed
+ * or too long), -ENAMETOOLONG (the token does not fit token_size), or entry()'s error. */
+int proto_s3_list_parse(const char *doc, size_t len, proto_list_entry_fn entry, void *ctx,
+			char *next_token, size_t token_size);
 
 /* Escapes s for XML text into out. Returns length or -ENOBUFS. */
 int proto_xml_escape(char *out, size_t size, const char *s);

@@ -20,9 +20,8 @@
  * connections instead of opening and closing their own; transfers beyond the bound wait in
  * libcurl for a free connection.
  *
- * blockclient_list() runs one ListObjectsV2 GET through the same machinery and parses the
- * S3 XML with a small scanner (no XML library): the document is size-limited and every field
- * copied out of it is bounded.
+ * blockclient_list() runs one ListObjectsV2 GET through the same machinery; proto's
+ * proto_s3_list_parse() reads the answer (size-limited here, every field bounded there).
  *
  * Threads and locks: bc->lock protects the submission queue, bc->stop, every batch's `done`
  * and the health table; it is never held during I/O and no other lock is taken under it. The
@@ -39,8 +38,17 @@
  *  L2. Every batch the loop takes completes: each transfer ends through libcurl's own
  *      timeouts (CURLOPT_TIMEOUT_MS) or through abandonment; a libcurl failure of the multi
  *      handle itself fails every transfer in flight with -EIO.
- *  L3. A server is marked down at most once per failure period (mark_locked): failures of
- *      requests that were sent while it was already down do not stretch its back-off.
+ *  L3. Health follows answers, and only the prober turns a suspect server down: a transport
+ *      failure makes an up server suspect, the prober's failed probe makes it down, any
+ *      answer makes it up; failures of other requests sent while it is not up (forced, or
+ *      started before) change nothing (mark_locked).
+ *
+ * Health (the prober): a server that is not up is probed with a signed HEAD (any HTTP answer,
+ * a 404 or a 403 included, proves it is reachable) at once when it turns suspect, then every
+ * BC_PROBE_INTERVAL_NS with +-25 % jitter, by a thread of its own (probe_main) that sleeps
+ * while every server is up. So a server that answers again is back in use within about a
+ * second and a half, and ordinary requests never wait for a dead one. Changes of state are
+ * logged: down and back up at warning level, suspect at info.
  *
  * Only this file sees CURLcode; results are errno values.
  */
@@ -52,25 +60,37 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <curl/curl.h>
 
 #include "tessera/common.h"
+#include "tessera/proto.h"
 
 #define BC_BATCH_MAX 64 /* ops of a quorum batch */
-#define BC_BACKOFF_MIN_NS 1000000000ull
-#define BC_BACKOFF_MAX_NS 30000000000ull
+#define BC_PROBE_INTERVAL_NS 1000000000ull /* a server not up is probed this often */
+#define BC_PROBE_TIMEOUT_MS 2000
+#define BC_PROBE_KEY "tessera-probe"       /* need not exist: a 404 is an answer */
 #define BC_HOST_CONNS 16    /* connections per server */
 #define BC_TOTAL_CONNS 512  /* connections in all, and idle connections kept */
 #define BC_FREE_MAX 256     /* idle easy handles kept for reuse */
 #define BC_POLL_MAX_MS 1000 /* longest wait in curl_multi_poll */
+#define BC_ERR_DOC_MAX 1024 /* bytes of an error document kept, for its <Code> */
+/* A request a server answers with SlowDown is sent again, up to BC_SLOWDOWN_RETRIES times,
+ * after BC_SLOWDOWN_BASE_NS << try, plus up to as much again of jitter. */
+#define BC_SLOWDOWN_RETRIES 3
+#define BC_SLOWDOWN_BASE_NS 50000000ull
 
 struct bc_server {
 	uint16_t id;    /* immutable */
 	char *url;      /* immutable */
-	uint64_t down_until_ns; /* 0 = up; bc->lock */
-	uint64_t backoff_ns;    /* bc->lock */
+	/* bc->lock */
+	enum blockclient_health state;
+	uint64_t since_ns;      /* monotonic time of the last change of state */
+	int64_t since_s;        /* the same, wall clock */
+	int last_err;           /* the failure that made it suspect or down */
+	uint64_t probe_at_ns;   /* not up: when the prober sends the next probe */
 };
 
 struct bc_batch;
@@ -86,6 +106,14 @@ struct bc_xfer {
 	char range[64];
 	bool overflow;
 	size_t sent; /* PUT: bytes of head + body handed to curl */
+	/* An error answer: its S3 code (PROTO_ERROR_CODE_HEADER, else the document's <Code>). */
+	char err_code[PROTO_S3_CODE_MAX];
+	char err_doc[BC_ERR_DOC_MAX];
+	size_t err_doc_len;
+	/* SlowDown: the transfer is out of the multi handle (still in its batch) until retry_ns. */
+	unsigned tries;
+	bool waiting;
+	uint64_t retry_ns;
 };
 
 /* A caller's batch; lives on the caller's stack until `done`. */
@@ -99,6 +127,7 @@ struct bc_batch {
 	/* bc->lock */
 	struct bc_batch *next; /* submission queue */
 	bool done;
+	bool probe;            /* the prober's: a failure makes a suspect server down */
 	/* loop */
 	struct bc_batch *active_next, *active_prev;
 	struct bc_xfer *inflight;
@@ -124,6 +153,13 @@ struct blockclient {
 	struct bc_xfer *free_xfers;
 	unsigned n_free;
 	struct bc_batch *active;
+	unsigned n_waiting;   /* transfers waiting to be retried (SlowDown) */
+	uint64_t rng;         /* jitter of the retries */
+	/* the prober: bc->lock */
+	pthread_t probe_thread;
+	bool probe_started, probe_stop;
+	pthread_cond_t probe_cond; /* CLOCK_MONOTONIC */
+	uint64_t probe_rng;
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -134,6 +170,8 @@ static void curl_global(void)
 }
 
 static void *loop_main(void *arg);
+static int probe_start(struct blockclient *bc);
+static void set_state_locked(struct bc_server *s, enum blockclient_health st, uint64_t now);
 
 static int loop_start(struct blockclient *bc)
 {
@@ -143,6 +181,7 @@ static int loop_start(struct blockclient *bc)
 	bc->multi = curl_multi_init();
 	if (!bc->multi)
 		return -ENOMEM;
+	bc->rng = tclock_monotonic_ns() ^ (uint64_t)(uintptr_t)bc; /* clients do not retry in step */
 	long total = (long)TESSERA_MIN(bc->n * BC_HOST_CONNS, (size_t)BC_TOTAL_CONNS);
 	curl_multi_setopt(bc->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)BC_HOST_CONNS);
 	curl_multi_setopt(bc->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, total);
@@ -193,7 +232,11 @@ int blockclient_new(const struct blockclient_config *cfg, const uint16_t *ids,
 		if (l > 0 && bc->servers[i].url[l - 1] == '/')
 			bc->servers[i].url[l - 1] = '\0';
 	}
+	for (size_t i = 0; i < n; i++)
+		set_state_locked(&bc->servers[i], BLOCKCLIENT_UP, tclock_monotonic_ns());
 	r = loop_start(bc);
+	if (r == 0)
+		r = probe_start(bc);
 	if (r < 0)
 		goto fail;
 	*ret = bc;
@@ -217,6 +260,14 @@ void blockclient_free(struct blockclient *bc)
 {
 	if (!bc)
 		return;
+	if (bc->probe_started) { /* first: it runs batches on the loop */
+		pthread_mutex_lock(&bc->lock);
+		bc->probe_stop = true;
+		pthread_cond_signal(&bc->probe_cond);
+		pthread_mutex_unlock(&bc->lock);
+		pthread_join(bc->probe_thread, NULL);
+		pthread_cond_destroy(&bc->probe_cond);
+	}
 	if (bc->thread_started) {
 		pthread_mutex_lock(&bc->lock);
 		bc->stop = true;
@@ -256,29 +307,77 @@ bool blockclient_server_up(struct blockclient *bc, uint16_t id)
 
 	pthread_mutex_lock(&bc->lock);
 	struct bc_server *s = find_server(bc, id);
-	up = s && (s->down_until_ns == 0 || tclock_monotonic_ns() >= s->down_until_ns);
+	up = s && s->state == BLOCKCLIENT_UP;
 	pthread_mutex_unlock(&bc->lock);
 	return up;
 }
 
-static void mark_locked(struct bc_server *s, bool up)
+const char *blockclient_health_name(enum blockclient_health h)
 {
+	return h == BLOCKCLIENT_UP ? "up" : h == BLOCKCLIENT_SUSPECT ? "suspect" : "down";
+}
+
+int blockclient_health(struct blockclient *bc, uint16_t id, struct blockclient_health_info *ret)
+{
+	int r = -EINVAL;
+
+	pthread_mutex_lock(&bc->lock);
+	struct bc_server *s = find_server(bc, id);
+	if (s) {
+		ret->state = s->state;
+		ret->since_s = s->since_s;
+		ret->last_err = s->last_err;
+		r = 0;
+	}
+	pthread_mutex_unlock(&bc->lock);
+	return r;
+}
+
+/* 1 s +-25 %, so that clients started together do not probe in step. bc->lock held. */
+static uint64_t probe_delay_locked(struct blockclient *bc)
+{
+	bc->probe_rng = bc->probe_rng * 6364136223846793005ull + 1442695040888963407ull;
+	return BC_PROBE_INTERVAL_NS * 3 / 4 + (bc->probe_rng >> 33) % (BC_PROBE_INTERVAL_NS / 2);
+}
+
+static void set_state_locked(struct bc_server *s, enum blockclient_health st, uint64_t now)
+{
+	s->state = st;
+	s->since_ns = now;
+	s->since_s = (int64_t)time(NULL);
+}
+
+/* One request's verdict on a server (L3). err: the failure, for the log. */
+static void mark_locked(struct blockclient *bc, struct bc_server *s, bool up, int err, bool probe)
+{
+	uint64_t now = tclock_monotonic_ns();
+
 	if (up) {
-		if (s->down_until_ns)
-			tlog_debug("server %u is up again", s->id);
-		s->down_until_ns = 0;
-		s->backoff_ns = 0;
+		if (s->state == BLOCKCLIENT_DOWN)
+			tlog_warn("server %u (%s) answers again: back in use after %.1f s down",
+				  s->id, s->url, (double)(now - s->since_ns) / 1e9);
+		else if (s->state == BLOCKCLIENT_SUSPECT)
+			tlog_info("server %u (%s) answers: no longer suspect", s->id, s->url);
+		if (s->state != BLOCKCLIENT_UP)
+			set_state_locked(s, BLOCKCLIENT_UP, now);
 		return;
 	}
-	uint64_t now = tclock_monotonic_ns();
-	if (s->down_until_ns > now)
-		return; /* already backing off: failures of requests sent meanwhile (forced, or
-			   started before) say nothing new, and must not stretch the back-off (L3) */
-	s->backoff_ns = s->backoff_ns ? TESSERA_MIN(s->backoff_ns * 2, BC_BACKOFF_MAX_NS)
-				      : BC_BACKOFF_MIN_NS;
-	s->down_until_ns = now + s->backoff_ns;
-	tlog_debug("server %u marked down for %llu ms", s->id,
-		   (unsigned long long)(s->backoff_ns / 1000000));
+	if (s->state == BLOCKCLIENT_UP) {
+		tlog_info("server %u (%s) is suspect: %s", s->id, s->url, strerror(-err));
+		set_state_locked(s, BLOCKCLIENT_SUSPECT, now);
+		s->last_err = err;
+		s->probe_at_ns = now; /* probe it at once */
+		pthread_cond_signal(&bc->probe_cond);
+		return;
+	}
+	if (!probe)
+		return; /* sent while it was not up: says nothing new */
+	s->last_err = err;
+	s->probe_at_ns = now + probe_delay_locked(bc);
+	if (s->state == BLOCKCLIENT_SUSPECT) {
+		tlog_warn("server %u (%s) is down: %s", s->id, s->url, strerror(-err));
+		set_state_locked(s, BLOCKCLIENT_DOWN, now);
+	}
 }
 
 void blockclient_mark(struct blockclient *bc, uint16_t id, bool up)
@@ -286,11 +385,9 @@ void blockclient_mark(struct blockclient *bc, uint16_t id, bool up)
 	pthread_mutex_lock(&bc->lock);
 	struct bc_server *s = find_server(bc, id);
 	if (s)
-		mark_locked(s, up);
+		mark_locked(bc, s, up, -EIO, false);
 	pthread_mutex_unlock(&bc->lock);
 }
-
-/* ---------------------------------------------------------------- transfers (loop thread) */
 
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
@@ -298,12 +395,17 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 	struct blockclient_op *op = x->op;
 	size_t len = size * nmemb;
 
-	if (op->method != BC_GET)
-		return len; /* error documents and the like are discarded */
-	/* Only the body of a successful answer is data. */
+	/* Only the body of a successful GET is data; of an error document, the start is kept
+	 * for its code. */
 	long status = 0;
 	curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
-	if (status < 200 || status >= 300)
+	if (status < 200 || status >= 300) {
+		size_t keep = TESSERA_MIN(len, sizeof(x->err_doc) - x->err_doc_len);
+		memcpy(x->err_doc + x->err_doc_len, ptr, keep);
+		x->err_doc_len += keep;
+		return len;
+	}
+	if (op->method != BC_GET)
 		return len;
 	const char *p = ptr;
 	size_t left = len;
@@ -323,6 +425,28 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 	}
 	memcpy((char *)op->buf + at, p, left);
 	op->result_len += left;
+	return len;
+}
+
+/* Response headers: only the error code of blockd's error answers is wanted. */
+static size_t on_header(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	static const char name[] = PROTO_ERROR_CODE_HEADER ":";
+	struct bc_xfer *x = userdata;
+	size_t len = size * nmemb, n = sizeof(name) - 1;
+
+	if (len > n && strncasecmp(ptr, name, n) == 0) {
+		const char *v = ptr + n, *end = ptr + len;
+		while (v < end && (*v == ' ' || *v == '\t'))
+			v++;
+		size_t vlen = 0;
+		while (v + vlen < end && v[vlen] != '\r' && v[vlen] != '\n' && v[vlen] != ' ')
+			vlen++;
+		if (vlen < sizeof(x->err_code)) {
+			memcpy(x->err_code, v, vlen);
+			x->err_code[vlen] = '\0';
+		}
+	}
 	return len;
 }
 
@@ -370,22 +494,15 @@ static int map_curl(CURLcode rc)
 	}
 }
 
-static int map_status(long status)
+/* The result of an answer: by its S3 error code where it has one (proto's table). */
+static int map_status(struct bc_xfer *x, long status)
 {
 	if (status >= 200 && status < 300)
 		return 0;
-	switch (status) {
-	case 404:
-		return -ENOENT;
-	case 403:
-		return -EACCES;
-	case 507:
-		return -ENOSPC;
-	case 416:
-		return -ERANGE;
-	default:
-		return -EIO;
-	}
+	if (!x->err_code[0])
+		(void)proto_s3_error_code(x->err_doc, x->err_doc_len, x->err_code,
+					  sizeof(x->err_code));
+	return proto_s3_client_errno((unsigned)status, x->err_code);
 }
 
 /* Points a free easy handle at x->op. */
@@ -412,6 +529,8 @@ static int setup_easy(struct blockclient *bc, struct bc_xfer *x, const char *bas
 			 (long)(op->timeout_ms ? op->timeout_ms : bc->cfg.request_timeout_ms));
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, x);
 	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
 	x->headers = curl_slist_append(NULL, "x-amz-content-sha256: UNSIGNED-PAYLOAD");
@@ -476,6 +595,10 @@ static struct bc_xfer *xfer_get(struct blockclient *bc)
 	x->next = x->prev = NULL;
 	x->overflow = false;
 	x->sent = 0;
+	x->err_code[0] = '\0';
+	x->err_doc_len = 0;
+	x->tries = 0;
+	x->waiting = false;
 	return x;
 }
 
@@ -507,7 +630,7 @@ static void record_result(struct blockclient *bc, struct bc_xfer *x, CURLcode rc
 
 	if (rc == CURLE_OK) {
 		curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &op->http_status);
-		op->result = map_status(op->http_status);
+		op->result = map_status(x, op->http_status);
 		if (op->method == BC_HEAD && op->result == 0) {
 			curl_off_t cl = -1;
 			curl_easy_getinfo(x->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
@@ -519,7 +642,11 @@ static void record_result(struct blockclient *bc, struct bc_xfer *x, CURLcode rc
 	bool transport_failure = rc != CURLE_OK && !x->overflow;
 	tlog_debug("%s %s on server %u: %d (http %ld, curl %d)", method_name(op->method), op->key,
 		   op->server, op->result, op->http_status, (int)rc);
-	blockclient_mark(bc, op->server, !transport_failure);
+	pthread_mutex_lock(&bc->lock);
+	struct bc_server *s = find_server(bc, op->server);
+	if (s)
+		mark_locked(bc, s, !transport_failure, op->result, x->batch->probe);
+	pthread_mutex_unlock(&bc->lock);
 }
 
 /* Marks the batch done and wakes its caller; b must not be used afterwards (L1). */
@@ -542,7 +669,11 @@ static void xfer_retire(struct blockclient *bc, struct bc_xfer *x)
 {
 	struct bc_batch *b = x->batch;
 
-	curl_multi_remove_handle(bc->multi, x->easy);
+	if (x->waiting) {
+		x->waiting = false;
+		bc->n_waiting--;
+	}
+	curl_multi_remove_handle(bc->multi, x->easy); /* CURLM_OK also when deferred */
 	if (x->prev)
 		x->prev->next = x->next;
 	else
@@ -608,10 +739,70 @@ static void batch_abandon(struct blockclient *bc, struct bc_batch *b, int result
 		if (result == -ETIMEDOUT) {
 			tlog_debug("%s %s to server %u abandoned after the quorum",
 				   method_name(x->op->method), x->op->key, x->op->server);
-			blockclient_mark(bc, x->op->server, false);
+			pthread_mutex_lock(&bc->lock);
+			struct bc_server *s = find_server(bc, x->op->server);
+			if (s)
+				mark_locked(bc, s, false, result, b->probe);
+			pthread_mutex_unlock(&bc->lock);
 		}
 		xfer_retire(bc, x); /* the last one completes b */
 	}
+}
+
+/* A transfer answered SlowDown: out of the multi handle, to be sent again after a back-off
+ * (loop_retry()). Returns false when it has had its retries. */
+static bool xfer_defer(struct blockclient *bc, struct bc_xfer *x)
+{
+	if (x->op->result != -EAGAIN || x->tries >= BC_SLOWDOWN_RETRIES)
+		return false;
+	uint64_t base = BC_SLOWDOWN_BASE_NS << x->tries++;
+	bc->rng = bc->rng * 6364136223846793005ull + 1442695040888963407ull;
+	x->retry_ns = tclock_monotonic_ns() + base + (bc->rng >> 33) % base;
+	x->waiting = true;
+	bc->n_waiting++;
+	curl_multi_remove_handle(bc->multi, x->easy);
+	tlog_debug("%s %s on server %u: SlowDown, retry %u in %llu ms", method_name(x->op->method),
+		   x->op->key, x->op->server, x->tries,
+		   (unsigned long long)((x->retry_ns - tclock_monotonic_ns()) / 1000000));
+	return true;
+}
+
+/* Sends again the deferred transfers that are due. Returns the ns until the next one. */
+static uint64_t loop_retry(struct blockclient *bc)
+{
+	uint64_t now = tclock_monotonic_ns(), wait = UINT64_MAX;
+
+	if (bc->n_waiting == 0)
+		return wait;
+	for (struct bc_batch *b = bc->active, *bnext; b; b = bnext) {
+		bnext = b->active_next;
+		for (struct bc_xfer *x = b->inflight, *next; x; x = next) {
+			next = x->next;
+			if (!x->waiting)
+				continue;
+			if (now < x->retry_ns) {
+				wait = TESSERA_MIN(wait, x->retry_ns - now);
+				continue;
+			}
+			x->waiting = false;
+			bc->n_waiting--;
+			x->sent = 0;
+			x->overflow = false;
+			x->err_code[0] = '\0';
+			x->err_doc_len = 0;
+			x->op->result_len = 0;
+			x->op->http_status = 0;
+			x->op->result = -EINPROGRESS;
+			if (curl_multi_add_handle(bc->multi, x->easy) != CURLM_OK) {
+				x->op->result = -EIO;
+				bool last = b->pending == 1;
+				xfer_retire(bc, x);
+				if (last)
+					break; /* b completed */
+			}
+		}
+	}
+	return wait;
 }
 
 /* Records every finished transfer. */
@@ -629,7 +820,8 @@ static void loop_reap(struct blockclient *bc)
 		if (!x)
 			continue;
 		record_result(bc, x, rc);
-		xfer_retire(bc, x);
+		if (!xfer_defer(bc, x))
+			xfer_retire(bc, x);
 	}
 }
 
@@ -649,6 +841,7 @@ static int loop_expire(struct blockclient *bc)
 		else
 			wait = TESSERA_MIN(wait, b->deadline_ns - now);
 	}
+	wait = TESSERA_MIN(wait, loop_retry(bc));
 	return (int)((wait + 999999) / 1000000);
 }
 
@@ -692,14 +885,13 @@ static void *loop_main(void *arg)
 /* ---------------------------------------------------------------- batches (callers) */
 
 static int run_batch(struct blockclient *bc, struct blockclient_op *ops, size_t n, bool force,
-		     unsigned need, unsigned grace_ms)
+		     unsigned need, unsigned grace_ms, bool probe)
 {
 	struct bc_batch b;
 	size_t nsend = 0;
 	int ok = 0;
 
 	pthread_mutex_lock(&bc->lock);
-	uint64_t now = tclock_monotonic_ns();
 	for (size_t i = 0; i < n; i++) {
 		struct blockclient_op *op = &ops[i];
 		struct bc_server *s = find_server(bc, op->server);
@@ -707,7 +899,7 @@ static int run_batch(struct blockclient *bc, struct blockclient_op *ops, size_t 
 		op->result_len = 0;
 		if (!s) {
 			op->result = -EINVAL;
-		} else if (!force && s->down_until_ns && now < s->down_until_ns) {
+		} else if (!force && s->state != BLOCKCLIENT_UP) {
 			op->result = -EHOSTDOWN;
 		} else {
 			op->result = -EINPROGRESS; /* for the loop: send it */
@@ -721,6 +913,7 @@ static int run_batch(struct blockclient *bc, struct blockclient_op *ops, size_t 
 		b.ops = ops;
 		b.n = n;
 		b.need = need;
+		b.probe = probe;
 		b.grace_ns = (uint64_t)grace_ms * 1000000;
 		pthread_cond_init(&b.cond, NULL);
 		pthread_mutex_lock(&bc->lock);
@@ -743,28 +936,73 @@ static int run_batch(struct blockclient *bc, struct blockclient_op *ops, size_t 
 	return ok;
 }
 
-int blockclient_run(struct blockclient *bc, struct blockclient_op *ops, size_t n, bool force)
+/* The prober (L3): probes the servers that are not up when they are due, sleeps until the
+ * next one is (or until one turns suspect) otherwise. */
+static void *probe_main(void *arg)
 {
-	return run_batch(bc, ops, n, force, 0, 0);
+	struct blockclient *bc = arg;
+	struct blockclient_op *ops = calloc(bc->n, sizeof(*ops));
+
+	pthread_setname_np(pthread_self(), "tessera-bcprobe");
+	pthread_mutex_lock(&bc->lock);
+	while (!bc->probe_stop) {
+		uint64_t now = tclock_monotonic_ns(), next = UINT64_MAX;
+		size_t due = 0;
+		for (size_t i = 0; i < bc->n; i++) {
+			struct bc_server *s = &bc->servers[i];
+			if (s->state == BLOCKCLIENT_UP)
+				continue;
+			if (s->probe_at_ns <= now && ops)
+				ops[due++] = (struct blockclient_op){
+					.method = BC_HEAD, .server = s->id, .key = BC_PROBE_KEY,
+					.timeout_ms = TESSERA_MIN(BC_PROBE_TIMEOUT_MS,
+								  bc->cfg.request_timeout_ms) };
+			else
+				next = TESSERA_MIN(next, s->probe_at_ns);
+		}
+		if (due) {
+			pthread_mutex_unlock(&bc->lock);
+			run_batch(bc, ops, due, true, 0, 0, true);
+			pthread_mutex_lock(&bc->lock);
+			continue; /* the verdicts set the next probe times */
+		}
+		if (next == UINT64_MAX) {
+			pthread_cond_wait(&bc->probe_cond, &bc->lock);
+		} else {
+			struct timespec ts = { (time_t)(next / 1000000000ull),
+					       (long)(next % 1000000000ull) };
+			pthread_cond_timedwait(&bc->probe_cond, &bc->lock, &ts);
+		}
+	}
+	pthread_mutex_unlock(&bc->lock);
+	free(ops);
+	return NULL;
 }
 
-int blockclient_check_access(struct blockclient *bc, const uint16_t *ids, size_t n,
-			     const char *key, bool *refused)
+static int probe_start(struct blockclient *bc)
 {
-	struct blockclient_op *ops = calloc(n ? n : 1, sizeof(*ops));
-	int count = 0;
+	pthread_condattr_t ca;
+	sigset_t all, old;
+	int r;
 
-	if (!ops)
-		return -ENOMEM;
-	for (size_t i = 0; i < n; i++)
-		ops[i] = (struct blockclient_op){ .method = BC_HEAD, .server = ids[i], .key = key };
-	run_batch(bc, ops, n, true, 0, 0);
-	for (size_t i = 0; i < n; i++) {
-		refused[i] = ops[i].result == -EACCES;
-		count += refused[i];
-	}
-	free(ops);
-	return count;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&bc->probe_cond, &ca);
+	pthread_condattr_destroy(&ca);
+	bc->probe_rng = tclock_monotonic_ns() ^ ((uint64_t)(uintptr_t)bc << 1);
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old); /* signals go to the threads that wait for them */
+	r = pthread_create(&bc->probe_thread, NULL, probe_main, bc);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (r != 0)
+		return -r;
+	bc->probe_started = true;
+	return 0;
+}
+
+int blockclient_run(struct blockclient *bc, struct blockclient_op *ops, size_t n, bool force)
+{
+	return run_batch(bc, ops, n, force, 0, 0, false);
 }
 
 int blockclient_run_quorum(struct blockclient *bc, struct blockclient_op *ops, size_t n,
@@ -772,7 +1010,7 @@ int blockclient_run_quorum(struct blockclient *bc, struct blockclient_op *ops, s
 {
 	if (n > BC_BATCH_MAX)
 		return -EINVAL;
-	return run_batch(bc, ops, n, force, need, grace_ms);
+	return run_batch(bc, ops, n, force, need, grace_ms, false);
 }
 
 /* ---------------------------------------------------------------- listing */
@@ -801,62 +1039,22 @@ static int query_encode(char *out, size_t size, const char *s)
 	return (int)o;
 }
 
-/* Finds the text of the first <tag>...</tag> in [p, end), XML-unescaped into out.
- * Returns the text length, -ENOENT when absent, -EBADMSG when malformed or too long
- * (or size is 0). *ret_next (may be NULL) is set past the closing tag. */
-static int xml_text(const char *p, const char *end, const char *tag, char *out, size_t size,
-		    const char **ret_next)
+/* Collects the entries of one listing page into the caller's array. */
+struct list_ctx {
+	struct blockclient_object *objs;
+	size_t max, n;
+};
+
+static int list_entry(void *ctx, const char *key, uint64_t size, int64_t mtime_s)
 {
-	char open[48], close[48];
-	size_t o = 0;
+	struct list_ctx *l = ctx;
 
-	snprintf(open, sizeof(open), "<%s>", tag);
-	snprintf(close, sizeof(close), "</%s>", tag);
-	const char *a = memmem(p, (size_t)(end - p), open, strlen(open));
-	if (!a)
-		return -ENOENT;
-	a += strlen(open);
-	const char *b = memmem(a, (size_t)(end - a), close, strlen(close));
-	if (!b || size == 0)
+	if (l->n >= l->max || strlen(key) >= sizeof(l->objs[0].key))
 		return -EBADMSG;
-	while (a < b) {
-		char c = *a++;
-		if (c == '&') {
-			static const struct { const char *name; char c; } ents[] = {
-				{ "amp;", '&' }, { "lt;", '<' }, { "gt;", '>' },
-				{ "quot;", '"' }, { "apos;", '\'' },
-			};
-			size_t i;
-			for (i = 0; i < TESSERA_ARRAY_SIZE(ents); i++) {
-				size_t l = strlen(ents[i].name);
-				if ((size_t)(b - a) >= l && memcmp(a, ents[i].name, l) == 0) {
-					c = ents[i].c;
-					a += l;
-					break;
-				}
-			}
-			if (i == TESSERA_ARRAY_SIZE(ents))
-				return -EBADMSG;
-		}
-		if (o + 1 >= size)
-			return -EBADMSG;
-		out[o++] = c;
-	}
-	out[o] = '\0';
-	if (ret_next)
-		*ret_next = b + strlen(close);
-	return (int)o;
-}
-
-/* "2026-11-27T08:33:12.000Z" to seconds since the epoch. */
-static int parse_iso_date(const char *s, int64_t *ret)
-{
-	struct tm tm = { 0 };
-	const char *e = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-
-	if (!e)
-		return -EBADMSG;
-	*ret = (int64_t)timegm(&tm);
+	struct blockclient_object *o = &l->objs[l->n++];
+	strcpy(o->key, key);
+	o->size = size;
+	o->mtime_s = mtime_s;
 	return 0;
 }
 
@@ -865,8 +1063,8 @@ int blockclient_list(struct blockclient *bc, uint16_t server, const char *prefix
 		     size_t *ret_n, char *next_token, size_t token_size)
 {
 	char eprefix[3 * BLOCKCLIENT_LIST_KEY_MAX + 1], etoken[3 * BLOCKCLIENT_LIST_KEY_MAX + 1];
-	char *query = NULL, *body = NULL, num[32];
-	size_t n = 0, qsize;
+	char *query = NULL, *body = NULL;
+	size_t qsize;
 	int r;
 
 	if (!objs || max == 0 || max > BLOCKCLIENT_LIST_MAX_KEYS || !next_token || token_size == 0)
@@ -895,60 +1093,10 @@ int blockclient_list(struct blockclient *bc, uint16_t server, const char *prefix
 		r = op.result;
 		goto out;
 	}
-	body[op.result_len] = '\0';
-	const char *p = body, *end = body + op.result_len;
-	if (!memmem(p, op.result_len, "<ListBucketResult", 17)) {
-		r = -EBADMSG;
-		goto out;
-	}
-	for (;;) {
-		const char *c0 = memmem(p, (size_t)(end - p), "<Contents>", 10);
-		if (!c0)
-			break;
-		const char *c1 = memmem(c0, (size_t)(end - c0), "</Contents>", 11);
-		if (!c1 || n >= max) {
-			r = -EBADMSG;
-			goto out;
-		}
-		struct blockclient_object *o = &objs[n];
-		if (xml_text(c0, c1, "Key", o->key, sizeof(o->key), NULL) <= 0 ||
-		    xml_text(c0, c1, "Size", num, sizeof(num), NULL) <= 0) {
-			r = -EBADMSG;
-			goto out;
-		}
-		char *e;
-		errno = 0;
-		o->size = strtoull(num, &e, 10);
-		if (*e || errno) {
-			r = -EBADMSG;
-			goto out;
-		}
-		char date[64];
-		if (xml_text(c0, c1, "LastModified", date, sizeof(date), NULL) <= 0 ||
-		    parse_iso_date(date, &o->mtime_s) < 0) {
-			r = -EBADMSG;
-			goto out;
-		}
-		n++;
-		p = c1 + 11;
-	}
-	char trunc[16] = "";
-	next_token[0] = '\0';
-	if (xml_text(body, end, "IsTruncated", trunc, sizeof(trunc), NULL) > 0 &&
-	    strcmp(trunc, "true") == 0) {
-		r = xml_text(body, end, "NextContinuationToken", next_token, token_size, NULL);
-		if (r == -EBADMSG && token_size <= BLOCKCLIENT_LIST_KEY_MAX) {
-			r = -ENAMETOOLONG;
-			goto out;
-		}
-		if (r <= 0) {
-			next_token[0] = '\0';
-			r = -EBADMSG;
-			goto out;
-		}
-	}
-	r = 0;
-	*ret_n = n;
+	struct list_ctx l = { .objs = objs, .max = max };
+	r = proto_s3_list_parse(body, op.result_len, list_entry, &l, next_token, token_size);
+	if (r == 0)
+		*ret_n = l.n;
 out:
 	free(query);
 	free(body);

@@ -1,6 +1,7 @@
 /*
- * blockd internals: the object store (store.c) and the errno -> S3 error table (errors.c),
- * used by the HTTP front end (server.c).
+ * blockd internals: the object store (store.c, listings in store_list.c), used by the HTTP
+ * front end (server*.c, server_int.h). The errno -> S3 error table is proto's
+ * (proto_s3_error_by_errno()).
  */
 #ifndef TESSERA_BLOCKD_INT_H
 #define TESSERA_BLOCKD_INT_H
@@ -19,6 +20,7 @@
 /* ---------------------------------------------------------------- store */
 
 #define BD_LOCK_STRIPES 64
+#define BD_LIST_MAX_DEPTH (PROTO_KEY_MAX / 2 + 2) /* directory levels below a bucket */
 #define BD_DSYNC_SLOTS 64
 #define BD_ETAG_XATTR "user.tessera.etag"
 #define BD_ETAG_MAX 40          /* longest ETag kept (without quotes, with NUL) */
@@ -157,7 +159,10 @@ int bd_store_bucket_create(struct bd_store *s, const char *bucket);
 /* 0 when the bucket directory exists in some data directory, else -ENXIO. */
 int bd_store_bucket_exists(struct bd_store *s, const char *bucket);
 
-/* Lists keys of bucket that start with prefix and sort after start_after (may be ""), in
+/* a/b/c (c may be NULL: a/b) into out. Returns 0 or -ENAMETOOLONG. */
+int bd_path_join(char *out, size_t size, const char *a, const char *b, const char *c);
+
+/* Lists keys of bucket that start with prefix (store_list.c) and sort after start_after (may be ""), in
  * byte order, at most max_keys. keys receives malloc'd strings (free each and the array). */
 struct bd_list_entry {
 	char *key;
@@ -168,27 +173,6 @@ int bd_store_list(struct bd_store *s, const char *bucket, const char *prefix,
 		  const char *start_after, unsigned max_keys, struct bd_list_entry **ret,
 		  unsigned *ret_n, bool *ret_truncated);
 void bd_list_free(struct bd_list_entry *e, unsigned n);
-
-/* ---------------------------------------------------------------- errors */
-
-struct bd_error {
-	int err;              /* positive errno */
-	unsigned status;      /* HTTP status */
-	const char *code;     /* S3 error code */
-	const char *message;  /* default client-facing message */
-};
-
-/* The one errno -> (HTTP status, S3 code) table. Unknown errnos map to 500 InternalError. */
-const struct bd_error *bd_error_lookup(int err);
-
-/* Extra errnos the front end uses for S3 conditions errno has no name for. */
-#define BD_ENOBUCKET ENXIO          /* NoSuchBucket */
-#define BD_EAUTHMALFORMED EPROTO    /* AuthorizationHeaderMalformed */
-#define BD_ENOTIMPL ENOSYS          /* NotImplemented */
-#define BD_EINCOMPLETE EMSGSIZE     /* IncompleteBody */
-#define BD_EBADDIGEST EBADE         /* BadDigest: Content-MD5 or x-amz-checksum-* mismatch */
-#define BD_EINVALDIGEST EBADR       /* InvalidDigest: a digest header that is not valid */
-#define BD_ENOLENGTH ENODATA        /* MissingContentLength */
 
 /* Request header of a PUT: "no-md5" lets the ETag be a unique tag instead of the MD5. */
 #define BD_ETAG_HEADER "x-tessera-etag"

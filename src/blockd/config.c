@@ -23,6 +23,7 @@ void blockd_config_defaults(struct blockd_config *cfg)
 	cfg->max_object_size = BLOCKD_DEFAULT_MAX_OBJECT;
 	cfg->max_connections = 512;
 	cfg->connection_timeout_s = 60;
+	cfg->body_timeout_s = 120;
 }
 
 static bool key_ok(const char *k)

@@ -37,6 +37,7 @@ static const char usage_text[] =
 	"  -s, --max-object-size SIZE  largest object accepted (default 64M)\n"
 	"  -m, --max-connections N     concurrent connections (default 512)\n"
 	"  -t, --connection-timeout S  idle connection timeout in seconds (default 60)\n"
+	"  -B, --body-timeout S        a PUT body must arrive within S seconds (default 120)\n"
 	"  -T, --threads N             event-loop threads (default one per CPU, at most 64)\n"
 	"  -h, --help                  show this help\n"
 	"  -V, --version               show the version\n"
@@ -84,8 +85,7 @@ static int parse_listen(const char *s, struct blockd_config *cfg)
 	const char *colon = strrchr(s, ':');
 	const char *host = s;
 	size_t hlen;
-	char *end;
-	unsigned long port;
+	uint64_t port;
 
 	if (!colon)
 		return -EINVAL;
@@ -96,9 +96,7 @@ static int parse_listen(const char *s, struct blockd_config *cfg)
 	}
 	if (hlen == 0 || hlen >= sizeof(cfg->listen_addr))
 		return -EINVAL;
-	errno = 0;
-	port = strtoul(colon + 1, &end, 10);
-	if (errno || !colon[1] || *end || port > 65535)
+	if (tparse_uint(colon + 1, 0, 65535, &port) < 0)
 		return -EINVAL;
 	memcpy(cfg->listen_addr, host, hlen);
 	cfg->listen_addr[hlen] = '\0';
@@ -106,17 +104,15 @@ static int parse_listen(const char *s, struct blockd_config *cfg)
 	return 0;
 }
 
+/* A count or a number of seconds, 1 to max (tparse_uint()). */
 static int parse_uint(const char *s, unsigned max, unsigned *ret)
 {
-	char *end;
-	unsigned long v;
+	uint64_t v;
+	int r = tparse_uint(s, 1, max, &v);
 
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno || !*s || *end || v == 0 || v > max)
-		return -EINVAL;
-	*ret = (unsigned)v;
-	return 0;
+	if (r == 0)
+		*ret = (unsigned)v;
+	return r;
 }
 
 int main(int argc, char **argv)
@@ -130,6 +126,7 @@ int main(int argc, char **argv)
 		{ "max-object-size", required_argument, NULL, 's' },
 		{ "max-connections", required_argument, NULL, 'm' },
 		{ "connection-timeout", required_argument, NULL, 't' },
+		{ "body-timeout", required_argument, NULL, 'B' },
 		{ "threads", required_argument, NULL, 'T' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -148,7 +145,7 @@ int main(int argc, char **argv)
 	cfg.listen_port = 9000;
 	cfg.on_request = log_request;
 
-	while ((c = getopt_long(argc, argv, "d:l:p:c:r:s:m:t:T:hV", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "d:l:p:c:r:s:m:t:B:T:hV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'd':
 			if (cfg.n_dirs >= BLOCKD_MAX_DIRS)
@@ -201,6 +198,11 @@ int main(int argc, char **argv)
 			if (parse_uint(optarg, 86400, &cfg.connection_timeout_s) < 0)
 				return usage_error("invalid number of seconds '%s' for "
 						   "--connection-timeout", optarg);
+			break;
+		case 'B':
+			if (parse_uint(optarg, 86400, &cfg.body_timeout_s) < 0)
+				return usage_error("invalid number of seconds '%s' for "
+						   "--body-timeout", optarg);
 			break;
 		case 'T':
 			if (parse_uint(optarg, 64, &cfg.threads) < 0)

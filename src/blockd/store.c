@@ -76,12 +76,11 @@
 
 #include "tessera/common.h"
 
-#define BD_LIST_MAX_DEPTH (PROTO_KEY_MAX / 2 + 2)
 #define BD_WRITEBACK_STEP (256u << 10)
 
 /* ---------------------------------------------------------------- helpers */
 
-static int path_join(char *out, size_t size, const char *a, const char *b, const char *c)
+int bd_path_join(char *out, size_t size, const char *a, const char *b, const char *c)
 {
 	int n = c ? snprintf(out, size, "%s/%s/%s", a, b, c) : snprintf(out, size, "%s/%s", a, b);
 
@@ -93,7 +92,7 @@ static int path_join(char *out, size_t size, const char *a, const char *b, const
 static int obj_path(const struct bd_store *s, unsigned dir, const char *bucket, const char *key,
 		    char out[PATH_MAX])
 {
-	return path_join(out, PATH_MAX, s->dirs[dir].objects, bucket, key);
+	return bd_path_join(out, PATH_MAX, s->dirs[dir].objects, bucket, key);
 }
 
 static uint32_t fnv1a(const char *str, uint32_t h);
@@ -319,7 +318,7 @@ static int aside_link(struct bd_store *s, unsigned dir, const char *path, char r
 		return r;
 	thex_encode(rnd, sizeof(rnd), name);
 	strcat(name, ".old");
-	if ((r = path_join(ret_aside, PATH_MAX, s->dirs[dir].tmp, name, NULL)) < 0)
+	if ((r = bd_path_join(ret_aside, PATH_MAX, s->dirs[dir].tmp, name, NULL)) < 0)
 		return r;
 	if (link(path, ret_aside) < 0)
 		return -errno;
@@ -468,7 +467,7 @@ static bool probe_xattr(const char *dir)
 	bool ok;
 	int fd;
 
-	if (path_join(path, sizeof(path), dir, "xattr-probe", NULL) < 0)
+	if (bd_path_join(path, sizeof(path), dir, "xattr-probe", NULL) < 0)
 		return false;
 	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0)
@@ -540,8 +539,8 @@ int bd_store_open(struct bd_store *s, const char (*dirs)[4096], unsigned n_dirs,
 		memcpy(d->root, dirs[i], len + 1);
 		while (len > 1 && d->root[len - 1] == '/')
 			d->root[--len] = '\0';
-		if ((r = path_join(d->objects, sizeof(d->objects), d->root, "objects", NULL)) < 0 ||
-		    (r = path_join(d->tmp, sizeof(d->tmp), d->root, "tmp", NULL)) < 0)
+		if ((r = bd_path_join(d->objects, sizeof(d->objects), d->root, "objects", NULL)) < 0 ||
+		    (r = bd_path_join(d->tmp, sizeof(d->tmp), d->root, "tmp", NULL)) < 0)
 			goto fail;
 		if ((r = mkdir_durable(d->root, 0755)) < 0 ||
 		    (r = tmkdir_p(d->objects, 0755)) < 0 || (r = tmkdir_p(d->tmp, 0700)) < 0 ||
@@ -719,7 +718,7 @@ int bd_put_begin(struct bd_store *s, const char *bucket, const char *key,
 		return r;
 	thex_encode(rnd, sizeof(rnd), name);
 	strcat(name, ".tmp");
-	if ((r = path_join(p->tmp_path, sizeof(p->tmp_path), s->dirs[p->dir].tmp, name, NULL)) < 0)
+	if ((r = bd_path_join(p->tmp_path, sizeof(p->tmp_path), s->dirs[p->dir].tmp, name, NULL)) < 0)
 		return r;
 	/* Without an xattr to keep another tag in, the ETag must be the MD5 (bd_store_get()
 	 * computes it again from the content). */
@@ -992,10 +991,10 @@ int bd_store_bucket_exists(struct bd_store *s, const char *bucket)
 	struct stat st;
 
 	for (unsigned i = 0; i < s->n_dirs; i++)
-		if (path_join(path, sizeof(path), s->dirs[i].objects, bucket, NULL) == 0 &&
+		if (bd_path_join(path, sizeof(path), s->dirs[i].objects, bucket, NULL) == 0 &&
 		    stat(path, &st) == 0 && S_ISDIR(st.st_mode))
 			return 0;
-	return -BD_ENOBUCKET;
+	return -PROTO_ENOBUCKET;
 }
 
 int bd_store_bucket_create(struct bd_store *s, const char *bucket)
@@ -1004,7 +1003,7 @@ int bd_store_bucket_create(struct bd_store *s, const char *bucket)
 	int r;
 
 	for (unsigned i = 0; i < s->n_dirs; i++) {
-		if ((r = path_join(path, sizeof(path), s->dirs[i].objects, bucket, NULL)) < 0)
+		if ((r = bd_path_join(path, sizeof(path), s->dirs[i].objects, bucket, NULL)) < 0)
 			return r;
 		if (mkdir(path, 0755) == 0) {
 			if ((r = tfsync_dir(s->dirs[i].objects)) < 0)
@@ -1056,7 +1055,7 @@ int bd_store_get(struct bd_store *s, const char *bucket, const char *key, struct
 	if (best.fd < 0) {
 		if (err)
 			return err;
-		return bd_store_bucket_exists(s, bucket) < 0 ? -BD_ENOBUCKET : -ENOENT;
+		return bd_store_bucket_exists(s, bucket) < 0 ? -PROTO_ENOBUCKET : -ENOENT;
 	}
 	ssize_t n = fgetxattr(best.fd, BD_ETAG_XATTR, best.etag, sizeof(best.etag) - 1);
 	best.etag[n > 0 ? n : 0] = '\0';
@@ -1078,7 +1077,7 @@ int bd_store_delete(struct bd_store *s, const char *bucket, const char *key)
 	pthread_mutex_lock(lock);
 	for (unsigned i = 0; i < s->n_dirs; i++) {
 		if ((r = obj_path(s, i, bucket, key, path)) < 0 ||
-		    (r = path_join(stop, sizeof(stop), s->dirs[i].objects, bucket, NULL)) < 0)
+		    (r = bd_path_join(stop, sizeof(stop), s->dirs[i].objects, bucket, NULL)) < 0)
 			break;
 		struct stat st;
 		if (lstat(path, &st) < 0) {
@@ -1105,179 +1104,5 @@ int bd_store_delete(struct bd_store *s, const char *bucket, const char *key)
 	if (removed)
 		s->objects--;
 	pthread_mutex_unlock(lock);
-	return r;
-}
-
-/* ---------------------------------------------------------------- list */
-
-struct list_state {
-	const char *prefix;
-	const char *start_after;
-	unsigned want;          /* max_keys + 1: one more tells whether the list is truncated */
-	struct bd_list_entry *e;
-	unsigned n;
-	char rel[PROTO_KEY_MAX + 2];
-};
-
-/* A directory entry; directories sort as "name/", so that a depth-first walk in this
- * order yields keys in byte order ("a-c" < "a/b" because '-' < '/'). */
-struct name_ent {
-	char name[257]; /* with a trailing '/' for directories */
-	bool dir;
-};
-
-static int name_ent_cmp(const void *a, const void *b)
-{
-	return strcmp(((const struct name_ent *)a)->name, ((const struct name_ent *)b)->name);
-}
-
-static bool has_prefix(const char *s, const char *p)
-{
-	return strncmp(s, p, strlen(p)) == 0;
-}
-
-static int list_walk(int fd, struct list_state *st, size_t rel_len, unsigned depth)
-{
-	DIR *d = fdopendir(fd);
-	struct name_ent *ents = NULL;
-	size_t n = 0, cap = 0;
-	struct dirent *de;
-	int r = 0;
-
-	if (!d) {
-		close(fd);
-		return -errno;
-	}
-	while ((de = readdir(d)) != NULL) {
-		struct stat sb;
-		size_t nl = strlen(de->d_name);
-
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
-		    nl >= sizeof(ents[0].name) - 1 || rel_len + nl + 1 > PROTO_KEY_MAX)
-			continue;
-		if (fstatat(dirfd(d), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0 ||
-		    !(S_ISREG(sb.st_mode) || S_ISDIR(sb.st_mode)))
-			continue;
-		struct name_ent *ne = tgrow(ents, &cap, n + 1, sizeof(*ents), 64);
-		if (!ne) {
-			r = -ENOMEM;
-			goto out;
-		}
-		ents = ne;
-		memcpy(ents[n].name, de->d_name, nl + 1);
-		ents[n].dir = S_ISDIR(sb.st_mode);
-		if (ents[n].dir)
-			strcat(ents[n].name, "/");
-		n++;
-	}
-	qsort(ents, n, sizeof(*ents), name_ent_cmp);
-	for (size_t i = 0; i < n && st->n < st->want; i++) {
-		size_t nl = strlen(ents[i].name) - (ents[i].dir ? 1 : 0);
-		char *rel = st->rel;
-
-		memcpy(rel + rel_len, ents[i].name, nl + 1 + (ents[i].dir ? 1 : 0));
-		if (ents[i].dir) {
-			if (depth >= BD_LIST_MAX_DEPTH)
-				continue;
-			ents[i].name[nl] = '\0';
-			/* Descend only where the prefix and start_after allow a match. */
-			if (!has_prefix(rel, st->prefix) && !has_prefix(st->prefix, rel))
-				continue;
-			if (!has_prefix(st->start_after, rel) && strcmp(rel, st->start_after) < 0)
-				continue;
-			int sub = openat(dirfd(d), ents[i].name,
-					 O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			if (sub < 0)
-				continue;
-			if ((r = list_walk(sub, st, rel_len + nl + 1, depth + 1)) < 0)
-				goto out;
-		} else {
-			struct stat sb;
-			if (!has_prefix(rel, st->prefix) || strcmp(rel, st->start_after) <= 0)
-				continue;
-			if (proto_key_validate(rel, rel_len + nl) < 0 ||
-			    fstatat(dirfd(d), ents[i].name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
-				continue;
-			char *k = strdup(rel);
-			if (!k) {
-				r = -ENOMEM;
-				goto out;
-			}
-			st->e[st->n].key = k;
-			st->e[st->n].size = (uint64_t)sb.st_size;
-			st->e[st->n].mtime_s = sb.st_mtim.tv_sec;
-			st->n++;
-		}
-	}
-out:
-	st->rel[rel_len] = '\0';
-	free(ents);
-	closedir(d);
-	return r;
-}
-
-static int list_entry_cmp(const void *a, const void *b)
-{
-	return strcmp(((const struct bd_list_entry *)a)->key, ((const struct bd_list_entry *)b)->key);
-}
-
-void bd_list_free(struct bd_list_entry *e, unsigned n)
-{
-	for (unsigned i = 0; e && i < n; i++)
-		free(e[i].key);
-	free(e);
-}
-
-int bd_store_list(struct bd_store *s, const char *bucket, const char *prefix,
-		  const char *start_after, unsigned max_keys, struct bd_list_entry **ret,
-		  unsigned *ret_n, bool *ret_truncated)
-{
-	struct bd_list_entry *all = NULL;
-	unsigned n_all = 0, n_out = 0;
-	bool found_bucket = false;
-	char path[PATH_MAX];
-	int r = 0;
-
-	all = calloc((size_t)s->n_dirs * (max_keys + 1) + 1, sizeof(*all));
-	if (!all)
-		return -ENOMEM;
-	for (unsigned i = 0; i < s->n_dirs; i++) {
-		struct list_state st = { .prefix = prefix, .start_after = start_after,
-					 .want = max_keys + 1, .e = all + n_all };
-		if ((r = path_join(path, sizeof(path), s->dirs[i].objects, bucket, NULL)) < 0)
-			goto out;
-		int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (fd < 0) {
-			if (errno == ENOENT)
-				continue;
-			r = -errno;
-			goto out;
-		}
-		found_bucket = true;
-		r = list_walk(fd, &st, 0, 0);
-		n_all += st.n;
-		if (r < 0)
-			goto out;
-	}
-	if (!found_bucket) {
-		r = -BD_ENOBUCKET;
-		goto out;
-	}
-	qsort(all, n_all, sizeof(*all), list_entry_cmp);
-	for (unsigned i = 0; i < n_all; i++) {
-		if (n_out > 0 && strcmp(all[n_out - 1].key, all[i].key) == 0) {
-			free(all[i].key); /* crash leftover copy in a second directory */
-			continue;
-		}
-		all[n_out++] = all[i];
-	}
-	*ret_truncated = n_out > max_keys;
-	for (unsigned i = max_keys; i < n_out; i++)
-		free(all[i].key);
-	*ret_n = TESSERA_MIN(n_out, max_keys);
-	*ret = all;
-	return 0;
-out:
-	bd_list_free(all, n_all);
 	return r;
 }

@@ -32,6 +32,20 @@ bool blockstore_server_up(struct blockstore *bs, uint16_t id)
 	return bs->ops->server_up(bs, id);
 }
 
+int blockstore_health(struct blockstore *bs, uint16_t id, struct blockclient_health_info *ret)
+{
+	return bs->ops->health(bs, id, ret);
+}
+
+bool blockstore_worth_trying(struct blockstore *bs, uint16_t id)
+{
+	struct blockclient_health_info h;
+
+	if (blockstore_health(bs, id, &h) < 0)
+		return false;
+	return h.state != BLOCKCLIENT_DOWN || h.last_err == -ECONNREFUSED;
+}
+
 void blockstore_mark(struct blockstore *bs, uint16_t id, bool up)
 {
 	bs->ops->mark(bs, id, up);
@@ -44,7 +58,7 @@ void blockstore_free(struct blockstore *bs)
 }
 
 int blockstore_check_access(struct blockstore *bs, const uint16_t *ids, size_t n, const char *key,
-			    bool *refused)
+			    int *refusal)
 {
 	struct blockclient_op *ops = calloc(n ? n : 1, sizeof(*ops));
 	int count = 0;
@@ -55,11 +69,20 @@ int blockstore_check_access(struct blockstore *bs, const uint16_t *ids, size_t n
 		ops[i] = (struct blockclient_op){ .method = BC_HEAD, .server = ids[i], .key = key };
 	blockstore_run(bs, ops, n, true);
 	for (size_t i = 0; i < n; i++) {
-		refused[i] = ops[i].result == -EACCES;
-		count += refused[i];
+		int r = ops[i].result;
+		refusal[i] = r == -EACCES || r == -ETIME ? r : 0;
+		count += refusal[i] != 0;
 	}
 	free(ops);
 	return count;
+}
+
+const char *blockstore_refusal_str(int refusal)
+{
+	if (refusal == -ETIME)
+		return "refuses the requests' time: its clock and this machine's differ by more "
+		       "than 15 minutes";
+	return "refuses the filesystem's access key";
 }
 
 #define STATUS_DOC_MAX 16384
@@ -134,6 +157,11 @@ static bool client_server_up(struct blockstore *bs, uint16_t id)
 	return blockclient_server_up(client_of(bs), id);
 }
 
+static int client_health(struct blockstore *bs, uint16_t id, struct blockclient_health_info *ret)
+{
+	return blockclient_health(client_of(bs), id, ret);
+}
+
 static void client_mark(struct blockstore *bs, uint16_t id, bool up)
 {
 	blockclient_mark(client_of(bs), id, up);
@@ -150,6 +178,7 @@ static const struct blockstore_ops client_ops = {
 	.run_quorum = client_run_quorum,
 	.list = client_list,
 	.server_up = client_server_up,
+	.health = client_health,
 	.mark = client_mark,
 	.free = client_free,
 };

@@ -48,6 +48,8 @@ struct mserver {
 	size_t n, cap;
 	struct memstore_faults f;
 	uint64_t down_until_ns;   /* the client's view: in back-off until then */
+	int64_t since_s;          /* when the view last changed */
+	int last_err;             /* the failure that started the back-off */
 	uint64_t flips;           /* in-transit flips done, for the byte position */
 };
 
@@ -227,11 +229,15 @@ static void record_health(struct memstore *ms, struct mserver *s, int r)
 	uint64_t now = tclock_monotonic_ns();
 
 	if (!transport_error(r)) {
+		if (s->down_until_ns)
+			s->since_s = (int64_t)time(NULL);
 		s->down_until_ns = 0;
 		return;
 	}
 	if (s->down_until_ns && now < s->down_until_ns)
 		return; /* already down: not extended */
+	s->since_s = (int64_t)time(NULL);
+	s->last_err = r;
 	s->down_until_ns = now + (uint64_t)ms->backoff_ms * 1000000u;
 	if (!s->down_until_ns)
 		s->down_until_ns = 1;
@@ -555,6 +561,25 @@ static bool ms_server_up(struct blockstore *bs, uint16_t id)
 	return up;
 }
 
+/* The memstore's model of health is the back-off alone: down while in it, else up. */
+static int ms_health(struct blockstore *bs, uint16_t id, struct blockclient_health_info *ret)
+{
+	struct memstore *ms = ms_of(bs);
+	int r = -EINVAL;
+
+	pthread_mutex_lock(&ms->lock);
+	struct mserver *s = find_server(ms, id);
+	if (s) {
+		bool down = s->down_until_ns && tclock_monotonic_ns() < s->down_until_ns;
+		ret->state = down ? BLOCKCLIENT_DOWN : BLOCKCLIENT_UP;
+		ret->since_s = s->since_s;
+		ret->last_err = s->last_err;
+		r = 0;
+	}
+	pthread_mutex_unlock(&ms->lock);
+	return r;
+}
+
 static void ms_mark(struct blockstore *bs, uint16_t id, bool up)
 {
 	struct memstore *ms = ms_of(bs);
@@ -588,6 +613,7 @@ static const struct blockstore_ops memstore_ops = {
 	.run_quorum = ms_run_quorum,
 	.list = ms_list,
 	.server_up = ms_server_up,
+	.health = ms_health,
 	.mark = ms_mark,
 	.free = ms_free,
 };

@@ -408,7 +408,7 @@ int tparse_u64(const char *s, const char **end, uint64_t *ret)
 	errno = 0;
 	v = strtoull(s, &e, 10);
 	if (errno)
-		return -EINVAL;
+		return -ERANGE;
 	*ret = v;
 	*end = e;
 	return 0;
@@ -426,12 +426,28 @@ int tparse_i64(const char *s, const char **end, int64_t *ret)
 	return 0;
 }
 
+int thex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
 int tparse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *ret)
 {
 	const char *end;
 	uint64_t v;
 
-	if (!s || tparse_u64(s, &end, &v) < 0 || *end)
+	if (!s)
+		return -EINVAL;
+	int r = tparse_u64(s, &end, &v);
+	if (r < 0)
+		return r;
+	if (*end)
 		return -EINVAL;
 	if (v < min || v > max)
 		return -ERANGE;

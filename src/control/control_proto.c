@@ -142,17 +142,6 @@ int control_stats_encode(const struct scrub_stats *st, char *out, size_t size)
 
 /* ---------------------------------------------------------------- decoding */
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
-}
-
 int control_tokenize(char *line, char **tok)
 {
 	int n = 0;
@@ -196,7 +185,7 @@ int control_tok_str(char *t, const char **ret)
 	*ret = w = t;
 	for (char *p = t + 1; *p;) {
 		if (*p == '%') {
-			int hi = hexval(p[1]), lo = hi < 0 ? -1 : hexval(p[2]);
+			int hi = thex_digit(p[1]), lo = hi < 0 ? -1 : thex_digit(p[2]);
 			if (lo < 0 || (hi == 0 && lo == 0))
 				return -EPROTO;
 			*w++ = (char)(hi << 4 | lo);

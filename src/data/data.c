@@ -355,10 +355,10 @@ static void *gc_main(void *arg)
 
 /* ---------------------------------------------------------------- statfs */
 
-int data_check_access(struct data *d, uint16_t *bad, size_t bad_size, size_t *ret_n)
+int data_check_access(struct data *d, uint16_t *bad, int *why, size_t bad_size, size_t *ret_n)
 {
 	uint16_t ids[META_MAX_SERVERS];
-	bool refused[META_MAX_SERVERS];
+	int refused[META_MAX_SERVERS];
 	char key[PROTO_KEY_MAX];
 	size_t n = 0;
 	int r;
@@ -370,9 +370,13 @@ int data_check_access(struct data *d, uint16_t *bad, size_t bad_size, size_t *re
 	if (r < 0)
 		return r;
 	for (size_t i = 0; i < d->ss.n; i++) {
-		if (refused[i] && n < bad_size)
+		if (!refused[i])
+			continue;
+		if (n < bad_size) {
 			bad[n] = ids[i];
-		n += refused[i];
+			why[n] = refused[i];
+		}
+		n++;
 	}
 	*ret_n = n;
 	return 0;

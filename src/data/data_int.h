@@ -101,7 +101,12 @@ struct data {
 
 	pthread_mutex_t statfs_lock;
 	uint64_t statfs_at_ns, statfs_total, statfs_free;
+
+	/* Degraded stripes stored: warned about at most every DATA_WARN_INTERVAL_NS. */
+	_Atomic uint64_t degraded_warned_ns;
+	_Atomic uint64_t degraded_unwarned;
 };
+#define DATA_WARN_INTERVAL_NS 10000000000ull
 
 /* The object key of a fragment of this filesystem (proto_frag_key). */
 int data_frag_key(struct data *d, char *out, size_t size, uint64_t ino, uint64_t stripe,

@@ -8,6 +8,7 @@
 #include "data_int.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -202,6 +203,34 @@ static int store_inline(struct data_file *f, const uint8_t *data, uint32_t data_
 /* Stores stripe idx of f (data_len bytes of file data at `data`) as a new stripe version and
  * commits the map (the stripe-write state diagram at the top of this file). Runs without
  * the file lock: `data` must not change meanwhile (the buffer is STORING). */
+/* A stripe was stored with fewer than k+m fragments: warned about (at most every
+ * DATA_WARN_INTERVAL_NS, with how many more there were), since redundancy is reduced until
+ * it is repaired. */
+static void warn_degraded(struct data *d, uint64_t ino, uint64_t idx,
+			  const struct blockclient_op *ops, unsigned chosen, unsigned stored,
+			  unsigned n)
+{
+	uint64_t now = tclock_monotonic_ns(), last = atomic_load(&d->degraded_warned_ns);
+	uint64_t more = atomic_fetch_add(&d->degraded_unwarned, 1);
+	char missing[128] = "";
+	size_t o = 0;
+
+	if ((last && now - last < DATA_WARN_INTERVAL_NS) ||
+	    !atomic_compare_exchange_strong(&d->degraded_warned_ns, &last, now))
+		return;
+	atomic_fetch_sub(&d->degraded_unwarned, more + 1);
+	for (unsigned i = 0; i < chosen && o < sizeof(missing) - 24; i++)
+		if (ops[i].result != 0)
+			o += (size_t)snprintf(missing + o, sizeof(missing) - o, "%s%u (%s)",
+					      o ? ", " : "", ops[i].server, strerror(-ops[i].result));
+	tlog_warn("inode %llu stripe %llu stored with %u of %u fragments (not stored on %s%s); "
+		  "%llu more degraded stripes since the last warning: redundancy is reduced until "
+		  "they are repaired",
+		  (unsigned long long)ino, (unsigned long long)idx, stored, n,
+		  o ? missing : "servers that are down", chosen < n ? "; too few servers up" : "",
+		  (unsigned long long)more);
+}
+
 static int store_stripe(struct data_file *f, uint64_t idx, const uint8_t *data,
 			uint32_t data_len)
 {
@@ -237,14 +266,24 @@ static int store_stripe(struct data_file *f, uint64_t idx, const uint8_t *data,
 
 	chosen = stripe_choose(&d->ss, d->bs, NULL, f->ino, idx, NULL, 0, n, ids);
 	bool probe = false;
-	if (chosen >= 0 && chosen < (int)d->quorum) {
-		/* Too few servers believed up for a quorum: rather than fail at once, try them
-		 * all; the ones in back-off may be back (a refused connection costs little). */
-		bool all[META_MAX_SERVERS];
+	if (chosen >= 0 && chosen < (int)n) {
+		/* Too few servers up for a whole stripe: rather than store it degraded, try the
+		 * ones whose state the prober has not settled yet (suspect) and those that refuse
+		 * connections (a try costs nothing, and one may have just come back). Never the
+		 * ones that time out: a try would hold every write for the hedge. With too few
+		 * for a quorum, try every server. */
+		bool try[META_MAX_SERVERS];
 		for (size_t i = 0; i < d->ss.n; i++)
-			all[i] = true;
-		chosen = stripe_choose(&d->ss, d->bs, all, f->ino, idx, NULL, 0, n, ids);
-		probe = true;
+			try[i] = chosen < (int)d->quorum ||
+				 blockstore_server_up(d->bs, d->ss.servers[i].id) ||
+				 blockstore_worth_trying(d->bs, d->ss.servers[i].id);
+		int more = stripe_choose(&d->ss, d->bs, try, f->ino, idx, NULL, 0, n, ids);
+		if (more > chosen) {
+			chosen = more;
+			probe = true;
+		} else if (more >= 0) {
+			chosen = stripe_choose(&d->ss, d->bs, NULL, f->ino, idx, NULL, 0, n, ids);
+		}
 	}
 	if (chosen < (int)d->quorum) {
 		tlog_debug("inode %llu stripe %llu: only %d servers up, quorum %u",
@@ -301,8 +340,10 @@ static int store_stripe(struct data_file *f, uint64_t idx, const uint8_t *data,
 		r = nospc ? -ENOSPC : -EIO;
 		goto out;
 	}
-	if (stored < (int)n)
+	if (stored < (int)n) {
 		rec.flags |= META_STRIPE_F_DEGRADED;
+		warn_degraded(d, f->ino, idx, ops, (unsigned)chosen, (unsigned)stored, n);
+	}
 
 	batch = meta_batch_new(d->meta);
 	if (!batch) {

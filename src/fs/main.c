@@ -343,8 +343,9 @@ static int check_access(struct daemon *dm)
 {
 	const struct meta_superblock *sb = meta_superblock(dm->meta);
 	uint16_t refused[META_MAX_SERVERS];
+	int why[META_MAX_SERVERS];
 	size_t n = 0;
-	int r = data_check_access(dm->data, refused, TESSERA_ARRAY_SIZE(refused), &n);
+	int r = data_check_access(dm->data, refused, why, TESSERA_ARRAY_SIZE(refused), &n);
 
 	if (r < 0) {
 		tlog_error("cannot check the servers' access: %s", strerror(-r));
@@ -352,8 +353,8 @@ static int check_access(struct daemon *dm)
 	}
 	for (size_t i = 0; i < n; i++) {
 		const struct meta_server *sv = meta_server_find(sb, refused[i]);
-		tlog_error("server %u (%s) refuses the filesystem's access key (credentials '%s')",
-			   refused[i], sv ? sv->url : "?", sb->credentials);
+		tlog_error("server %u (%s) %s (credentials '%s')", refused[i], sv ? sv->url : "?",
+			   blockstore_refusal_str(why[i]), sb->credentials);
 	}
 	return n ? -EACCES : 0;
 }

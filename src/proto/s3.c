@@ -16,6 +16,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "tessera/common.h"
+
 static bool key_char_ok(unsigned char c)
 {
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
@@ -152,17 +154,6 @@ int proto_s3_error_xml(char *out, size_t size, const char *code, const char *mes
 	return (int)(pos + sizeof(tail) - 1);
 }
 
-static int hex_digit(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 int proto_uri_decode(char *out, size_t size, const char *in, size_t len)
 {
 	size_t n = 0;
@@ -175,7 +166,7 @@ int proto_uri_decode(char *out, size_t size, const char *in, size_t len)
 		if (c == '%') {
 			if (len - i < 3)
 				return -EINVAL;
-			int hi = hex_digit(in[i + 1]), lo = hex_digit(in[i + 2]);
+			int hi = thex_digit(in[i + 1]), lo = thex_digit(in[i + 2]);
 			if (hi < 0 || lo < 0)
 				return -EINVAL;
 			c = (char)(hi << 4 | lo);

@@ -397,7 +397,7 @@ static void probe_servers(struct run *run)
 	struct scrub *s = run->s;
 	struct blockstore_status st[META_MAX_SERVERS];
 	uint16_t ids[META_MAX_SERVERS];
-	bool refused[META_MAX_SERVERS];
+	int refused[META_MAX_SERVERS];
 	char key[PROTO_KEY_MAX];
 
 	for (size_t i = 0; i < s->ss.n; i++)
@@ -420,9 +420,8 @@ static void probe_servers(struct run *run)
 		if (run->srv_down[i] || !refused[i])
 			continue;
 		run->srv_down[i] = true;
-		scrub_warn(s, "server %u (%s) refuses the filesystem's access key (check its "
-			   "credentials): its fragments count as unreachable",
-			   ids[i], s->ss.srv[i]->url);
+		scrub_warn(s, "server %u (%s) %s: its fragments count as unreachable", ids[i],
+			   s->ss.srv[i]->url, blockstore_refusal_str(refused[i]));
 	}
 }
 

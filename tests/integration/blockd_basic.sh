@@ -11,114 +11,20 @@
 # acknowledged before a SIGKILL survive a restart with no temp files left behind (store.c
 # invariants 1, 2 and 4).
 #
-# Environment: TESSERA_BUILD (build directory, default ./build). Self-contained: everything
-# lives in a temp dir that is removed on success (kept on failure); only the blockd PIDs this
-# script started are killed. Prints "ok N - ..." / "not ok N - ..." lines.
-set -euo pipefail
+# Environment: TESSERA_BUILD (build directory); the harness is lib.sh (time bound, cleanup,
+# work directory kept on failure, the blockd's log checked for sanitizer reports). The
+# disk-full part needs root (a tmpfs); without it the test ends as skipped.
+LIB_TIMEOUT=180
+. "$(dirname "$0")/lib.sh"
 
-BUILD=${TESSERA_BUILD:-./build}
-BLOCKD="$BUILD/tessera-blockd"
-AK=tessera-test
-SK='s3cr3t/key+with=odd/chars'
-SIGV4="aws:amz:us-east-1:s3"
-DEADLINE=$((SECONDS + 55))
-
-[[ -x $BLOCKD ]] || { echo "not ok 0 - $BLOCKD not built"; exit 1; }
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/tessera-blockd-test.XXXXXX")
+BLOCKD_AK=tessera-test
+BLOCKD_SK='s3cr3t/key+with=odd/chars'
+lib_init
+WORK=$LIB_WORK
 DATA="$WORK/data"
-PIDS=()
-N=0
-FAILED=0
-KEEP_WORK=${KEEP_WORK:-0}
-
+BLOCKD_DATA=$DATA
 SMALL_MNT=
-cleanup() {
-	local rc=$?
-	for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
-		kill "$pid" 2>/dev/null || true
-	done
-	for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
-		wait "$pid" 2>/dev/null || true
-	done
-	[[ -n $SMALL_MNT ]] && umount "$SMALL_MNT" 2>/dev/null
-	if [[ $rc -eq 0 && $FAILED -eq 0 && $KEEP_WORK == 0 ]]; then
-		rm -rf "$WORK"
-	else
-		echo "# work directory kept: $WORK" >&2
-		for log in "$WORK"/blockd*.log; do
-			[[ -f $log ]] && { echo "# --- $log" >&2; tail -n 30 "$log" >&2; }
-		done
-	fi
-}
-trap cleanup EXIT
-
-ok() { N=$((N + 1)); echo "ok $N - $1"; }
-fail() {
-	N=$((N + 1)); FAILED=$((FAILED + 1)); echo "not ok $N - $1"
-	[[ $# -gt 1 ]] && echo "#   $2"
-	return 0
-}
-check() { # check DESCRIPTION COMMAND...
-	local d=$1; shift
-	if "$@"; then ok "$d"; else fail "$d" "failed: $*"; fi
-}
-time_left() { (( SECONDS < DEADLINE )) || { fail "time limit"; exit 1; }; }
-
-# curl with a hard time bound; prints the HTTP status (body to $OUT).
-OUT="$WORK/out"
-req() { timeout 20 curl -sS --max-time 15 -o "$OUT" -w '%{http_code}' "$@" || echo "curl-failed"; }
-s3() { req --aws-sigv4 "$SIGV4" --user "$AK:$SK" "$@"; }
-
-PORT=
-BLOCKD_PID=
-start_blockd() { # start_blockd LOGNAME EXTRA_ARGS...
-	local log="$WORK/$1.log"; shift
-	rm -f "$WORK/port"
-	TESSERA_ACCESS_KEY=$AK TESSERA_SECRET_KEY=$SK TESSERA_DEBUG=1 \
-		"$BLOCKD" --data "$DATA" --listen 127.0.0.1:0 --port-file "$WORK/port" "$@" \
-		>>"$log" 2>&1 &
-	BLOCKD_PID=$!
-	PIDS+=("$BLOCKD_PID")
-	local until=$((SECONDS + 10))
-	while :; do
-		if ! kill -0 "$BLOCKD_PID" 2>/dev/null; then
-			echo "# blockd exited during start-up" >&2; tail -n 20 "$log" >&2; return 1
-		fi
-		if [[ -s $WORK/port ]]; then
-			PORT=$(cat "$WORK/port")
-			if [[ $(req "http://127.0.0.1:$PORT/-/status") == 200 ]]; then
-				return 0
-			fi
-		fi
-		(( SECONDS < until )) || { echo "# blockd not ready in 10 s" >&2; return 1; }
-		sleep 0.05
-	done
-}
-forget_pid() { # a PID that was waited for is not ours any more: never signal it again
-	local keep=() p
-	for p in "${PIDS[@]+"${PIDS[@]}"}"; do [[ $p == "$1" ]] || keep+=("$p"); done
-	PIDS=("${keep[@]+"${keep[@]}"}")
-}
-stop_blockd() { # returns blockd's exit status
-	local rc=0
-	kill "$BLOCKD_PID" 2>/dev/null || true
-	wait "$BLOCKD_PID" 2>/dev/null || rc=$?
-	forget_pid "$BLOCKD_PID"
-	return "$rc"
-}
-
-url() { echo "http://127.0.0.1:$PORT/$1"; }
-# The version a PUT replaced waits in tmp/ for the deleter thread a moment: poll up to 2 s.
-no_tmp_leftovers() {
-	local i
-	for i in $(seq 20); do
-		[[ -z $(find "$DATA/tmp" -type f) ]] && return 0
-		sleep 0.1
-	done
-	return 1
-}
-xml_code() { grep -q "<Code>$1</Code>" "$OUT"; }
+lib_at_exit '[[ -z $SMALL_MNT ]] || umount "$SMALL_MNT"'
 
 # ---------------------------------------------------------------- refuses to start badly
 
@@ -129,7 +35,7 @@ else
 	if [[ $rc -eq 2 ]] && grep -q "no credentials" "$WORK/nokey.log"; then
 		ok "refuses to start without credentials (exit 2, clear message)"
 	else
-		fail "refuses to start without credentials" "rc=$rc"
+		fail "refuses to start without credentials (exit $rc)"
 	fi
 fi
 rc=0; "$BLOCKD" --bogus >/dev/null 2>&1 || rc=$?
@@ -137,11 +43,11 @@ check "unknown option is a usage error (exit 2)" test "$rc" -eq 2
 
 # ---------------------------------------------------------------- basic object operations
 
-start_blockd blockd --max-object-size 1M || { fail "blockd starts"; exit 1; }
-ok "blockd starts on an ephemeral port ($PORT) and answers /-/status"
+TESSERA_DEBUG=1 blockd_start blockd --max-object-size 1M || bail "blockd starts"
+ok "blockd starts on an ephemeral port ($BLOCKD_PORT) and answers /-/status"
 
 grep -q '"objects":0' "$OUT" && grep -q '"dirs":\[{"path"' "$OUT" &&
-	ok "status JSON has dirs and objects" || fail "status JSON" "$(cat "$OUT")"
+	ok "status JSON has dirs and objects" || fail "status JSON: $(head -c 300 "$OUT")"
 
 head -c 300000 /dev/urandom >"$WORK/obj"
 code=$(s3 -T "$WORK/obj" "$(url tessera/dir/sub/obj1)")
@@ -194,9 +100,8 @@ for k in 300000 5000 withmd5; do s3 -X DELETE "$(url tessera/nomd5/$k)" >/dev/nu
 # DELETE and GET again in one curl invocation (--next keeps the connection cache) must use
 # one TCP connection. /-/status "connections" counts accepts; the two status requests
 # around the run use one connection each.
-conns() { req "$(url -/status)" >/dev/null; grep -o '"connections":[0-9]*' "$OUT" | cut -d: -f2; }
-c0=$(conns)
-A=(--aws-sigv4 "$SIGV4" --user "$AK:$SK" -o /dev/null -w '%{http_code}:%{num_connects} ')
+c0=$(status_field connections)
+A=(--aws-sigv4 "$BLOCKD_SIGV4" --user "$BLOCKD_AK:$BLOCKD_SK" -o /dev/null -w '%{http_code}:%{num_connects} ')
 timeout 20 curl -sS --max-time 15 \
 	"${A[@]}" -T "$WORK/obj" "$(url tessera/ka/1)" --next \
 	"${A[@]}" "$(url tessera/ka/1)" --next \
@@ -208,7 +113,7 @@ timeout 20 curl -sS --max-time 15 \
 	"${A[@]}" -X DELETE "$(url tessera/ka/1)" --next \
 	"${A[@]}" -X DELETE "$(url tessera/ka/2)" --next \
 	"${A[@]}" -I "$(url tessera/ka/1)" >"$WORK/keepalive" 2>&1 || true
-c1=$(conns)
+c1=$(status_field connections)
 check "keep-alive: 10 requests (PUT GET range HEAD 404 PUT list DELETE DELETE HEAD) answered: $(cat "$WORK/keepalive")" \
 	eval '[[ $(cat "$WORK/keepalive") == "200:1 200:0 206:0 200:0 404:0 200:0 200:0 204:0 204:0 404:0 " ]]'
 check "keep-alive: the server accepted 1 connection for the run ($((c1 - c0 - 1)))" \
@@ -231,7 +136,6 @@ code=$(s3 "$(url tessera/dir/sub/obj1)")
 check "GET after DELETE -> 404 NoSuchKey" eval 'test "$code" = 404 && xml_code NoSuchKey'
 code=$(s3 "$(url nosuchbucket/x)")
 check "GET in a missing bucket -> 404 NoSuchBucket" eval 'test "$code" = 404 && xml_code NoSuchBucket'
-time_left
 
 # ---------------------------------------------------------------- payload hash modes
 
@@ -254,17 +158,17 @@ check "PUT with UNSIGNED-PAYLOAD -> 200" test "$code" = 200
 
 # ---------------------------------------------------------------- refused requests
 
-code=$(req --aws-sigv4 "$SIGV4" --user "$AK:wrong-secret" -T "$WORK/small" "$(url tessera/wrongsecret)")
+code=$(req --aws-sigv4 "$BLOCKD_SIGV4" --user "$BLOCKD_AK:wrong-secret" -T "$WORK/small" "$(url tessera/wrongsecret)")
 check "PUT with a wrong secret -> 403 SignatureDoesNotMatch" eval \
 	'test "$code" = 403 && xml_code SignatureDoesNotMatch'
-code=$(req --aws-sigv4 "$SIGV4" --user "$AK:wrong-secret" -X PUT --data-binary @"$WORK/small" \
+code=$(req --aws-sigv4 "$BLOCKD_SIGV4" --user "$BLOCKD_AK:wrong-secret" -X PUT --data-binary @"$WORK/small" \
 	"$(url tessera/wrongsecret)")
 check "PUT (POSTFIELDS) with a wrong secret -> 403" test "$code" = 403
 code=$(s3 "$(url tessera/wrongsecret)")
 check "... and nothing was stored" eval 'test "$code" = 404 && no_tmp_leftovers'
-code=$(req --aws-sigv4 "$SIGV4" --user "unknown:$SK" "$(url tessera/posted)")
+code=$(req --aws-sigv4 "$BLOCKD_SIGV4" --user "unknown:$BLOCKD_SK" "$(url tessera/posted)")
 check "unknown access key -> 403 AccessDenied" eval 'test "$code" = 403 && xml_code AccessDenied'
-code=$(req --aws-sigv4 "$SIGV4" --user "$AK:wrong-secret" "$(url tessera/posted)")
+code=$(req --aws-sigv4 "$BLOCKD_SIGV4" --user "$BLOCKD_AK:wrong-secret" "$(url tessera/posted)")
 check "GET with a wrong secret -> 403 and no data" eval \
 	'test "$code" = 403 && ! grep -q "posted body" "$OUT"'
 code=$(req -T "$WORK/small" "$(url tessera/unsigned2)")
@@ -287,7 +191,6 @@ check "... and nothing was created anywhere for those keys" eval \
 	'test -z "$(find "$WORK" \( -name x -o -name y -o -name z \) -print)"'
 code=$(s3 -X POST "$(url tessera/posted)")
 check "POST -> 405 MethodNotAllowed" eval 'test "$code" = 405 && xml_code MethodNotAllowed'
-time_left
 
 # ---------------------------------------------------------------- size limit
 
@@ -305,7 +208,7 @@ check "PUT of exactly the limit -> 200" test "$code" = 200
 
 # a client that dies mid-body leaves nothing visible
 { head -c 100000 "$WORK/big"; sleep 2; } | timeout 1 curl -sS --max-time 1 \
-	--aws-sigv4 "$SIGV4" --user "$AK:$SK" -H "Content-Length: 500000" -T - \
+	--aws-sigv4 "$BLOCKD_SIGV4" --user "$BLOCKD_AK:$BLOCKD_SK" -H "Content-Length: 500000" -T - \
 	"$(url tessera/truncated)" >/dev/null 2>&1 || true
 sleep 0.3
 code=$(s3 "$(url tessera/truncated)")
@@ -313,7 +216,6 @@ check "a body cut short never becomes visible, temp removed" eval 'test "$code" 
 
 s3 "$(url -/status)" >/dev/null
 check "status counts the stored objects" grep -q '"objects":4,' "$OUT"
-time_left
 
 # ---------------------------------------------------------------- replacing an object
 
@@ -343,20 +245,18 @@ mkdir -p "$WORK/src"
 (
 	for i in $(seq 1 400); do
 		head -c $((4096 + i * 37)) /dev/urandom >"$WORK/src/k$i"
-		c=$(req --aws-sigv4 "$SIGV4" --user "$AK:$SK" -T "$WORK/src/k$i" "$(url "tessera/crash/k$i")" 2>/dev/null)
+		c=$(s3 -T "$WORK/src/k$i" "$(url "tessera/crash/k$i")")
 		[[ $c == 200 ]] || break
 		echo "k$i" >>"$WORK/acked"
 	done
 ) &
 writer=$!
 sleep 1
-kill -9 "$BLOCKD_PID"
-wait "$BLOCKD_PID" 2>/dev/null || true
-forget_pid "$BLOCKD_PID"
+blockd_stop KILL
 wait "$writer" 2>/dev/null || true
 nacked=$(wc -l <"$WORK/acked")
 : >"$DATA/tmp/0123456789abcdef.old" # a replaced version the deleter had not removed yet
-start_blockd blockd-restart --max-object-size 1M || { fail "blockd restarts after SIGKILL"; exit 1; }
+TESSERA_DEBUG=1 blockd_start blockd-restart --max-object-size 1M || bail "blockd restarts after SIGKILL"
 ok "blockd restarts after SIGKILL ($nacked objects were acknowledged)"
 check "no temp files (nor replaced versions) left after restart" no_tmp_leftovers
 bad=0
@@ -366,22 +266,26 @@ while read -r k; do
 done <"$WORK/acked"
 check "every acknowledged object is intact after SIGKILL ($nacked checked)" eval \
 	'test "$bad" -eq 0 && test "$nacked" -gt 0'
-time_left
 
 # ---------------------------------------------------------------- clean stop
 
 rc=0
-stop_blockd || rc=$?
+blockd_stop || rc=$?
 check "SIGTERM stops blockd with exit status 0" test "$rc" -eq 0
+
 # ---------------------------------------------------------------- disk full (root only)
 
-# A 2 MiB tmpfs as the data directory; skipped where mounting is not allowed.
+# A 2 MiB tmpfs as the data directory; skipped (the test then ends as skipped) where mounting
+# is not allowed.
 mkdir -p "$WORK/tiny"
-if [[ $(id -u) -eq 0 ]] && mount -t tmpfs -o size=2m tmpfs "$WORK/tiny" 2>/dev/null; then
+if [[ $(id -u) -ne 0 ]]; then
+	lib_skip_case "disk-full test needs root to mount a tmpfs"
+elif ! mount -t tmpfs -o size=2m tmpfs "$WORK/tiny" 2>"$WORK/mount.err"; then
+	lib_skip_case "disk-full test: cannot mount a tmpfs: $(head -n 1 "$WORK/mount.err")"
+else
 	SMALL_MNT="$WORK/tiny"
-	DATA_SAVED=$DATA
-	DATA="$WORK/tiny"
-	start_blockd blockd-small || { fail "blockd starts on a small tmpfs"; exit 1; }
+	BLOCKD_DATA="$WORK/tiny"
+	TESSERA_DEBUG=1 blockd_start blockd-small || bail "blockd starts on a small tmpfs"
 	head -c 600000 /dev/urandom >"$WORK/m"
 	codes=""
 	for i in 1 2 3 4; do codes+="$(s3 -T "$WORK/m" "$(url "tessera/full$i")") "; done
@@ -393,19 +297,9 @@ if [[ $(id -u) -eq 0 ]] && mount -t tmpfs -o size=2m tmpfs "$WORK/tiny" 2>/dev/n
 	s3 -X DELETE "$(url tessera/full1)" >/dev/null
 	code=$(s3 -T "$WORK/m" "$(url tessera/full4)")
 	check "PUT works again once space is freed" test "$code" = 200
-	stop_blockd || true
+	blockd_stop || true
 	umount "$SMALL_MNT" && SMALL_MNT=
-	DATA=$DATA_SAVED
-else
-	N=$((N + 1)); echo "ok $N # SKIP disk-full test needs root and tmpfs"
+	BLOCKD_DATA=$DATA
 fi
 
-if grep -qE "AddressSanitizer|UndefinedBehaviorSanitizer|runtime error:|LeakSanitizer" \
-	"$WORK"/blockd*.log; then
-	fail "no sanitizer reports in the blockd logs"
-else
-	ok "no sanitizer reports in the blockd logs"
-fi
-
-echo "1..$N"
-[[ $FAILED -eq 0 ]]
+lib_finish

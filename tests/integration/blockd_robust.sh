@@ -15,80 +15,19 @@
 #  - digests: a wrong x-amz-checksum-crc32, and the aws-chunked encoding done by hand
 #    (good, wrong trailer checksum, truncated, malformed framing): nothing wrong is stored.
 #
-# Environment: TESSERA_BUILD. Self-contained temp dir (kept on failure); only our PIDs are
-# signalled. Time bound: about 40 s.
-set -uo pipefail
+# Environment: TESSERA_BUILD; the harness is lib.sh (time bound, cleanup, work directory kept
+# on failure, the blockd's log checked for sanitizer reports). About 40 s.
+LIB_TIMEOUT=300
+. "$(dirname "$0")/lib.sh"
 
-if [[ -z ${TESSERA_ROBUST_TIMED:-} ]]; then
-	export TESSERA_ROBUST_TIMED=1
-	exec timeout -k 20 "${TESSERA_TEST_TIMEOUT:-300}" bash "$0" "$@"
-fi
-
-BUILD=${TESSERA_BUILD:-./build}
-BLOCKD="$BUILD/tessera-blockd"
-AK=tessera-robust
-SK='robust-secret'
-SIGV4="aws:amz:us-east-1:s3"
-[[ -x $BLOCKD ]] || { echo "not ok 0 - $BLOCKD not built"; exit 1; }
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/tessera-robust.XXXXXX")
+BLOCKD_AK=tessera-robust
+BLOCKD_SK='robust-secret'
+lib_init
+WORK=$LIB_WORK
 DATA="$WORK/data"
-PIDS=()
-N=0
-FAILED=0
+BLOCKD_DATA=$DATA
 
-cleanup() {
-	local rc=$?
-	exec 5>&- 6>&- 7>&- 8>&- 9>&- 2>/dev/null
-	for pid in "${PIDS[@]+"${PIDS[@]}"}"; do kill "$pid" 2>/dev/null || true; done
-	for pid in "${PIDS[@]+"${PIDS[@]}"}"; do wait "$pid" 2>/dev/null || true; done
-	if [[ $rc -eq 0 && $FAILED -eq 0 && ${KEEP_WORK:-0} == 0 ]]; then
-		rm -rf "$WORK"
-	else
-		echo "# work directory kept: $WORK" >&2
-		tail -n 30 "$WORK/blockd.log" >&2 2>/dev/null
-	fi
-}
-trap cleanup EXIT
-
-ok() { N=$((N + 1)); echo "ok $N - $1"; }
-fail() { N=$((N + 1)); FAILED=$((FAILED + 1)); echo "not ok $N - $1"; [[ $# -gt 1 ]] && echo "#   $2"; return 0; }
-check() { local d=$1; shift; if "$@"; then ok "$d"; else fail "$d" "failed: $*"; fi; }
-
-OUT="$WORK/out"
-req() { timeout 20 curl -sS --max-time 15 -o "$OUT" -w '%{http_code}' "$@" 2>/dev/null || echo "curl-failed"; }
-s3() { req --aws-sigv4 "$SIGV4" --user "$AK:$SK" "$@"; }
-xml_code() { grep -q "<Code>$1</Code>" "$OUT"; }
-# The version a PUT replaced waits in tmp/ for the deleter thread a moment: poll up to 2 s.
-no_tmp_leftovers() {
-	local i
-	for i in $(seq 20); do
-		[[ -z $(find "$DATA/tmp" -type f) ]] && return 0
-		sleep 0.1
-	done
-	return 1
-}
-
-PORT=
-BLOCKD_PID=
-start_blockd() {
-	rm -f "$WORK/port"
-	TESSERA_ACCESS_KEY=$AK TESSERA_SECRET_KEY=$SK "$BLOCKD" --data "$DATA" \
-		--listen 127.0.0.1:0 --port-file "$WORK/port" "$@" >>"$WORK/blockd.log" 2>&1 &
-	BLOCKD_PID=$!
-	PIDS+=("$BLOCKD_PID")
-	local until=$((SECONDS + 10))
-	while [[ ! -s $WORK/port ]]; do
-		kill -0 "$BLOCKD_PID" 2>/dev/null || return 1
-		((SECONDS < until)) || return 1
-		sleep 0.05
-	done
-	PORT=$(cat "$WORK/port")
-}
-url() { echo "http://127.0.0.1:$PORT/$1"; }
-status_field() { req "$(url -/status)" >/dev/null; grep -o "\"$1\":[0-9]*" "$OUT" | cut -d: -f2; }
-
-start_blockd || { fail "blockd starts"; exit 1; }
+blockd_start blockd || bail "blockd starts"
 ok "blockd starts"
 s3 -X PUT "$(url tessera)" >/dev/null
 
@@ -105,7 +44,8 @@ deleter() { while ((SECONDS < STOP)); do s3 -X DELETE "$(url tessera/hot)" >/dev
 reader() { # prints one line per GET: "200 <md5 of body> <etag>" or "404"
 	local o="$WORK/r$1" code
 	while ((SECONDS < STOP)); do
-		code=$(timeout 20 curl -sS --max-time 15 --aws-sigv4 "$SIGV4" --user "$AK:$SK" \
+		code=$(timeout 20 curl -sS --max-time 15 --aws-sigv4 "$BLOCKD_SIGV4" \
+			--user "$BLOCKD_AK:$BLOCKD_SK" \
 			-D "$o.h" -o "$o" -w '%{http_code}' "$(url tessera/hot)" 2>/dev/null)
 		if [[ $code == 200 ]]; then
 			echo "200 $(md5sum <"$o" | cut -c1-32) $(grep -i '^etag:' "$o.h" | tr -dc '0-9a-f' | tail -c 32)"
@@ -155,11 +95,12 @@ check "... and the key directories are gone" eval '[[ $left -eq 0 ]]'
 
 # ---------------------------------------------------------------- stalled and slow clients
 
-kill "$BLOCKD_PID"; wait "$BLOCKD_PID" 2>/dev/null; PIDS=()
-start_blockd --connection-timeout 2 --max-connections 4 || { fail "blockd restarts"; exit 1; }
-ok "blockd restarts with --connection-timeout 2 --max-connections 4"
+blockd_stop
+blockd_start blockd --connection-timeout 2 --body-timeout 3 --max-connections 4 ||
+	bail "blockd restarts"
+ok "blockd restarts with --connection-timeout 2 --body-timeout 3 --max-connections 4"
 
-exec 5<>"/dev/tcp/127.0.0.1/$PORT"
+exec 5<>"/dev/tcp/127.0.0.1/$BLOCKD_PORT"
 printf 'GET /tessera/hot HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Half: ' >&5
 t0=$(date +%s%N)
 code=$(s3 "$(url tessera/hot)")
@@ -174,8 +115,9 @@ check "the stalled connection is closed by the server after the 2 s timeout (${c
 	test "$closed_after" -le 5
 
 # a body that stops halfway: cut off after the timeout, nothing stored, no temp file
-{ head -c 50000 "$WORK/body1"; sleep 5; } | timeout 8 curl -sS --max-time 8 --aws-sigv4 "$SIGV4" \
-	--user "$AK:$SK" -H "Content-Length: 262144" -T - "$(url tessera/slowbody)" >/dev/null 2>&1 &
+{ head -c 50000 "$WORK/body1"; sleep 5; } | timeout 8 curl -sS --max-time 8 \
+	--aws-sigv4 "$BLOCKD_SIGV4" --user "$BLOCKD_AK:$BLOCKD_SK" -H "Content-Length: 262144" -T - \
+	"$(url tessera/slowbody)" >/dev/null 2>&1 &
 slow=$!
 sleep 3.5
 code=$(s3 "$(url tessera/slowbody)")
@@ -183,10 +125,33 @@ check "a stalled PUT body is cut off by the timeout: nothing visible, no temp fi
 	eval '[[ $code == 404 ]] && no_tmp_leftovers'
 wait "$slow" 2>/dev/null
 
+# a body that keeps trickling (100 bytes every 0.2 s: never idle for the 2 s connection
+# timeout) is cut off by --body-timeout while the client is still sending
+t0=$(date +%s%N)
+{
+	for _ in $(seq 60); do
+		head -c 100 "$WORK/body1" 2>/dev/null || break
+		sleep 0.2
+	done
+} | {
+	timeout 20 curl -sS -o /dev/null -w '%{http_code}' --max-time 20 \
+		--aws-sigv4 "$BLOCKD_SIGV4" --user "$BLOCKD_AK:$BLOCKD_SK" -H "Content-Length: 6000" \
+		-T - "$(url tessera/trickle)" \
+		>"$WORK/trickle.code" 2>/dev/null
+	date +%s%N >"$WORK/trickle.end"
+}
+cut_ms=$((($(cat "$WORK/trickle.end") - t0) / 1000000))
+tcode=$(cat "$WORK/trickle.code")
+check "a PUT body still trickling in is cut off by --body-timeout 3 (after ${cut_ms} ms of the 12 s it would take; answer ${tcode:-none})" eval '(( cut_ms >= 2500 && cut_ms < 7000 ))'
+code=$(s3 "$(url tessera/trickle)")
+check "... nothing of it is visible and no temp file is left" \
+	eval '[[ $code == 404 ]] && no_tmp_leftovers'
+check "... and the server says why (RequestTimeout in its log)" grep -q "RequestTimeout\|did not arrive within" "$WORK/blockd.log"
+
 # ---------------------------------------------------------------- connection limit
 
 for fd in 5 6 7 8; do
-	eval "exec $fd<>/dev/tcp/127.0.0.1/$PORT"
+	eval "exec $fd<>/dev/tcp/127.0.0.1/$BLOCKD_PORT"
 	printf 'GET /tessera/hot HTTP/1.1\r\nHost: 127.0.0.1\r\n' >&"$fd"
 done
 sleep 0.3
@@ -208,7 +173,7 @@ s3 -T "$WORK/small" "$(url tessera/dated)" >/dev/null
 # curl 7.88 does not sign with a date given in an X-Amz-Date header of its own: these
 # requests are signed here (SigV4 in a few lines of Python, independent of blockd's code).
 signed_at() { # signed_at METHOD KEY OFFSET_S [BODYFILE]: prints the HTTP status, body to $OUT
-	python3 - "$PORT" "$AK" "$SK" "$@" >"$WORK/py" <<'PY'
+	python3 - "$BLOCKD_PORT" "$BLOCKD_AK" "$BLOCKD_SK" "$@" >"$WORK/py" <<'PY'
 import datetime, hashlib, hmac, http.client, sys
 port, ak, sk, method, key, off = sys.argv[1:7]
 body = open(sys.argv[7], "rb").read() if len(sys.argv) > 7 else b""
@@ -304,13 +269,7 @@ code=$(s3 -X PUT -H "x-amz-content-sha256: STREAMING-AWS4-HMAC-SHA256-PAYLOAD" \
 check "signed aws-chunked (not implemented) is refused ($code)" eval '[[ $code == 4* || $code == 501 ]]'
 check "no temp file is left after the refused bodies" no_tmp_leftovers
 
-kill "$BLOCKD_PID"; wait "$BLOCKD_PID" 2>/dev/null; rc=$?
-PIDS=()
+rc=0
+blockd_stop || rc=$?
 check "blockd stops cleanly on SIGTERM (exit $rc)" test "$rc" -eq 0
-if grep -qE "AddressSanitizer|runtime error:|LeakSanitizer" "$WORK/blockd.log"; then
-	fail "no sanitizer reports in the blockd log"
-else
-	ok "no sanitizer reports in the blockd log"
-fi
-echo "1..$N"
-[[ $FAILED -eq 0 ]]
+lib_finish

@@ -90,6 +90,20 @@ mkdir "$META/credentials"
 expect 1 "credentials" "tesserafs -f: credentials is a directory" "$B/tesserafs" -f "$META" "$M2"
 expect 8 "no usable access key" "scrub: credentials is a directory" "$B/tessera-scrub" -n "$META"
 rmdir "$META/credentials"
+
+# ---- numbers: one strict parser everywhere (no sign, no spaces, bounds named)
+for bad in workers=-1 "workers= 4" workers=65 request_timeout=0 "hedge_ms=1e3" \
+	read_ahead_kb=18446744073709551616; do
+	expect 2 "bad ${bad%%=*} " "tesserafs: -o $bad is refused" "$B/tesserafs" -f -o "$bad" "$META" "$M2"
+done
+check "... nothing mounted" not_mounted
+expect 2 "invalid number of seconds '-1' for --body-timeout" "blockd: --body-timeout -1" \
+	"${BD[@]}" --credentials "$CFG/good" --body-timeout -1
+expect 2 "invalid number '0' for --max-connections" "blockd: --max-connections 0" \
+	"${BD[@]}" --credentials "$CFG/good" --max-connections 0
+expect 16 "bad --gc-grace '-1'" "scrub: --gc-grace -1 (once read as UINT64_MAX)" \
+	"$B/tessera-scrub" --gc-grace -1 "$META"
+expect 16 "bad --jobs '0'" "scrub: -j 0" "$B/tessera-scrub" -j 0 "$META"
 echo "$(cut -d' ' -f1 "$CFG/creds.saved") wrong-secret" >"$META/credentials"
 expect 1 "refuses the filesystem's access key" "tesserafs -f: a key the servers refuse" \
 	"$B/tesserafs" -f "$META" "$M2"

@@ -6,7 +6,7 @@
 LIB_TIMEOUT=240
 . "$(dirname "$0")/lib.sh"
 
-[[ $(id -u) -eq 0 ]] || { echo "1..0 # SKIP needs root to mount a tmpfs"; exit 77; }
+[[ $(id -u) -eq 0 ]] || lib_skip "needs root to mount a tmpfs"
 lib_init
 lib_up --servers 6 --k 4 --m 2
 

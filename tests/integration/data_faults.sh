@@ -42,14 +42,6 @@ M=$TESSERA_MNT
 S=$LIB_STRIPE
 N=$((TESSERA_K + TESSERA_M))
 
-# Drops the kernel's page cache and tesserafs' own caches (and its view of server health).
-remount() {
-	sync
-	[[ -w /proc/sys/vm/drop_caches ]] && echo 3 >/proc/sys/vm/drop_caches
-	lib_local remount >/dev/null || bail "remount failed"
-	M=$TESSERA_MNT
-}
-
 # frag_table INO: one line "stripe version index server" per fragment object of the inode on
 # any server's disk (numbers in decimal; the server is its 0-based directory index).
 frag_table() {
@@ -189,22 +181,7 @@ fi
 # ---------------------------------------------------------------- d. a flipped byte
 REPORT="$LIB_WORK/report.json"
 # scrub_json WANT_RC DESC ARGS...: tessera-scrub --json ARGS on the unmounted metadata.
-scrub_json() {
-	local want=$1 desc=$2 rc
-	shift 2
-	"$SCRUB" --json "$@" "$TESSERA_META" >"$REPORT" 2>"$LIB_WORK/scrub.err"
-	rc=$?
-	if ((rc == want)); then
-		ok "$desc: scrub exit $rc"
-	else
-		fail "$desc: scrub exit $rc, wanted $want"
-		head -c 1500 "$REPORT" | sed 's/^/#   /'
-		head -n 5 "$LIB_WORK/scrub.err" | sed 's/^/#   /'
-	fi
-}
-json_stat() {
-	grep -o "\"$1\":[0-9]*" "$REPORT" | head -n 1 | cut -d: -f2
-}
+scrub_json() { lib_scrub "$1" "$2" "$TESSERA_META" "${@:3}"; }
 
 check "unmount for the flip" lib_local unmount
 # Fragment 0 (data) of d's stripe 0, newest version.
@@ -226,7 +203,7 @@ else
 	rc=$?
 	((rc == 0 || rc == 4)) && ok "dry run before the read: scrub exit $rc" ||
 		fail "dry run before the read: scrub exit $rc: $(head -c 300 "$LIB_WORK/scrub.err")"
-	DMG0=$(json_stat stripes_damaged)
+	DMG0=$(json_stat stripes_damaged "$REPORT")
 	# Exactly a's stripes stored while server $KILLED was dead are flagged: committed with
 	# fewer than k+m fragments (DESIGN.md), while the hung server of part c and the servers
 	# stopped in part b flagged nothing (not answering is not damage).
@@ -244,7 +221,7 @@ else
 	verify_rc 0 "d reads back identical with a flipped byte in a data fragment" "$M/d" "$DSIZE" 22
 	check "unmount after the read" lib_local unmount
 	scrub_json 4 "dry run after the read" -n --no-namespace
-	DMG1=$(json_stat stripes_damaged)
+	DMG1=$(json_stat stripes_damaged "$REPORT")
 	((DMG1 == DMG0 + 1)) && ok "the read flagged the damaged stripe ($DMG0 -> $DMG1 damaged stripes)" ||
 		fail "the read did not record the damage: $DMG0 -> ${DMG1:-?} damaged stripes"
 	# The repair finds the bad fragment by its crc and rebuilds exactly it.

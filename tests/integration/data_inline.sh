@@ -27,13 +27,6 @@ REF="$LIB_WORK/ref"
 mkdir -p "$REF"
 ALL=()   # every file name, compared at the end
 
-remount() {
-	sync
-	[[ -w /proc/sys/vm/drop_caches ]] && echo 3 >/proc/sys/vm/drop_caches
-	lib_local remount >/dev/null || bail "remount failed"
-	M=$TESSERA_MNT
-}
-
 # frags NAME: fragment objects of the file's inode on all servers.
 frags() {
 	local hex

@@ -16,46 +16,30 @@ lib_up --servers 6 --k 4 --m 2
 
 M=$TESSERA_MNT
 S=$LIB_STRIPE
-NAMES=(tiny small stripe_plus_1 three_stripes big)
-SIZES=(1 100000 $((S + 1)) $((3 * S + 5)) $((50 << 20)))
 # Files of at least one stripe certainly hold fragments (small ones may live in the metadata).
 STRIPED=(stripe_plus_1 three_stripes big)
-
-for i in "${!NAMES[@]}"; do
-	check "write ${NAMES[i]} (${SIZES[i]} bytes)" "$DATAGEN" write "$M/${NAMES[i]}" "${SIZES[i]}" $((700 + i))
-done
-
-verify_all() {
-	local when=$1 i
-	for i in "${!NAMES[@]}"; do
-		check "verify ${NAMES[i]} ($when)" "$DATAGEN" verify "$M/${NAMES[i]}" "${SIZES[i]}" $((700 + i))
-	done
-}
+write_file tiny 1 700
+write_file small 100000 701
+write_file stripe_plus_1 $((S + 1)) 702
+write_file three_stripes $((3 * S + 5)) 703
+write_file big $((50 << 20)) 704
 verify_all "all servers up"
-
-# Drops the kernel's page cache and tesserafs' own caches.
-drop_caches() {
-	sync
-	[[ -w /proc/sys/vm/drop_caches ]] && echo 3 >/proc/sys/vm/drop_caches
-	lib_local remount >/dev/null || bail "remount failed"
-	M=$TESSERA_MNT
-}
 
 # ---- m = 2 servers down: everything reads
 check "stop server 1" lib_local stop-server 1
 check "stop server 4" lib_local stop-server 4
-drop_caches
-check "directory listing with 2 servers down" test "$(ls "$M" | wc -l)" -eq "${#NAMES[@]}"
+remount
+check "directory listing with 2 servers down" test "$(ls "$M" | wc -l)" -eq "${#LIB_FILES[@]}"
 verify_all "2 servers down"
 check "random small reads with 2 servers down" "$DATAGEN" randverify "$M/big" $((50 << 20)) 704
 
 # ---- m + 1 servers down: striped files fail with EIO, promptly, never with wrong bytes
 check "stop server 2" lib_local stop-server 2
-drop_caches
+remount
 check "stat with 3 servers down" stat "$M/big"
-for i in "${!NAMES[@]}"; do
-	name=${NAMES[i]}
-	lib_time_ms "$DATAGEN" verify "$M/$name" "${SIZES[i]}" $((700 + i)) 2>"$LIB_WORK/verify.err"
+for i in "${!LIB_FILES[@]}"; do
+	name=${LIB_FILES[i]}
+	lib_time_ms "$DATAGEN" verify "$M/$name" "${LIB_SIZES[i]}" "${LIB_SEEDS[i]}" 2>"$LIB_WORK/verify.err"
 	err=$(head -c 300 "$LIB_WORK/verify.err")
 	if ((LIB_RC == 1)); then
 		fail "$name with 3 servers down: WRONG DATA returned ($err)"
@@ -82,7 +66,7 @@ done
 for i in 1 2 4; do
 	check "start server $i" lib_local start-server "$i"
 done
-drop_caches
+remount
 verify_all "servers back"
 
 lib_finish

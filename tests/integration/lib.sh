@@ -11,10 +11,14 @@
 # Time bound: sourcing lib.sh re-executes the test under timeout(1) (TESSERA_TEST_TIMEOUT
 # overrides LIB_TIMEOUT, default 300 s). On expiry the whole process group gets SIGTERM (the
 # daemons too), the test reports "not ok" and its cleanup still runs.
-# Cleanup (trap on EXIT, INT, TERM): tessera-local down (unmount, stop every daemon by PID);
+# Cleanup (trap on EXIT, INT, TERM): tessera-local down (unmount, stop every daemon by PID),
+# the blockd of blockd_start and every PID given to lib_track_pid stopped;
 # sanitizer reports ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:") in
-# any daemon log turn the test into a failure; the work directory is removed on success and
-# kept on failure, with its path and the log tails printed.
+# any daemon log turn the test into a failure; the work directory is removed on success (and
+# on a skip) and kept on failure, with its path and the log tails printed.
+# Skips: lib_skip REASON exits 77 (meson: skipped) when a prerequisite is absent, but only if
+# nothing failed before (then it is a failure); lib_skip_case REASON marks one sub-case as
+# not run: the test goes on and ends with 77 instead of 0. A skip never hides a failure.
 # Environment: TESSERA_BUILD (build directory, default SRC/build), TESSERA_SRC (source tree),
 # TESSERA_KEEP=1 keeps the work directory even on success.
 
@@ -56,6 +60,12 @@ diag() {
 	echo "# $*"
 }
 
+# lib_show OUTPUT: the first lines of a failed command's output, as diagnostics.
+lib_show() {
+	[[ -n $1 ]] && printf '%s\n' "$1" | head -n 20 | sed 's/^/#   /'
+	return 0
+}
+
 # check DESC CMD...: runs CMD; ok when it exits 0 (its output is shown on failure).
 check() {
 	local desc=$1 out rc
@@ -66,7 +76,7 @@ check() {
 		ok "$desc"
 	else
 		fail "$desc (exit $rc: $*)"
-		[[ -n $out ]] && printf '%s\n' "$out" | head -n 20 | sed 's/^/#   /'
+		lib_show "$out"
 	fi
 	return "$rc"
 }
@@ -81,7 +91,7 @@ check_rc() {
 		ok "$desc"
 	else
 		fail "$desc (exit $rc, wanted $want: $*)"
-		[[ -n $out ]] && printf '%s\n' "$out" | head -n 20 | sed 's/^/#   /'
+		lib_show "$out"
 	fi
 	[[ $rc == "$want" ]]
 }
@@ -91,6 +101,63 @@ bail() {
 	fail "$*"
 	diag "bailing out"
 	exit 1
+}
+
+# lib_skip REASON: a prerequisite of the whole test is absent: exit 77. After a failure it is
+# no skip: the test fails.
+lib_skip() {
+	if ((LIB_FAILED)); then
+		diag "cannot go on ($*), and $LIB_FAILED checks failed already"
+		exit 1
+	fi
+	LIB_SKIPPED+=("$*")
+	diag "SKIP: $*"
+	exit 77
+}
+
+# lib_skip_case REASON: one part of the test cannot run here; the rest goes on, and a test
+# that passes everything else exits 77, not 0.
+LIB_SKIPPED=()
+lib_skip_case() {
+	LIB_SKIPPED+=("$*")
+	diag "SKIP: $*"
+}
+
+# check_or_skip DESC CMD...: like check, but CMD's exit status 77 means "cannot run here"
+# (lib_skip_case), not a failure.
+check_or_skip() {
+	local desc=$1 out rc
+	shift
+	out=$("$@" 2>&1)
+	rc=$?
+	case $rc in
+	0) ok "$desc" ;;
+	77)
+		lib_skip_case "$desc"
+		lib_show "$out"
+		;;
+	*)
+		fail "$desc (exit $rc: $*)"
+		lib_show "$out"
+		;;
+	esac
+	return 0
+}
+
+# check_out WANT_RC PATTERN DESC CMD...: ok when CMD exits with WANT_RC and its output (stdout
+# and stderr) matches the extended regular expression PATTERN.
+check_out() {
+	local want=$1 pat=$2 desc=$3 out rc
+	shift 3
+	out=$("$@" 2>&1)
+	rc=$?
+	if ((rc == want)) && grep -qE -- "$pat" <<<"$out"; then
+		ok "$desc"
+	else
+		fail "$desc (exit $rc, wanted $want and /$pat/: $*)"
+		lib_show "$out"
+	fi
+	((rc == want))
 }
 
 # ---- cluster
@@ -126,26 +193,31 @@ lib_up() {
 # The last lines of every daemon log of the work directory.
 lib_log_tails() {
 	local f
-	for f in "$LIB_WORK"/servers/*/log "$LIB_WORK/tesserafs.log" "$LIB_WORK/mkfs.log" \
-		"$LIB_WORK/build.log" "$LIB_WORK"/powerloss*.log; do
+	for f in "$LIB_WORK"/servers/*/log "$LIB_WORK"/*.log; do
 		[[ -s $f ]] || continue
 		echo "#---- tail of $f"
 		tail -n 25 "$f" | sed 's/^/#   /'
 	done
 }
 
-# Fails when a sanitizer reported anything in a daemon log.
+# lib_log_sanitizers FILE [FROM]: fails when a sanitizer reported anything in FILE (from its
+# byte FROM on, 1 = the start).
+LIB_SAN_RE='ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error:'
+lib_log_sanitizers() {
+	local f=$1 from=${2:-1}
+	[[ -f $f ]] || return 0
+	tail -c "+$from" "$f" | grep -qE "$LIB_SAN_RE" || return 0
+	fail "sanitizer report in $f"
+	tail -c "+$from" "$f" | grep -E -m 5 -A 12 "$LIB_SAN_RE" | sed 's/^/#   /'
+	return 1
+}
+
+# Fails when a sanitizer reported anything in a daemon log of the cluster.
 lib_check_sanitizers() {
 	local f hits=0
 	for f in "$LIB_WORK"/servers/*/log "$LIB_WORK/tesserafs.log" "$LIB_WORK/mkfs.log" \
 		"$LIB_WORK"/powerloss*.log; do
-		[[ -f $f ]] || continue
-		if grep -qE 'ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error:' "$f"; then
-			fail "sanitizer report in $f"
-			grep -E -m 5 -A 12 'ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error:' "$f" |
-				sed 's/^/#   /'
-			hits=1
-		fi
+		lib_log_sanitizers "$f" || hits=1
 	done
 	return "$hits"
 }
@@ -168,14 +240,16 @@ lib_cleanup() {
 			timeout 120 "$TESSERA_LOCAL" down "$LIB_WORK" >/dev/null 2>&1 ||
 				fail "tessera-local down failed"
 		fi
+		[[ -n $BLOCKD_PID ]] && { blockd_stop || true; }
+		lib_stop_tracked
 		local hook
 		for hook in "${LIB_AT_EXIT[@]}"; do
 			eval "$hook" || fail "cleanup step failed: $hook"
 		done
 		lib_check_sanitizers || true
-		((LIB_FAILED)) && ((rc == 0)) && rc=1
-		if ((rc != 0)) || [[ ${TESSERA_KEEP:-0} == 1 ]]; then
-			((rc != 0)) && lib_log_tails
+		((LIB_FAILED)) && ((rc == 0 || rc == 77)) && rc=1
+		if ((rc != 0 && rc != 77)) || [[ ${TESSERA_KEEP:-0} == 1 ]]; then
+			((rc != 0 && rc != 77)) && lib_log_tails
 			diag "work directory kept: $LIB_WORK"
 		elif lib_mounted; then
 			diag "something is still mounted under $LIB_WORK; not removing it"
@@ -184,8 +258,9 @@ lib_cleanup() {
 			rm -rf "$LIB_WORK"
 		fi
 	fi
-	((LIB_FAILED)) && ((rc == 0)) && rc=1
-	diag "$LIB_NAME: $((LIB_N - LIB_FAILED)) passed, $LIB_FAILED failed, $((SECONDS - LIB_START)) s"
+	((LIB_FAILED)) && ((rc == 0 || rc == 77)) && rc=1
+	((rc == 0 && ${#LIB_SKIPPED[@]})) && rc=77
+	diag "$LIB_NAME: $((LIB_N - LIB_FAILED)) passed, $LIB_FAILED failed, ${#LIB_SKIPPED[@]} skipped, $((SECONDS - LIB_START)) s"
 	exit "$rc"
 }
 
@@ -201,22 +276,57 @@ lib_on_signal() {
 	exit 1
 }
 
-# lib_init: makes the work directory and installs the cleanup traps.
+# lib_init: makes the work directory and installs the cleanup traps; sets OUT.
 lib_init() {
 	[[ -x $DATAGEN ]] || { echo "not ok - missing $DATAGEN" >&2; exit 1; }
 	LIB_WORK=$(mktemp -d "${TMPDIR:-/tmp}/tessera-$LIB_NAME.XXXXXX") ||
 		{ echo "not ok - mktemp failed" >&2; exit 1; }
+	OUT="$LIB_WORK/out" # req's response bodies
 	trap 'lib_cleanup $?' EXIT
 	trap 'lib_on_signal INT' INT
 	trap 'lib_on_signal TERM' TERM
 	diag "$LIB_NAME: work directory $LIB_WORK, build $TESSERA_BUILD"
 }
 
+# lib_finish: exit 1 when anything failed, else 77 when a sub-case was skipped, else 0.
 lib_finish() {
 	if ((LIB_FAILED)); then
 		exit 1
 	fi
+	((${#LIB_SKIPPED[@]})) && exit 77
 	exit 0
+}
+
+# lib_track_pid PID: a process this test started, stopped (SIGTERM, then SIGKILL after 10 s)
+# by the cleanup unless lib_untrack_pid said it is gone.
+LIB_PIDS=()
+lib_track_pid() {
+	LIB_PIDS+=("$1")
+}
+
+# lib_untrack_pid PID: the process was waited for: its PID is not ours any more, never signal it.
+lib_untrack_pid() {
+	local keep=() p
+	for p in "${LIB_PIDS[@]}"; do
+		[[ $p == "$1" ]] || keep+=("$p")
+	done
+	LIB_PIDS=("${keep[@]}")
+}
+
+lib_stop_tracked() {
+	local p t
+	for p in "${LIB_PIDS[@]}"; do
+		kill "$p" 2>/dev/null
+	done
+	for p in "${LIB_PIDS[@]}"; do
+		for ((t = 0; t < 100; t++)); do
+			kill -0 "$p" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
+		wait "$p" 2>/dev/null
+	done
+	LIB_PIDS=()
 }
 
 # ---- helpers for the tests
@@ -264,6 +374,175 @@ lib_scrub() {
 	return 0
 }
 
+# ---- a set of files written and verified with datagen
+
+# The set: names relative to the mountpoint, sizes and datagen seeds, in the order written.
+LIB_FILES=()
+LIB_SIZES=()
+LIB_SEEDS=()
+
+# write_file NAME SIZE SEED: writes $TESSERA_MNT/NAME (directories made) with datagen and adds
+# it to the set (one check).
+write_file() {
+	LIB_FILES+=("$1")
+	LIB_SIZES+=("$2")
+	LIB_SEEDS+=("$3")
+	mkdir -p "$(dirname "$TESSERA_MNT/$1")"
+	check "write $1 ($2 bytes)" "$DATAGEN" write "$TESSERA_MNT/$1" "$2" "$3"
+}
+
+# verify_all WHEN: verifies every file of the set (one check each, "verify NAME (WHEN)").
+verify_all() {
+	local i
+	for i in "${!LIB_FILES[@]}"; do
+		check "verify ${LIB_FILES[i]} ($1)" "$DATAGEN" verify "$TESSERA_MNT/${LIB_FILES[i]}" \
+			"${LIB_SIZES[i]}" "${LIB_SEEDS[i]}"
+	done
+}
+
+# remount: drops the kernel's page cache and tesserafs' own caches (and its view of server
+# health): sync, drop_caches where writable, tessera-local remount. Bails out on failure.
+remount() {
+	sync
+	[[ -w /proc/sys/vm/drop_caches ]] && echo 3 >/proc/sys/vm/drop_caches
+	lib_local remount >/dev/null || bail "remount failed"
+}
+
+# server_objects I: how many objects the cluster's server I holds on its disk.
+server_objects() {
+	find "$LIB_WORK/servers/$1/data/objects" -type f 2>/dev/null | wc -l
+}
+
+# ---- one block server without a cluster (blockd_*.sh)
+#
+# BLOCKD_AK, BLOCKD_SK: the credentials blockd_start gives the server and s3 signs with (set
+# them before the first start). BLOCKD_DATA: its data directory (default $LIB_WORK/data).
+BLOCKD="$TESSERA_BUILD/tessera-blockd"
+BLOCKD_AK=${BLOCKD_AK:-tessera-test}
+BLOCKD_SK=${BLOCKD_SK:-tessera-test-secret}
+BLOCKD_SIGV4="aws:amz:us-east-1:s3"
+BLOCKD_PID=""
+BLOCKD_PORT=""
+BLOCKD_LOG=""
+BLOCKD_LOG_FROM=1
+
+# blockd_start NAME [ARGS...]: starts tessera-blockd ARGS on 127.0.0.1:0 with the credentials
+# in its environment; port file $LIB_WORK/NAME.port, log $LIB_WORK/NAME.log (appended). Waits
+# (TESSERA_SERVER_DEADLINE, default 10 s) until it wrote its port and /-/status answers 200;
+# sets BLOCKD_PID and BLOCKD_PORT. Returns 1, with the log's tail, when it exits or is late.
+# One blockd at a time: blockd_stop the last one first.
+blockd_start() {
+	local name=$1 port_file="$LIB_WORK/$1.port" until
+	shift
+	[[ -x $BLOCKD ]] || bail "missing $BLOCKD"
+	: "${BLOCKD_DATA:=$LIB_WORK/data}"
+	BLOCKD_LOG="$LIB_WORK/$name.log"
+	BLOCKD_LOG_FROM=$(($(stat -c %s "$BLOCKD_LOG" 2>/dev/null || echo 0) + 1))
+	rm -f "$port_file"
+	TESSERA_ACCESS_KEY=$BLOCKD_AK TESSERA_SECRET_KEY=$BLOCKD_SK "$BLOCKD" --data "$BLOCKD_DATA" \
+		--listen 127.0.0.1:0 --port-file "$port_file" "$@" >>"$BLOCKD_LOG" 2>&1 &
+	BLOCKD_PID=$!
+	until=$((SECONDS + ${TESSERA_SERVER_DEADLINE:-10}))
+	while :; do
+		if ! kill -0 "$BLOCKD_PID" 2>/dev/null; then
+			diag "blockd exited during start-up"
+			BLOCKD_PID=""
+			tail -n 20 "$BLOCKD_LOG" | sed 's/^/#   /'
+			return 1
+		fi
+		if [[ -s $port_file ]]; then
+			BLOCKD_PORT=$(<"$port_file")
+			[[ $(req "http://127.0.0.1:$BLOCKD_PORT/-/status") == 200 ]] && return 0
+		fi
+		if ((SECONDS >= until)); then
+			diag "blockd not ready in ${TESSERA_SERVER_DEADLINE:-10} s"
+			tail -n 20 "$BLOCKD_LOG" | sed 's/^/#   /'
+			return 1
+		fi
+		sleep 0.05
+	done
+}
+
+# blockd_stop [SIGNAL]: signals the blockd (TERM by default), waits for it and returns its exit
+# status; what it logged since its start is checked for sanitizer reports (a failure).
+blockd_stop() {
+	local rc=0
+	[[ -n $BLOCKD_PID ]] || return 0
+	kill -s "${1:-TERM}" "$BLOCKD_PID" 2>/dev/null
+	wait "$BLOCKD_PID" 2>/dev/null || rc=$?
+	BLOCKD_PID=""
+	lib_log_sanitizers "$BLOCKD_LOG" "$BLOCKD_LOG_FROM"
+	return "$rc"
+}
+
+# url PATH: the blockd's URL of PATH (no leading '/').
+url() {
+	echo "http://127.0.0.1:$BLOCKD_PORT/$1"
+}
+
+# req CURL_ARGS...: curl with a hard time bound; prints the HTTP status ("curl-failed" when
+# curl failed), the body goes to $OUT ($LIB_WORK/out unless a caller changes it), curl's
+# errors to $LIB_WORK/curl.err.
+req() {
+	timeout 20 curl -sS --max-time 15 -o "$OUT" -w '%{http_code}' "$@" \
+		2>"$LIB_WORK/curl.err" || echo "curl-failed"
+}
+
+# s3 CURL_ARGS...: req signed with SigV4 by curl (as the blockd's client).
+s3() {
+	req --aws-sigv4 "$BLOCKD_SIGV4" --user "$BLOCKD_AK:$BLOCKD_SK" "$@"
+}
+
+# xml_code CODE: the S3 error document in $OUT has <Code>CODE</Code>.
+xml_code() {
+	grep -q "<Code>$1</Code>" "$OUT"
+}
+
+# status_field NAME: a number from the blockd's /-/status.
+status_field() {
+	req "$(url -/status)" >/dev/null
+	grep -o "\"$1\":[0-9]*" "$OUT" | head -n 1 | cut -d: -f2
+}
+
+# no_tmp_leftovers: the blockd's tmp/ is empty. The version a PUT replaced waits there for the
+# deleter thread a moment: polls up to 2 s.
+no_tmp_leftovers() {
+	local i
+	for ((i = 0; i < 20; i++)); do
+		[[ -z $(find "$BLOCKD_DATA/tmp" -type f) ]] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# bcclient_round NAME URL AK SK BUCKET: tesserafs's block client (tests/helpers/bcclient.c, over
+# blockclient.h) against the S3 server at URL: PUT, GET, ranged GET, HEAD, DELETE of a 1 MiB
+# fragment, bytes compared; HEAD after DELETE and GET of a missing key are "not found"; an
+# unknown access key is refused. Eight checks.
+bcclient_round() {
+	local name=$1 url=$2 ak=$3 sk=$4 bucket=$5 rc key="f/0000/1.2.3" f="$LIB_WORK/frag"
+	local bc=(timeout 30 env TESSERA_ACCESS_KEY="$ak" TESSERA_SECRET_KEY="$sk"
+		"$TESSERA_BUILD/tests/bcclient")
+	head -c 1048656 /dev/urandom >"$f"
+	check "$name: blockclient PUT" "${bc[@]}" put "$url" "$bucket" "$key" "$f"
+	rm -f "$f.out"
+	"${bc[@]}" get "$url" "$bucket" "$key" "$f.out"
+	check "$name: blockclient GET returns the same bytes" cmp -s "$f" "$f.out"
+	"${bc[@]}" get "$url" "$bucket" "$key" "$f.r" 80 4096
+	check "$name: blockclient ranged GET returns the slice" cmp -s "$f.r" \
+		<(tail -c +81 "$f" | head -c 4096)
+	check "$name: blockclient HEAD gives the size" \
+		test "$("${bc[@]}" head "$url" "$bucket" "$key")" = 1048656
+	check "$name: blockclient DELETE" "${bc[@]}" delete "$url" "$bucket" "$key"
+	check_rc 3 "$name: blockclient HEAD after DELETE -> not found (exit 3)" \
+		"${bc[@]}" head "$url" "$bucket" "$key"
+	check_rc 3 "$name: blockclient GET of a missing key -> not found (exit 3)" \
+		"${bc[@]}" get "$url" "$bucket" "f/none" "$LIB_WORK/x"
+	check_rc 1 "$name: an unknown access key is refused (exit 1)" \
+		timeout 30 env TESSERA_ACCESS_KEY=nobody TESSERA_SECRET_KEY="$sk" \
+		"$TESSERA_BUILD/tests/bcclient" head "$url" "$bucket" "f/none"
+}
+
 # lib_require PROGRAM...: fails the test at once when a program of the build is missing.
 lib_require() {
 	local p
@@ -278,8 +557,8 @@ POWERLOSS="$TESSERA_BUILD/tests/powerloss"
 PL_PIDS=()
 
 # pl_mount BACKING MNT LOG: mounts the power-loss helper over BACKING at MNT (its stderr to
-# LOG, a new file for each mount) and sets PL_PID and PL_LOG; bails out when it does not come up in 10 s. The cleanup
-# unmounts it and waits for it (pl_unmount).
+# LOG, a new file for each mount) and sets PL_PID and PL_LOG; bails out when it does not come
+# up in 10 s. The cleanup unmounts it and waits for it (pl_unmount).
 pl_mount() {
 	local backing=$1 mnt=$2 end=$((SECONDS + 10))
 	[[ -x $POWERLOSS ]] || bail "missing $POWERLOSS"

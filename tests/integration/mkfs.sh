@@ -1,52 +1,17 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # mkfs.sh: tessera-mkfs end to end, without servers (mkfs does not contact them).
 # Usage errors exit 2, k+m > servers is refused, a second mkfs is refused (exit 1) and
 # --force overwrites; the credentials file is private; a config file works and the command
-# line overrides it. Self-contained (no cluster): a temporary directory removed at the end,
-# kept on failure.
+# line overrides it. No cluster: mkfs runs on directories of lib.sh's work directory.
 # Environment: TESSERA_BUILD (build directory), TESSERA_SRC (source tree).
 
-set -uo pipefail
+. "$(dirname "$0")/lib.sh"
 
-TESSERA_SRC=${TESSERA_SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
-TESSERA_BUILD=${TESSERA_BUILD:-$TESSERA_SRC/build}
 MKFS="$TESSERA_BUILD/tessera-mkfs"
-[[ -x $MKFS ]] || { echo "not ok - missing $MKFS"; exit 1; }
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/tessera-mkfs.XXXXXX") || exit 1
-N=0
-FAILED=0
-trap 'if ((FAILED)); then echo "# work directory kept: $WORK"; else rm -rf "$WORK"; fi' EXIT
-
-ok() { N=$((N + 1)); echo "ok $N - $*"; }
-fail() { N=$((N + 1)); FAILED=$((FAILED + 1)); echo "not ok $N - $*"; }
-
-# expect RC DESC CMD...: ok when CMD exits with RC (output shown on failure).
-expect() {
-	local want=$1 desc=$2 out rc
-	shift 2
-	out=$("$@" 2>&1 </dev/null)
-	rc=$?
-	if ((rc == want)); then
-		ok "$desc"
-	else
-		fail "$desc (exit $rc, wanted $want)"
-		printf '%s\n' "$out" | head -n 10 | sed 's/^/#   /'
-	fi
-}
-
-# expect_out PATTERN DESC CMD...: ok when CMD's output (stdout and stderr) matches PATTERN.
-expect_out() {
-	local pat=$1 desc=$2 out
-	shift 2
-	out=$("$@" 2>&1 </dev/null)
-	if grep -qE -- "$pat" <<<"$out"; then
-		ok "$desc"
-	else
-		fail "$desc (no /$pat/ in the output)"
-		printf '%s\n' "$out" | head -n 10 | sed 's/^/#   /'
-	fi
-}
+lib_init
+[[ -x $MKFS ]] || bail "missing $MKFS"
+WORK=$LIB_WORK
+exec </dev/null # mkfs never reads a terminal here
 
 servers=()
 for p in 9000 9001 9002 9003 9004 9005; do
@@ -55,40 +20,40 @@ done
 keys=(--access-key AKIDTEST --secret-key s3cr3t/KEY+x)
 
 # ---- usage errors: exit 2
-expect 2 "no arguments" "$MKFS"
-expect 0 "--help" "$MKFS" --help
-expect 2 "unknown option" "$MKFS" --bogus "$WORK/x"
-expect 2 "two directories" "$MKFS" "${servers[@]}" "${keys[@]}" "$WORK/x" "$WORK/y"
-expect 2 "no keys" env -u TESSERA_ACCESS_KEY -u TESSERA_SECRET_KEY \
+check_rc 2 "no arguments" "$MKFS"
+check_rc 0 "--help" "$MKFS" --help
+check_rc 2 "unknown option" "$MKFS" --bogus "$WORK/x"
+check_rc 2 "two directories" "$MKFS" "${servers[@]}" "${keys[@]}" "$WORK/x" "$WORK/y"
+check_rc 2 "no keys" env -u TESSERA_ACCESS_KEY -u TESSERA_SECRET_KEY \
 	"$MKFS" "${servers[@]}" "$WORK/x"
-expect 2 "no servers" "$MKFS" "${keys[@]}" "$WORK/x"
-expect 2 "k+m > servers" "$MKFS" "${servers[@]:0:10}" "${keys[@]}" "$WORK/x"
-expect_out "at least 6 servers, 5 given" "k+m > servers says why" \
+check_rc 2 "no servers" "$MKFS" "${keys[@]}" "$WORK/x"
+check_rc 2 "k+m > servers" "$MKFS" "${servers[@]:0:10}" "${keys[@]}" "$WORK/x"
+check_out 2 "at least 6 servers, 5 given" "k+m > servers says why" \
 	"$MKFS" "${servers[@]:0:10}" "${keys[@]}" "$WORK/x"
-expect 2 "k = 0" "$MKFS" "${servers[@]}" "${keys[@]}" --k 0 "$WORK/x"
-expect 2 "m = 0" "$MKFS" "${servers[@]}" "${keys[@]}" --m 0 "$WORK/x"
-expect 2 "k > 32" "$MKFS" "${servers[@]}" "${keys[@]}" --k 33 --m 1 "$WORK/x"
-expect 2 "m > 16" "$MKFS" "${servers[@]}" "${keys[@]}" --k 1 --m 17 "$WORK/x"
-expect 2 "quorum below k" "$MKFS" "${servers[@]}" "${keys[@]}" --quorum 3 "$WORK/x"
-expect 2 "quorum above k+m" "$MKFS" "${servers[@]}" "${keys[@]}" --quorum 7 "$WORK/x"
-expect 2 "inline-max above 64k" "$MKFS" "${servers[@]}" "${keys[@]}" --inline-max 65537 "$WORK/x"
-expect 2 "inline-max not a size" "$MKFS" "${servers[@]}" "${keys[@]}" --inline-max 4q "$WORK/x"
-expect 2 "stripe size not a multiple of k*64" \
+check_rc 2 "k = 0" "$MKFS" "${servers[@]}" "${keys[@]}" --k 0 "$WORK/x"
+check_rc 2 "m = 0" "$MKFS" "${servers[@]}" "${keys[@]}" --m 0 "$WORK/x"
+check_rc 2 "k > 32" "$MKFS" "${servers[@]}" "${keys[@]}" --k 33 --m 1 "$WORK/x"
+check_rc 2 "m > 16" "$MKFS" "${servers[@]}" "${keys[@]}" --k 1 --m 17 "$WORK/x"
+check_rc 2 "quorum below k" "$MKFS" "${servers[@]}" "${keys[@]}" --quorum 3 "$WORK/x"
+check_rc 2 "quorum above k+m" "$MKFS" "${servers[@]}" "${keys[@]}" --quorum 7 "$WORK/x"
+check_rc 2 "inline-max above 64k" "$MKFS" "${servers[@]}" "${keys[@]}" --inline-max 65537 "$WORK/x"
+check_rc 2 "inline-max not a size" "$MKFS" "${servers[@]}" "${keys[@]}" --inline-max 4q "$WORK/x"
+check_rc 2 "stripe size not a multiple of k*64" \
 	"$MKFS" "${servers[@]}" "${keys[@]}" --stripe-size 1000 "$WORK/x"
-expect 2 "stripe size above k*64M" \
+check_rc 2 "stripe size above k*64M" \
 	"$MKFS" "${servers[@]}" "${keys[@]}" --stripe-size 512M "$WORK/x"
-expect 2 "ftp URL" "$MKFS" "${servers[@]}" --server ftp://h "${keys[@]}" "$WORK/x"
-expect 2 "duplicate server" "$MKFS" "${servers[@]}" --server http://127.0.0.1:9000/ \
+check_rc 2 "ftp URL" "$MKFS" "${servers[@]}" --server ftp://h "${keys[@]}" "$WORK/x"
+check_rc 2 "duplicate server" "$MKFS" "${servers[@]}" --server http://127.0.0.1:9000/ \
 	"${keys[@]}" "$WORK/x"
-expect 2 "bad server option" "$MKFS" "${servers[@]}" --server http://h,color=red \
+check_rc 2 "bad server option" "$MKFS" "${servers[@]}" --server http://h,color=red \
 	"${keys[@]}" "$WORK/x"
-expect 2 "bad bucket" "$MKFS" "${servers[@]}" "${keys[@]}" --bucket Not_A_Bucket "$WORK/x"
-expect 2 "bad uuid" "$MKFS" "${servers[@]}" "${keys[@]}" --uuid nope "$WORK/x"
+check_rc 2 "bad bucket" "$MKFS" "${servers[@]}" "${keys[@]}" --bucket Not_A_Bucket "$WORK/x"
+check_rc 2 "bad uuid" "$MKFS" "${servers[@]}" "${keys[@]}" --uuid nope "$WORK/x"
 [[ -e $WORK/x ]] && fail "a refused mkfs created the directory" || ok "nothing created"
 
 # ---- a filesystem, then a second mkfs refused, then --force
 meta="$WORK/meta"
-expect_out "k=4 m=2.*quorum 5" "mkfs with defaults" "$MKFS" "${servers[@]}" "${keys[@]}" "$meta"
+check_out 0 "k=4 m=2.*quorum 5" "mkfs with defaults" "$MKFS" "${servers[@]}" "${keys[@]}" "$meta"
 [[ -f $meta/CURRENT ]] && ok "database created" || fail "no $meta/CURRENT"
 if [[ $(stat -c %a "$meta/credentials" 2>/dev/null) == 600 &&
 	$(cat "$meta/credentials") == "AKIDTEST s3cr3t/KEY+x" ]]; then
@@ -96,15 +61,15 @@ if [[ $(stat -c %a "$meta/credentials" 2>/dev/null) == 600 &&
 else
 	fail "credentials file: $(stat -c %a "$meta/credentials" 2>&1) $(cat "$meta/credentials" 2>&1)"
 fi
-expect 1 "second mkfs refused" "$MKFS" "${servers[@]}" "${keys[@]}" "$meta"
-expect_out "use --force" "refusal mentions --force" "$MKFS" "${servers[@]}" "${keys[@]}" "$meta"
-expect 0 "--force overwrites" "$MKFS" "${servers[@]}" "${keys[@]}" --k 2 --m 2 --force \
+check_rc 1 "second mkfs refused" "$MKFS" "${servers[@]}" "${keys[@]}" "$meta"
+check_out 1 "use --force" "refusal mentions --force" "$MKFS" "${servers[@]}" "${keys[@]}" "$meta"
+check_rc 0 "--force overwrites" "$MKFS" "${servers[@]}" "${keys[@]}" --k 2 --m 2 --force \
 	--quiet "$meta"
 out=$("$MKFS" "${servers[@]}" "${keys[@]}" --force --quiet "$meta" 2>&1)
 [[ -z $out ]] && ok "--quiet prints nothing" || fail "--quiet printed: $out"
 
 # ---- keys from the environment, config file, command line overriding it
-expect 0 "keys from the environment" env TESSERA_ACCESS_KEY=a TESSERA_SECRET_KEY=b \
+check_rc 0 "keys from the environment" env TESSERA_ACCESS_KEY=a TESSERA_SECRET_KEY=b \
 	"$MKFS" "${servers[@]}" --quiet "$WORK/env"
 [[ $(cat "$WORK/env/credentials" 2>&1) == "a b" ]] && ok "environment keys stored" ||
 	fail "environment keys: $(cat "$WORK/env/credentials" 2>&1)"
@@ -121,13 +86,12 @@ bucket = fs-bucket
 access-key = CONFKEY
 secret-key = CONFSECRET
 EOF
-expect_out "k=2 m=1.*quorum 3" "config file" "$MKFS" --config "$WORK/conf" "$WORK/c1"
-expect_out "10.0.0.2:9000  zone=b  weight=2199023255552" "config server options" \
+check_out 0 "k=2 m=1.*quorum 3" "config file" "$MKFS" --config "$WORK/conf" "$WORK/c1"
+check_out 0 "10.0.0.2:9000  zone=b  weight=2199023255552" "config server options" \
 	"$MKFS" --config "$WORK/conf" --force "$WORK/c1"
-expect_out "k=1 m=2" "command line overrides the config" \
+check_out 0 "k=1 m=2" "command line overrides the config" \
 	"$MKFS" --config "$WORK/conf" --k 1 --m 2 --force "$WORK/c1"
-expect 2 "config: unknown key" bash -c "echo 'colour = red' >'$WORK/bad'; '$MKFS' --config '$WORK/bad' '$WORK/c2'"
-expect 1 "config: missing file" "$MKFS" --config "$WORK/nonexistent" "$WORK/c2"
+check_rc 2 "config: unknown key" bash -c "echo 'colour = red' >'$WORK/bad'; '$MKFS' --config '$WORK/bad' '$WORK/c2'"
+check_rc 1 "config: missing file" "$MKFS" --config "$WORK/nonexistent" "$WORK/c2"
 
-echo "# mkfs: $((N - FAILED)) passed, $FAILED failed"
-((FAILED == 0))
+lib_finish

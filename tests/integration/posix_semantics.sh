@@ -7,7 +7,8 @@
 # times (ns, UTIME_NOW/OMIT, ctime rules, relatime), open flags and umask, readdir while the
 # directory changes, permissions across uids (sticky, setgid), deep trees and a large
 # directory. Then: everything survives a remount, and an unlinked-but-open file left by a
-# SIGKILLed daemon is removed at the next mount.
+# SIGKILLed daemon is removed at the next mount. A posix_check case that cannot run here (ACLs
+# the kernel does not pass on, perms without root) makes the test end as skipped, not passed.
 LIB_TIMEOUT=400
 . "$(dirname "$0")/lib.sh"
 
@@ -23,7 +24,7 @@ M=$TESSERA_MNT
 
 for t in rename-rules links symlink mknod names xattr acl unlink-open times open-flags rmdir \
 	readdir perms atime deep; do
-	check "posix_check $t" "$PC" "$t" "$M"
+	check_or_skip "posix_check $t" "$PC" "$t" "$M"
 done
 lib_time_ms env POSIX_CHECK_N="$BIG_N" "$PC" bigdir "$M"
 ((LIB_RC == 0)) && ok "bigdir: $BIG_N entries in $((LIB_MS / 1000)) s" ||
@@ -45,7 +46,7 @@ snapshot() {
 		getfattr -R -d -m - --absolute-names . 2>/dev/null | grep -v '^# file' | sort)
 }
 before=$(snapshot)
-lib_local remount >/dev/null || bail "remount failed"
+remount
 after=$(snapshot)
 if [[ $before == "$after" ]]; then
 	ok "names, modes, links, times, xattrs and ACLs survive a remount"

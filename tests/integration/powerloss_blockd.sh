@@ -14,69 +14,32 @@
 LIB_TIMEOUT=240
 . "$(dirname "$0")/lib.sh"
 
-BLOCKD="$TESSERA_BUILD/tessera-blockd"
+command -v curl >/dev/null || lib_skip "curl is not installed"
 lib_require "$BLOCKD" "$POWERLOSS"
-command -v curl >/dev/null || { echo "# curl is not installed: skip"; exit 77; }
-AK=tessera-test
-SK='s3cr3t/key+with=odd/chars'
-SIGV4="aws:amz:us-east-1:s3"
-export no_proxy="127.0.0.1" NO_PROXY="127.0.0.1"
 
 lib_init
 B=$LIB_WORK/backing
 M=$LIB_WORK/mnt
-DATA=$M/blockd
-BLOCKD_PID=
-lib_at_exit 'stop_blockd KILL'
-
-start_blockd() { # start_blockd LOG: blockd on $DATA, ready to serve; sets PORT
-	local log=$1 end=$((SECONDS + 20))
-	rm -f "$LIB_WORK/port"
-	TESSERA_ACCESS_KEY=$AK TESSERA_SECRET_KEY=$SK \
-		"$BLOCKD" --data "$DATA" --listen 127.0.0.1:0 --port-file "$LIB_WORK/port" \
-		--max-object-size 1M </dev/null >>"$log" 2>&1 &
-	BLOCKD_PID=$!
-	until [[ -s $LIB_WORK/port ]] &&
-		[[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 5 \
-			"http://127.0.0.1:$(cat "$LIB_WORK/port")/-/status") == 200 ]]; do
-		kill -0 "$BLOCKD_PID" 2>/dev/null || { tail -n 20 "$log"; return 1; }
-		((SECONDS < end)) || { echo "blockd not ready in 20 s"; return 1; }
-		sleep 0.05
-	done
-	PORT=$(cat "$LIB_WORK/port")
-}
-
-stop_blockd() { # stop_blockd SIGNAL: our blockd only, and only once
-	[[ -n $BLOCKD_PID ]] || return 0
-	kill "-$1" "$BLOCKD_PID" 2>/dev/null
-	wait "$BLOCKD_PID" 2>/dev/null
-	BLOCKD_PID=
-	return 0
-}
-
-# s3 ARGS... URL: a signed request with a time bound; prints the HTTP status.
-s3() {
-	timeout 30 curl -sS --max-time 25 --aws-sigv4 "$SIGV4" --user "$AK:$SK" \
-		-o "${S3_OUT:-/dev/null}" -w '%{http_code}' "$@" 2>/dev/null || echo "curl-failed"
-}
+BLOCKD_DATA=$M/blockd
 
 # client ID: PUTs, overwrites and DELETEs keys c<ID>/... until $STOP exists.
 client() {
 	local id=$1 log=$LIB_WORK/client.$1.log body=$LIB_WORK/body.$1 n=0 key size seed code
+	local OUT=/dev/null
 	local sizes=(0 1 4095 4096 5000 20000 65536 131072 150000 300000)
 	while [[ ! -e $STOP ]]; do
 		n=$((n + 1))
 		key="c$id/d$((RANDOM % 3))/k$((RANDOM % 25))"
 		if ((RANDOM % 8 == 0)); then
 			echo "try DEL $key" >>"$log"
-			code=$(s3 -X DELETE "http://127.0.0.1:$PORT/tessera/$key")
+			code=$(s3 -X DELETE "$(url "tessera/$key")")
 			[[ $code == 204 ]] && echo "ack DEL $key" >>"$log"
 		else
 			size=${sizes[RANDOM % ${#sizes[@]}]}
 			seed=$((id * 100000 + n))
 			"$DATAGEN" write "$body" "$size" "$seed" >/dev/null || return 1
 			echo "try PUT $key $size $seed" >>"$log"
-			code=$(s3 -T "$body" "http://127.0.0.1:$PORT/tessera/$key")
+			code=$(s3 -T "$body" "$(url "tessera/$key")")
 			[[ $code == 200 ]] && echo "ack PUT $key $size $seed" >>"$log"
 		fi
 		[[ $code == 200 || $code == 204 ]] || echo "err $code" >>"$log"
@@ -86,8 +49,8 @@ client() {
 acks() { cat "$LIB_WORK"/client.*.log 2>/dev/null | grep -c '^ack'; }
 
 pl_mount "$B" "$M" "$LIB_WORK/powerloss.1.log"
-start_blockd "$LIB_WORK/blockd.1.log" || bail "blockd starts on the helper"
-ok "blockd serves from a data directory on the power-loss helper (port $PORT)"
+blockd_start blockd.1 --max-object-size 1M || bail "blockd starts on the helper"
+ok "blockd serves from a data directory on the power-loss helper (port $BLOCKD_PORT)"
 
 STOP=$LIB_WORK/stop
 CLIENTS=()
@@ -108,14 +71,14 @@ check "enough requests were acknowledged before the power loss ($before)" test "
 check "blockd failed the requests after the power loss ($errs errors)" test "$errs" -ge 4
 check "blockd is still running after the power loss (it reports errors, it does not crash)" \
 	kill -0 "$BLOCKD_PID"
-stop_blockd KILL
+blockd_stop KILL
 pl_unmount "$M" "$PL_PID"
 check "the helper unmounted" eval '! mountpoint -q "$M"'
 
 pl_mount "$B" "$M" "$LIB_WORK/powerloss.2.log"
-start_blockd "$LIB_WORK/blockd.2.log" || bail "blockd restarts on the synced state"
+blockd_start blockd.2 --max-object-size 1M || bail "blockd restarts on the synced state"
 ok "blockd restarts on the synced state"
-leftovers=$(find "$DATA/tmp" -type f | wc -l)
+leftovers=$(find "$BLOCKD_DATA/tmp" -type f | wc -l)
 check "no temp files left after the restart ($leftovers)" test "$leftovers" -eq 0
 
 # Every key's allowed outcomes: the state of its last acknowledged request (or absent when it
@@ -137,9 +100,9 @@ nkeys=$(cut -d' ' -f1 "$LIB_WORK/allowed" | sort -u | wc -l)
 nacked_put=$(cat "$LIB_WORK"/client.*.log | grep -c '^ack PUT')
 
 bad=0 present=0
-S3_OUT=$LIB_WORK/got
+OUT=$LIB_WORK/got
 for key in $(cut -d' ' -f1 "$LIB_WORK/allowed" | sort -u); do
-	code=$(s3 "http://127.0.0.1:$PORT/tessera/$key")
+	code=$(s3 "$(url "tessera/$key")")
 	got=""
 	if [[ $code == 404 ]]; then
 		got=absent
@@ -147,12 +110,12 @@ for key in $(cut -d' ' -f1 "$LIB_WORK/allowed" | sort -u); do
 		present=$((present + 1))
 		while read -r _ size seed; do
 			[[ $size == absent ]] && continue
-			if "$DATAGEN" verify "$S3_OUT" "$size" "$seed" >/dev/null 2>&1; then
+			if "$DATAGEN" verify "$OUT" "$size" "$seed" >/dev/null 2>&1; then
 				got="$size $seed"
 				break
 			fi
 		done < <(grep "^$key " "$LIB_WORK/allowed")
-		[[ -n $got ]] || got="unexpected content ($(stat -c %s "$S3_OUT") bytes)"
+		[[ -n $got ]] || got="unexpected content ($(stat -c %s "$OUT") bytes)"
 	else
 		got="HTTP $code"
 	fi
@@ -161,12 +124,13 @@ for key in $(cut -d' ' -f1 "$LIB_WORK/allowed" | sort -u); do
 		((bad <= 10)) && diag "$key: $got; allowed: $(grep "^$key " "$LIB_WORK/allowed" | cut -d' ' -f2- | tr '\n' ';')"
 	fi
 done
-unset S3_OUT
 check "every key reads back as its last acknowledged state or its in-flight request ($nkeys keys, $present present, $nacked_put PUTs and $((total - nacked_put)) DELETEs acknowledged, $bad wrong)" \
 	test "$bad" -eq 0
 # Nothing is stored that no client sent.
-stray=$(cd "$DATA/objects/tessera" && find . -type f | sed 's|^\./||' |
+stray=$(cd "$BLOCKD_DATA/objects/tessera" && find . -type f | sed 's|^\./||' |
 	sort | comm -23 - <(cut -d' ' -f1 "$LIB_WORK/allowed" | sort -u) | wc -l)
 check "no object is stored under a key no client used ($stray)" test "$stray" -eq 0
-stop_blockd TERM
+rc=0
+blockd_stop TERM || rc=$?
+check "blockd stops cleanly on SIGTERM (exit $rc)" test "$rc" -eq 0
 lib_finish

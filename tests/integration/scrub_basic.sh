@@ -20,27 +20,13 @@ lib_up --servers 7 --k 4 --m 2
 
 M=$TESSERA_MNT
 S=$LIB_STRIPE
-NAMES=(small stripe_plus_1 three_stripes big)
-SIZES=(100000 $((S + 1)) $((3 * S + 5)) $((20 << 20)))
-for i in "${!NAMES[@]}"; do
-	check "write ${NAMES[i]}" "$DATAGEN" write "$M/${NAMES[i]}" "${SIZES[i]}" $((300 + i))
-done
-mkdir -p "$M/sub" && check "write sub/f" "$DATAGEN" write "$M/sub/f" $((2 * S)) 399
+write_file small 100000 300
+write_file stripe_plus_1 $((S + 1)) 301
+write_file three_stripes $((3 * S + 5)) 302
+write_file big $((20 << 20)) 303
+write_file sub/f $((2 * S)) 399
 
-verify_all() {
-	local i
-	for i in "${!NAMES[@]}"; do
-		check "verify ${NAMES[i]} ($1)" "$DATAGEN" verify "$M/${NAMES[i]}" "${SIZES[i]}" $((300 + i))
-	done
-	check "verify sub/f ($1)" "$DATAGEN" verify "$M/sub/f" $((2 * S)) 399
-}
-
-REPORT="$LIB_WORK/report.json"
 scrub() { lib_scrub "$1" "$2" "$TESSERA_META" "${@:3}"; }
-
-server_objects() {
-	find "$LIB_WORK/servers/$1/data/objects" -type f 2>/dev/null | wc -l
-}
 
 check "unmount (servers stay up)" lib_local unmount
 

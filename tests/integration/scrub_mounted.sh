@@ -26,10 +26,8 @@ M=$TESSERA_MNT
 META=$TESSERA_META
 SOCK=$META/control.sock
 
-REPORT="$LIB_WORK/report.json"
 # scrub WANT_RC DESC ARGS...: tessera-scrub --json ARGS MOUNTPOINT, report in $REPORT.
 scrub() { lib_scrub "$1" "$2" "$M" "${@:3}"; }
-server_objects() { find "$LIB_WORK/servers/$1/data/objects" -type f 2>/dev/null | wc -l; }
 
 # ---- 1. how the mount is found
 read -r SRC TYPE < <(awk -v m="$M" '$5 == m { for (i = 7; $i != "-"; i++); print $(i + 2), $(i + 1) }' \

@@ -21,25 +21,12 @@ lib_up --servers 7 --k 4 --m 2
 
 M=$TESSERA_MNT
 S=$LIB_STRIPE
-NAMES=(small stripe_plus_1 three_stripes big)
-SIZES=(100000 $((S + 1)) $((3 * S + 5)) $((12 << 20)))
-for i in "${!NAMES[@]}"; do
-	check "write ${NAMES[i]}" "$DATAGEN" write "$M/${NAMES[i]}" "${SIZES[i]}" $((500 + i))
-done
+write_file small 100000 500
+write_file stripe_plus_1 $((S + 1)) 501
+write_file three_stripes $((3 * S + 5)) 502
+write_file big $((12 << 20)) 503
 
-verify_all() {
-	local i
-	for i in "${!NAMES[@]}"; do
-		check "verify ${NAMES[i]} ($1)" "$DATAGEN" verify "$M/${NAMES[i]}" "${SIZES[i]}" $((500 + i))
-	done
-}
-
-REPORT="$LIB_WORK/report.json"
 scrub() { lib_scrub "$1" "$2" "$TESSERA_META" "${@:3}"; }
-
-server_objects() {
-	find "$LIB_WORK/servers/$1/data/objects" -type f 2>/dev/null | wc -l
-}
 
 # admin WANT_RC DESC ARGS...: runs `tessera server ARGS`, output in $ADMIN_OUT.
 ADMIN_OUT="$LIB_WORK/admin.out"
@@ -115,9 +102,7 @@ for i in 0 1 3 4 5 6; do REST=$((REST + $(server_objects "$i"))); done
 check "start server 2 again (still retired)" lib_local start-server 2
 check "mount" lib_local mount
 M=$TESSERA_MNT
-NAMES+=(after_retire)
-SIZES+=($((6 * S)))
-check "write after_retire" "$DATAGEN" write "$M/after_retire" $((6 * S)) 504
+write_file after_retire $((6 * S)) 504
 sync
 [[ $(server_objects 2) == "$HELD2" ]] && ok "the retired server got nothing new" ||
 	fail "server 2 holds $(server_objects 2) objects, had $HELD2"
@@ -161,9 +146,7 @@ admin 0 "add $ADD_URL" add "$TESSERA_META" "$ADD_URL,zone=extra"
 list_has "^7 +active +${ADD_URL//./\\.} +extra " && ok "server 7 listed" || fail "list: $(cat "$ADMIN_OUT")"
 check "mount" lib_local mount
 M=$TESSERA_MNT
-NAMES+=(after_add)
-SIZES+=($((12 * S)))
-check "write after_add" "$DATAGEN" write "$M/after_add" $((12 * S)) 505
+write_file after_add $((12 * S)) 505
 sync
 (($(server_objects "$ADD_IDX") > 0)) && ok "the added server got fragments" ||
 	fail "the added server holds nothing"

@@ -1,21 +1,18 @@
 /*
  * memfs.h: a filesystem for unit tests of the data path and the scrubber, in process: a real
- * metadata store in a temporary directory, the in-memory block store (blockstore.h) for its
- * servers, and a data layer over both. Included by one test file each (static functions).
+ * metadata store in a directory below the run's temporary one (unit.h), the in-memory block
+ * store (blockstore.h) for its servers, and a data layer over both. Included by one test file each (static functions).
  */
 #ifndef TESSERA_TEST_MEMFS_H
 #define TESSERA_TEST_MEMFS_H
 
-#include <check.h>
 #include <errno.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "tessera/blockstore.h"
@@ -24,12 +21,12 @@
 #include "tessera/meta.h"
 #include "tessera/proto.h"
 
+#include "unit.h"
+
 #define K 4
 #define M 2
 #define S (256u << 10) /* stripe size */
 #define MEMFS_MAX_SERVERS 16
-
-static uint64_t seed;
 
 static const uint8_t UUID[16] = { 0x51, 0x2c, 0x9e, 0x04, 0x7b, 0x33, 0x4a, 0x10,
 				  0x8f, 0x61, 0x22, 0xd7, 0x0c, 0xe5, 0x93, 0x4b };
@@ -55,8 +52,7 @@ static inline void env_up_with(unsigned n, const char *const *zones, uint32_t in
 	uint16_t ids[MEMFS_MAX_SERVERS];
 
 	ck_assert_ptr_nonnull(sb);
-	snprintf(E.dir, sizeof(E.dir), "/tmp/tessera-test-data.XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(E.dir));
+	unit_tmpdir(E.dir, sizeof(E.dir), "fs");
 	sb->format_version = META_FORMAT_VERSION;
 	memcpy(sb->fs_uuid, UUID, 16);
 	sb->k = K;
@@ -105,21 +101,13 @@ static inline void env_up(void)
 	env_up_inline(0);
 }
 
-static inline int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static inline void env_down(void)
 {
 	data_free(E.d); /* accepts NULL */
 	blockstore_free(E.bs);
 	meta_close(E.meta);
 	pthread_mutex_destroy(&E.lock);
-	nftw(E.dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	unit_rmtree(E.dir);
 }
 
 /* A new data layer on the same metadata and store: nothing cached. */
@@ -167,15 +155,10 @@ static inline void close_file(struct data_file *f)
 static inline uint8_t *random_bytes(size_t n, uint64_t salt)
 {
 	uint8_t *p = malloc(n ? n : 1);
-	uint64_t x = seed ^ (salt * 0x9e3779b97f4a7c15ull);
+	uint64_t rng = unit_seed ^ (salt * 0x9e3779b97f4a7c15ull);
 
 	ck_assert_ptr_nonnull(p);
-	for (size_t i = 0; i < n; i++) {
-		x ^= x << 13;
-		x ^= x >> 7;
-		x ^= x << 17;
-		p[i] = (uint8_t)(x >> 24);
-	}
+	unit_rng_fill(&rng, p, n);
 	return p;
 }
 

@@ -21,9 +21,10 @@
  *    times out; after SIGCONT and the back-off, the server is used and up again; n > 64 is
  *    -EINVAL.
  */
-#include <check.h>
+#include <arpa/inet.h>
 #include <errno.h>
-#include <ftw.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
@@ -32,19 +33,24 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "tessera/blockclient.h"
+#include "tessera/blockstore.h"
 #include "tessera/common.h"
+#include "tessera/proto.h"
+
+#include "unit.h"
 
 #define N_SRV 3
 #define ACCESS "bctestaccess"
 #define SECRET "bctestsecret0123456789"
 
-static char work_dir[64];
+static char work_dir[128];
 static char blockd_path[PATH_MAX];
 static pid_t srv_pid[N_SRV];
 static char srv_url[N_SRV][64];
@@ -82,7 +88,7 @@ static bool find_blockd(void)
 
 static pid_t start_blockd(unsigned i, char *url, size_t url_size)
 {
-	char data[128], port_file[128], log[128];
+	char data[160], port_file[160], log[160];
 
 	snprintf(data, sizeof(data), "%s/srv%u", work_dir, i);
 	snprintf(port_file, sizeof(port_file), "%s/srv%u.port", work_dir, i);
@@ -125,20 +131,10 @@ static pid_t start_blockd(unsigned i, char *url, size_t url_size)
 	return -1;
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 /* Unchecked fixture: runs once, in the runner process, around the server test cases. */
 static void servers_setup(void)
 {
-	snprintf(work_dir, sizeof(work_dir), "/tmp/test_blockclient.XXXXXX");
-	if (!mkdtemp(work_dir))
-		return;
+	unit_tmpdir(work_dir, sizeof(work_dir), "servers");
 	if (!find_blockd()) {
 		fprintf(stderr, "test_blockclient: tessera-blockd not found\n");
 		return;
@@ -170,7 +166,7 @@ static void servers_teardown(void)
 		srv_pid[i] = 0;
 	}
 	if (work_dir[0])
-		nftw(work_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+		unit_rmtree(work_dir);
 }
 
 static void cfg_init(struct blockclient_config *cfg)
@@ -300,14 +296,17 @@ START_TEST(test_refused_backoff)
 		ck_assert_int_eq(blockclient_run(bc, &op, 1, true), 0);
 		ck_assert_int_eq(op.result, -ECONNREFUSED);
 	}
-	/* The forced failures did not stretch the 1 s back-off (L3). */
-	uint64_t el = tclock_monotonic_ns() - t0;
-	ck_assert_uint_lt(el, 900000000ull);
-	msleep((unsigned)((1200000000ull - el) / 1000000));
-	ck_assert(blockclient_server_up(bc, 7));
-	/* The probe fails again: down, with a doubled back-off. */
-	ck_assert_int_eq(blockclient_run(bc, &op, 1, false), 0);
-	ck_assert_int_eq(op.result, -ECONNREFUSED);
+	ck_assert_uint_lt(tclock_monotonic_ns() - t0, 900000000ull);
+	/* The prober's probe failed too: down, for the reason the probe saw. */
+	struct blockclient_health_info h;
+	msleep(300);
+	ck_assert_int_eq(blockclient_health(bc, 7, &h), 0);
+	ck_assert_int_eq(h.state, BLOCKCLIENT_DOWN);
+	ck_assert_int_eq(h.last_err, -ECONNREFUSED);
+	ck_assert_int_eq(blockclient_health(bc, 8, &h), 0);
+	ck_assert_int_eq(h.state, BLOCKCLIENT_DOWN);
+	ck_assert_int_eq(blockclient_health(bc, 99, &h), -EINVAL);
+	msleep(1500); /* probed again and again: still down, never up by itself */
 	ck_assert(!blockclient_server_up(bc, 7));
 	blockclient_mark(bc, 7, true);
 	ck_assert(blockclient_server_up(bc, 7));
@@ -508,41 +507,280 @@ static void mt_round(struct blockclient *bc, unsigned round)
 	}
 }
 
-/* blockclient_check_access(): the right key is taken (404 for the probe key), a wrong secret
- * is refused (403), an address nobody listens at proves nothing. */
+/* blockstore_check_access(): the right key is taken (404 for the probe key), a wrong secret
+ * is refused (-EACCES), an address nobody listens at proves nothing. */
 START_TEST(test_check_access)
 {
 	struct blockclient_config cfg;
 	uint16_t ids[N_SRV + 1];
 	const char *urls[N_SRV + 1];
-	bool refused[N_SRV + 1];
-	struct blockclient *good = client_servers(), *bad = NULL;
+	int refused[N_SRV + 1];
+	struct blockstore *good = NULL, *bad = NULL;
 
+	ck_assert_msg(have_servers, "no tessera-blockd servers (see the messages above)");
 	for (unsigned i = 0; i < N_SRV; i++) {
 		ids[i] = (uint16_t)(10 + i);
 		urls[i] = srv_url[i];
 	}
+	cfg_init(&cfg);
+	ck_assert_int_eq(blockstore_client_new(&cfg, ids, urls, N_SRV, &good), 0);
 	memset(refused, 1, sizeof(refused));
-	ck_assert_int_eq(blockclient_check_access(good, ids, N_SRV, "uuid/access-check", refused),
+	ck_assert_int_eq(blockstore_check_access(good, ids, N_SRV, "uuid/access-check", refused),
 			 0);
 	for (unsigned i = 0; i < N_SRV; i++)
-		ck_assert(!refused[i]);
+		ck_assert_int_eq(refused[i], 0);
 
-	cfg_init(&cfg);
 	snprintf(cfg.secret_key, sizeof(cfg.secret_key), "not-the-secret");
 	cfg.connect_timeout_ms = 500;
 	ids[N_SRV] = 99;
 	urls[N_SRV] = "http://127.0.0.1:9"; /* discard port: nobody listens */
-	ck_assert_int_eq(blockclient_new(&cfg, ids, urls, N_SRV + 1, &bad), 0);
-	ck_assert_int_eq(blockclient_check_access(bad, ids, N_SRV + 1, "uuid/access-check",
-						  refused),
+	ck_assert_int_eq(blockstore_client_new(&cfg, ids, urls, N_SRV + 1, &bad), 0);
+	ck_assert_int_eq(blockstore_check_access(bad, ids, N_SRV + 1, "uuid/access-check",
+						 refused),
 			 (int)N_SRV);
 	for (unsigned i = 0; i < N_SRV; i++)
-		ck_assert(refused[i]);
-	ck_assert(!refused[N_SRV]);
-	blockclient_free(bad);
-	blockclient_free(good);
+		ck_assert_int_eq(refused[i], -EACCES);
+	ck_assert_int_eq(refused[N_SRV], 0);
+	blockstore_free(bad);
+	blockstore_free(good);
 }
+END_TEST
+
+/* ---- a server of canned answers: what the client makes of S3 error codes ---- */
+
+/* One answer: a status line, and an error code in an S3 document (body) or only in blockd's
+ * header (header). */
+struct answer {
+	const char *status; /* "503 Slow Down" */
+	const char *code;   /* NULL: none */
+	bool in_header;     /* the code in PROTO_ERROR_CODE_HEADER, no document */
+};
+
+/* Answers every request with the next of answers[] (the last one repeats), after reading the
+ * request head and its Content-Length body. */
+struct canned {
+	int fd;
+	uint16_t port;
+	const struct answer *answers;
+	unsigned n_answers;
+	atomic_uint served;
+	pthread_t thread;
+};
+
+static bool canned_request(int c)
+{
+	char buf[8192];
+	size_t len = 0;
+	char *end = NULL;
+
+	while (!end) {
+		if (len + 1 >= sizeof(buf))
+			return false;
+		ssize_t n = read(c, buf + len, sizeof(buf) - 1 - len);
+		if (n <= 0)
+			return false;
+		len += (size_t)n;
+		buf[len] = '\0';
+		end = strstr(buf, "\r\n\r\n");
+	}
+	size_t body = 0, have = len - (size_t)(end + 4 - buf);
+	char *cl = strcasestr(buf, "\r\ncontent-length:");
+	if (cl && cl < end)
+		body = strtoul(cl + 17, NULL, 10);
+	while (have < body) {
+		ssize_t n = read(c, buf, TESSERA_MIN(sizeof(buf), body - have));
+		if (n <= 0)
+			return false;
+		have += (size_t)n;
+	}
+	return true;
+}
+
+static void *canned_main(void *arg)
+{
+	struct canned *cs = arg;
+	int c;
+
+	while ((c = accept(cs->fd, NULL, NULL)) >= 0) {
+		while (canned_request(c)) {
+			unsigned i = atomic_fetch_add(&cs->served, 1);
+			const struct answer *a = &cs->answers[TESSERA_MIN(i, cs->n_answers - 1)];
+			char doc[256] = "", resp[1024];
+			if (a->code && !a->in_header)
+				snprintf(doc, sizeof(doc), "<?xml version=\"1.0\"?><Error><Code>%s"
+					 "</Code><Message>m</Message></Error>", a->code);
+			int n = snprintf(resp, sizeof(resp),
+					 "HTTP/1.1 %s\r\nContent-Length: %zu\r\nETag: \"x\"\r\n"
+					 "%s%s%s\r\n%s", a->status, strlen(doc),
+					 a->in_header ? PROTO_ERROR_CODE_HEADER ": " : "",
+					 a->in_header ? a->code : "", a->in_header ? "\r\n" : "",
+					 doc);
+			if (write(c, resp, (size_t)n) != n)
+				break;
+		}
+		close(c);
+	}
+	return NULL;
+}
+
+/* A port of its own that refuses connections (bound, not listening) until canned_listen(). */
+static void canned_bind(struct canned *cs, const struct answer *answers, unsigned n)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t sl = sizeof(sa);
+
+	memset(cs, 0, sizeof(*cs));
+	cs->answers = answers;
+	cs->n_answers = n;
+	cs->fd = socket(AF_INET, SOCK_STREAM, 0);
+	ck_assert_int_ge(cs->fd, 0);
+	ck_assert_int_eq(bind(cs->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	ck_assert_int_eq(getsockname(cs->fd, (struct sockaddr *)&sa, &sl), 0);
+	cs->port = ntohs(sa.sin_port);
+}
+
+static void canned_listen(struct canned *cs)
+{
+	ck_assert_int_eq(listen(cs->fd, 16), 0);
+	ck_assert_int_eq(pthread_create(&cs->thread, NULL, canned_main, cs), 0);
+}
+
+static void canned_start(struct canned *cs, const struct answer *answers, unsigned n)
+{
+	canned_bind(cs, answers, n);
+	canned_listen(cs);
+}
+
+static void canned_stop(struct canned *cs)
+{
+	shutdown(cs->fd, SHUT_RDWR); /* ends accept() */
+	pthread_join(cs->thread, NULL);
+	close(cs->fd);
+}
+
+static struct blockclient *canned_client(const struct canned *cs)
+{
+	struct blockclient_config cfg;
+	struct blockclient *bc = NULL;
+	char url[64];
+	const char *urls[1] = { url };
+	uint16_t id = 1;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u", cs->port);
+	cfg_init(&cfg);
+	cfg.request_timeout_ms = 5000;
+	ck_assert_int_eq(blockclient_new(&cfg, &id, urls, 1, &bc), 0);
+	return bc;
+}
+
+#define SLOWDOWN { "503 Slow Down", "SlowDown", false }
+
+/* A request answered SlowDown is sent again after a back-off (blockclient.c), up to three
+ * times; the fourth SlowDown is the op's result, -EAGAIN. */
+START_TEST(test_slowdown_retried)
+{
+	static const struct answer twice[] = { SLOWDOWN, SLOWDOWN, { "200 OK", NULL, false } };
+	static const struct answer always[] = { SLOWDOWN };
+	struct canned cs;
+	uint8_t body[100] = { 0 };
+
+	canned_start(&cs, twice, 3);
+	struct blockclient *bc = canned_client(&cs);
+	struct blockclient_op put = { .method = BC_PUT, .server = 1, .key = "k", .body = body,
+				      .body_len = sizeof(body) };
+	uint64_t t0 = tclock_monotonic_ns();
+	ck_assert_int_eq(blockclient_run(bc, &put, 1, false), 1);
+	ck_assert_int_eq(put.result, 0);
+	ck_assert_uint_eq(atomic_load(&cs.served), 3);
+	ck_assert_uint_ge(tclock_monotonic_ns() - t0, 150000000ull); /* 50 + 100 ms of back-off */
+	blockclient_free(bc);
+	canned_stop(&cs);
+
+	canned_start(&cs, always, 1);
+	bc = canned_client(&cs);
+	ck_assert_int_eq(blockclient_run(bc, &put, 1, false), 0);
+	ck_assert_int_eq(put.result, -EAGAIN);
+	ck_assert_uint_eq(atomic_load(&cs.served), 4);
+	ck_assert(blockclient_server_up(bc, 1)); /* it answered: not a transport failure */
+	blockclient_free(bc);
+	canned_stop(&cs);
+}
+END_TEST
+
+/* A server that refuses connections is down once the prober's probe failed too; once it
+ * answers (a 404 is an answer), it is back in use within about 1.5 s, with no request of
+ * ours sent to it meanwhile (blockclient.c L3). */
+START_TEST(test_down_and_back)
+{
+	static const struct answer missing[] = { { "404 Not Found", "NoSuchKey", false } };
+	struct blockclient_health_info h;
+	struct canned cs;
+	uint8_t buf[8];
+
+	canned_bind(&cs, missing, 1);
+	struct blockclient *bc = canned_client(&cs);
+	struct blockclient_op get = { .method = BC_GET, .server = 1, .key = "k", .buf = buf,
+				      .buf_size = sizeof(buf) };
+	blockclient_run(bc, &get, 1, false);
+	ck_assert_int_eq(get.result, -ECONNREFUSED);
+	msleep(300);
+	ck_assert_int_eq(blockclient_health(bc, 1, &h), 0);
+	ck_assert_int_eq(h.state, BLOCKCLIENT_DOWN);
+	ck_assert_str_eq(blockclient_health_name(h.state), "down");
+
+	canned_listen(&cs);
+	uint64_t t0 = tclock_monotonic_ns();
+	while (!blockclient_server_up(bc, 1) && tclock_monotonic_ns() - t0 < 5000000000ull)
+		msleep(20);
+	uint64_t back_ms = (tclock_monotonic_ns() - t0) / 1000000;
+	ck_assert_msg(back_ms < 1600, "up again after %llu ms", (unsigned long long)back_ms);
+	ck_assert_int_eq(blockclient_health(bc, 1, &h), 0);
+	ck_assert_int_eq(h.state, BLOCKCLIENT_UP);
+	ck_assert_uint_ge(atomic_load(&cs.served), 1); /* the probe */
+	blockclient_run(bc, &get, 1, false);
+	ck_assert_int_eq(get.result, -ENOENT);
+	blockclient_free(bc);
+	canned_stop(&cs);
+}
+END_TEST
+
+/* The S3 code, not the status alone, decides the result: a clock refusal is -ETIME (also for a
+ * HEAD, whose code only blockd's header carries), InsufficientStorage -ENOSPC, a 403 without
+ * a code -EACCES. */
+START_TEST(test_error_codes)
+{
+	static const struct answer answers[] = {
+		{ "403 Forbidden", "RequestTimeTooSkewed", false },
+		{ "403 Forbidden", "RequestTimeTooSkewed", true },
+		{ "507 Insufficient Storage", "InsufficientStorage", false },
+		{ "403 Forbidden", NULL, false },
+		{ "403 Forbidden", "SignatureDoesNotMatch", false },
+	};
+	struct canned cs;
+	uint8_t body[10] = { 0 };
+
+	canned_start(&cs, answers, TESSERA_ARRAY_SIZE(answers));
+	struct blockclient *bc = canned_client(&cs);
+	struct blockclient_op get = { .method = BC_GET, .server = 1, .key = "k", .buf = body,
+				      .buf_size = sizeof(body) };
+	struct blockclient_op head = { .method = BC_HEAD, .server = 1, .key = "k" };
+	struct blockclient_op put = { .method = BC_PUT, .server = 1, .key = "k", .body = body,
+				      .body_len = sizeof(body) };
+	blockclient_run(bc, &get, 1, true);
+	ck_assert_int_eq(get.result, -ETIME);
+	ck_assert_int_eq(get.result_len, 0); /* the error document is not data */
+	blockclient_run(bc, &head, 1, true);
+	ck_assert_int_eq(head.result, -ETIME);
+	blockclient_run(bc, &put, 1, true);
+	ck_assert_int_eq(put.result, -ENOSPC);
+	blockclient_run(bc, &head, 1, true);
+	ck_assert_int_eq(head.result, -EACCES);
+	blockclient_run(bc, &put, 1, true);
+	ck_assert_int_eq(put.result, -EACCES);
+	blockclient_free(bc);
+	canned_stop(&cs);
+}
+END_TEST
 END_TEST
 
 START_TEST(test_many_threads)
@@ -629,7 +867,9 @@ START_TEST(test_quorum_hung)
 	}
 
 	ck_assert_int_eq(kill(srv_pid[2], SIGCONT), 0);
-	msleep(1100); /* the 1 s back-off */
+	t0 = tclock_monotonic_ns(); /* the prober finds it answering again */
+	while (!blockclient_server_up(bc, 12) && tclock_monotonic_ns() - t0 < 5000000000ull)
+		msleep(20);
 	ck_assert(blockclient_server_up(bc, 12));
 	uint8_t *body = malloc(len);
 	ck_assert_ptr_nonnull(body);
@@ -647,10 +887,14 @@ START_TEST(test_quorum_hung)
 }
 END_TEST
 
-static Suite *blockclient_suite(void)
+Suite *unit_suite(void)
 {
 	Suite *s = suite_create("blockclient");
 	TCase *tc = tcase_create("no_server");
+
+	/* Never through a proxy from the environment: the servers are on 127.0.0.1. */
+	setenv("no_proxy", "127.0.0.1,localhost", 1);
+	setenv("NO_PROXY", "127.0.0.1,localhost", 1);
 
 	tcase_add_test(tc, test_new_invalid);
 	tcase_add_test(tc, test_free_idle);
@@ -662,23 +906,11 @@ static Suite *blockclient_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_roundtrip);
 	tcase_add_test(tc, test_check_access);
+	tcase_add_test(tc, test_slowdown_retried);
+	tcase_add_test(tc, test_error_codes);
+	tcase_add_test(tc, test_down_and_back);
 	tcase_add_test(tc, test_many_threads);
 	tcase_add_test(tc, test_quorum_hung);
 	suite_add_tcase(s, tc);
 	return s;
-}
-
-int main(void)
-{
-	SRunner *sr;
-	int failed;
-
-	/* Never through a proxy from the environment: the servers are on 127.0.0.1. */
-	setenv("no_proxy", "127.0.0.1,localhost", 1);
-	setenv("NO_PROXY", "127.0.0.1,localhost", 1);
-	sr = srunner_create(blockclient_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -4,41 +4,19 @@
  * bit-identical. Also: too few fragments, fragment lengths, bad geometries, the decode-table
  * cache, and concurrent decodes on one shared codec.
  *
- * Randomised: the seed is printed and TESSERA_SEED overrides it.
+ * Randomised: the seed is printed and TESSERA_TEST_SEED replays it (unit.h).
  */
-#include <check.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "tessera/codec.h"
 #include "tessera/proto.h"
 
-static uint64_t seed;
-
-static uint64_t rng_next(uint64_t *s)
-{
-	/* splitmix64 */
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-static void rng_fill(uint64_t *s, uint8_t *buf, size_t len)
-{
-	while (len > 0) {
-		uint64_t v = rng_next(s);
-		size_t n = len < 8 ? len : 8;
-		memcpy(buf, &v, n);
-		buf += n;
-		len -= n;
-	}
-}
+#include "unit.h"
 
 /* k+m fragments of len bytes: orig holds the encoded stripe, work is what decode sees. */
 struct stripe {
@@ -61,7 +39,7 @@ static void stripe_init(struct stripe *s, struct codec *c, size_t len, uint64_t 
 		ck_assert_ptr_nonnull(s->work[i]);
 	}
 	for (unsigned i = 0; i < s->k; i++)
-		rng_fill(rng, s->orig[i], len);
+		unit_rng_fill(rng, s->orig[i], len);
 	codec_encode(c, s->orig, s->orig + s->k, len);
 }
 
@@ -109,7 +87,7 @@ static const unsigned geometries[][2] = {
 START_TEST(test_every_loss_pattern)
 {
 	unsigned k = geometries[_i][0], m = geometries[_i][1], n = k + m;
-	uint64_t rng = seed + _i, all = (UINT64_C(1) << n) - 1;
+	uint64_t rng = unit_seed + _i, all = (UINT64_C(1) << n) - 1;
 	struct codec *c = NULL;
 	struct stripe s;
 	unsigned patterns = 0;
@@ -149,7 +127,7 @@ END_TEST
 START_TEST(test_partial_want)
 {
 	unsigned k = geometries[_i][0], m = geometries[_i][1], n = k + m;
-	uint64_t rng = seed ^ 0x55u ^ _i, all = (UINT64_C(1) << n) - 1;
+	uint64_t rng = unit_seed ^ 0x55u ^ _i, all = (UINT64_C(1) << n) - 1;
 	struct codec *c = NULL;
 	struct stripe s;
 	uint8_t *poison = malloc(256);
@@ -161,8 +139,8 @@ START_TEST(test_partial_want)
 		/* a random loss of exactly m fragments, a random non-empty subset wanted */
 		uint64_t lost = 0;
 		while ((unsigned)__builtin_popcountll(lost) < m)
-			lost |= UINT64_C(1) << (rng_next(&rng) % n);
-		uint64_t want = rng_next(&rng) & lost;
+			lost |= UINT64_C(1) << (unit_rng_next(&rng) % n);
+		uint64_t want = unit_rng_next(&rng) & lost;
 		if (!want)
 			want = lost & -lost;
 		stripe_damage(&s, lost);
@@ -184,7 +162,7 @@ END_TEST
 /* Fewer than k present -> -EIO, buffers untouched; nothing wanted -> 0 and no work. */
 START_TEST(test_too_few)
 {
-	uint64_t rng = seed + 100;
+	uint64_t rng = unit_seed + 100;
 	struct codec *c = NULL;
 	struct stripe s;
 	unsigned k = 4, m = 2, n = 6;
@@ -222,7 +200,7 @@ static const size_t lengths[] = { 64, 4096, 1u << 20, 1, 7, 31, 33, 100, 4097 };
 START_TEST(test_lengths)
 {
 	size_t len = lengths[_i];
-	uint64_t rng = seed + 200 + _i;
+	uint64_t rng = unit_seed + 200 + _i;
 	struct codec *c = NULL;
 	struct stripe s;
 	const uint64_t losses[] = { 0x0, 0x3, 0x18, 0x41, 0x120, 0x300, 0x81, 0x0c };
@@ -299,7 +277,7 @@ END_TEST
 /* The largest geometry still decodes a few worst-case patterns. */
 START_TEST(test_max_geometry)
 {
-	uint64_t rng = seed + 300;
+	uint64_t rng = unit_seed + 300;
 	struct codec *c = NULL;
 	struct stripe s;
 	unsigned n = PROTO_MAX_K + PROTO_MAX_M;
@@ -309,9 +287,9 @@ START_TEST(test_max_geometry)
 	stripe_init(&s, c, 192, &rng);
 	for (int iter = 0; iter < 50; iter++) {
 		uint64_t lost = 0;
-		unsigned want_n = (unsigned)(rng_next(&rng) % (PROTO_MAX_M + 1));
+		unsigned want_n = (unsigned)(unit_rng_next(&rng) % (PROTO_MAX_M + 1));
 		while ((unsigned)__builtin_popcountll(lost) < want_n)
-			lost |= UINT64_C(1) << (rng_next(&rng) % n);
+			lost |= UINT64_C(1) << (unit_rng_next(&rng) % n);
 		stripe_damage(&s, lost);
 		ck_assert_int_eq(codec_decode(c, s.work, all & ~lost, all, s.len), 0);
 		ck_assert_msg(stripe_diff(&s) == 0, "lost=%#" PRIx64, lost);
@@ -357,7 +335,7 @@ END_TEST
  * correct after eviction. */
 START_TEST(test_cache)
 {
-	uint64_t rng = seed + 400, hits, misses;
+	uint64_t rng = unit_seed + 400, hits, misses;
 	struct codec *c = NULL;
 	struct stripe s;
 	uint64_t all = 0x3fff;
@@ -410,9 +388,9 @@ static void *decode_thread(void *p)
 		work[i] = malloc(ref->len);
 	for (int iter = 0; iter < 300; iter++) {
 		uint64_t lost = 0;
-		unsigned lost_n = (unsigned)(rng_next(&a->rng) % (ref->m + 1));
+		unsigned lost_n = (unsigned)(unit_rng_next(&a->rng) % (ref->m + 1));
 		while ((unsigned)__builtin_popcountll(lost) < lost_n)
-			lost |= UINT64_C(1) << (rng_next(&a->rng) % ref->n);
+			lost |= UINT64_C(1) << (unit_rng_next(&a->rng) % ref->n);
 		for (unsigned i = 0; i < ref->n; i++) {
 			if (lost & (UINT64_C(1) << i))
 				memset(work[i], 0xa5, ref->len);
@@ -434,7 +412,7 @@ static void *decode_thread(void *p)
 
 START_TEST(test_concurrent)
 {
-	uint64_t rng = seed + 500;
+	uint64_t rng = unit_seed + 500;
 	struct codec *c = NULL;
 	struct stripe s;
 	pthread_t th[N_THREADS];
@@ -443,7 +421,8 @@ START_TEST(test_concurrent)
 	ck_assert_int_eq(codec_new(6, 3, &c), 0);
 	stripe_init(&s, c, 4096, &rng);
 	for (int i = 0; i < N_THREADS; i++) {
-		args[i] = (struct thread_arg){ .c = c, .ref = &s, .rng = seed * 31 + (uint64_t)i };
+		args[i] = (struct thread_arg){ .c = c, .ref = &s,
+						.rng = unit_seed * 31 + (uint64_t)i };
 		ck_assert_int_eq(pthread_create(&th[i], NULL, decode_thread, &args[i]), 0);
 	}
 	for (int i = 0; i < N_THREADS; i++) {
@@ -456,7 +435,7 @@ START_TEST(test_concurrent)
 }
 END_TEST
 
-static Suite *codec_suite(void)
+Suite *unit_suite(void)
 {
 	Suite *s = suite_create("codec");
 	TCase *tc = tcase_create("codec");
@@ -475,21 +454,4 @@ static Suite *codec_suite(void)
 	tcase_add_test(tc, test_concurrent);
 	suite_add_tcase(s, tc);
 	return s;
-}
-
-int main(void)
-{
-	const char *env = getenv("TESSERA_SEED");
-	SRunner *sr;
-	int failed;
-
-	seed = env && *env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL);
-	printf("test_codec: TESSERA_SEED=%" PRIu64 "\n", seed);
-	fflush(stdout);
-
-	sr = srunner_create(codec_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

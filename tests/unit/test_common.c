@@ -2,9 +2,8 @@
  * Unit tests for common: crc32c, big-endian helpers, uuids, hex, size parsing and the
  * atomic file helpers.
  *
- * Randomised: the seed is printed and TESSERA_SEED overrides it.
+ * Randomised: the seed is printed and TESSERA_TEST_SEED replays it (unit.h).
  */
-#include <check.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -12,20 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "tessera/common.h"
 
-static uint64_t seed;
-
-static uint64_t rng_next(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
+#include "unit.h"
 
 /* ---------------------------------------------------------------- crc32c */
 
@@ -49,16 +39,16 @@ END_TEST
 
 START_TEST(test_crc32c_incremental)
 {
-	uint64_t rng = seed;
+	uint64_t rng = unit_seed;
 	size_t len = 10000;
 	uint8_t *buf = malloc(len);
 
 	for (size_t i = 0; i < len; i++)
-		buf[i] = (uint8_t)rng_next(&rng);
+		buf[i] = (uint8_t)unit_rng_next(&rng);
 	uint32_t whole = tcrc32c(0, buf, len);
 	for (int iter = 0; iter < 200; iter++) {
-		size_t a = rng_next(&rng) % (len + 1);
-		size_t b = a + rng_next(&rng) % (len - a + 1);
+		size_t a = unit_rng_next(&rng) % (len + 1);
+		size_t b = a + unit_rng_next(&rng) % (len - a + 1);
 		uint32_t c = tcrc32c(0, buf, a);
 		c = tcrc32c(c, buf + a, b - a);
 		c = tcrc32c(c, buf + b, len - b);
@@ -79,7 +69,7 @@ END_TEST
 
 START_TEST(test_be_roundtrip)
 {
-	uint64_t rng = seed + 1;
+	uint64_t rng = unit_seed + 1;
 	uint8_t b[8];
 
 	be_put16(b, 0x1234);
@@ -98,7 +88,7 @@ START_TEST(test_be_roundtrip)
 	ck_assert_uint_eq(be_get16(b), UINT16_MAX);
 
 	for (int i = 0; i < 10000; i++) {
-		uint64_t v = rng_next(&rng);
+		uint64_t v = unit_rng_next(&rng);
 		be_put64(b, v);
 		ck_assert_uint_eq(be_get64(b), v);
 		be_put32(b, (uint32_t)v);
@@ -109,7 +99,8 @@ START_TEST(test_be_roundtrip)
 	/* big-endian keys sort like the integers */
 	uint8_t x[8], y[8];
 	for (int i = 0; i < 10000; i++) {
-		uint64_t a = rng_next(&rng) >> (rng_next(&rng) % 64), c = rng_next(&rng);
+		uint64_t a = unit_rng_next(&rng) >> (unit_rng_next(&rng) % 64);
+		uint64_t c = unit_rng_next(&rng);
 		be_put64(x, a);
 		be_put64(y, c);
 		int cmp = memcmp(x, y, 8);
@@ -124,7 +115,7 @@ START_TEST(test_uuid)
 {
 	static const uint8_t u[16] = { 0x0f, 0x1e, 0x2d, 0x3c, 0x4b, 0x5a, 0x69, 0x78,
 				       0x87, 0x96, 0xa5, 0xb4, 0xc3, 0xd2, 0xe1, 0xf0 };
-	uint64_t rng = seed + 2;
+	uint64_t rng = unit_seed + 2;
 	char s[37];
 	uint8_t got[16];
 
@@ -138,7 +129,7 @@ START_TEST(test_uuid)
 	for (int i = 0; i < 1000; i++) {
 		uint8_t r[16];
 		for (int j = 0; j < 16; j++)
-			r[j] = (uint8_t)rng_next(&rng);
+			r[j] = (uint8_t)unit_rng_next(&rng);
 		tuuid_format(r, s);
 		ck_assert_uint_eq(strlen(s), 36);
 		ck_assert_int_eq(tuuid_parse(s, got), 0);
@@ -226,7 +217,7 @@ END_TEST
 START_TEST(test_parse_uint)
 {
 	static const char *const bad[] = {
-		"", "-1", "+1", " 1", "1 ", "1s", "0x10", "1.0", "18446744073709551616", "-0",
+		"", "-1", "+1", " 1", "1 ", "1s", "0x10", "1.0", "-0",
 	};
 	uint64_t v = 7;
 
@@ -239,6 +230,7 @@ START_TEST(test_parse_uint)
 	v = 7;
 	ck_assert_int_eq(tparse_uint("11", 0, 10, &v), -ERANGE);
 	ck_assert_int_eq(tparse_uint("0", 1, 10, &v), -ERANGE);
+	ck_assert_int_eq(tparse_uint("18446744073709551616", 0, UINT64_MAX, &v), -ERANGE);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		ck_assert_msg(tparse_uint(bad[i], 0, UINT64_MAX, &v) == -EINVAL, "accepted \"%s\"",
 			      bad[i]);
@@ -249,27 +241,22 @@ END_TEST
 
 /* ---------------------------------------------------------------- files */
 
-static char tmpdir[64];
+static char tmpdir[128];
 
 static void files_setup(void)
 {
-	strcpy(tmpdir, "/tmp/tessera-test-common-XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+	unit_tmpdir(tmpdir, sizeof(tmpdir), "files");
 }
 
 static void files_teardown(void)
 {
-	char cmd[128];
-
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "could not remove %s\n", tmpdir);
+	ck_assert_int_eq(unit_rmtree(tmpdir), 0);
 }
 
 START_TEST(test_file_roundtrip)
 {
-	uint64_t rng = seed + 3;
-	char path[128];
+	uint64_t rng = unit_seed + 3;
+	char path[256];
 	char *buf = NULL;
 	size_t len = 0;
 	struct stat st;
@@ -291,7 +278,7 @@ START_TEST(test_file_roundtrip)
 		size_t n = sizes[i];
 		uint8_t *data = malloc(n);
 		for (size_t j = 0; j < n; j++)
-			data[j] = (uint8_t)rng_next(&rng);
+			data[j] = (uint8_t)unit_rng_next(&rng);
 		ck_assert_int_eq(tfile_write_atomic(path, data, n, 0600), 0);
 		buf = NULL;
 		ck_assert_int_eq(tfile_read_all(path, n, &buf, &len), 0);
@@ -351,7 +338,7 @@ static void *writer_thread(void *p)
  * complete content, never a mix. */
 START_TEST(test_file_concurrent_writers)
 {
-	char path[128];
+	char path[256];
 	pthread_t th[4];
 	struct writer_arg args[4];
 
@@ -444,7 +431,7 @@ START_TEST(test_json_sum)
 }
 END_TEST
 
-static Suite *common_suite(void)
+Suite *unit_suite(void)
 {
 	Suite *s = suite_create("common");
 	TCase *tc = tcase_create("pure");
@@ -468,21 +455,4 @@ static Suite *common_suite(void)
 	tcase_add_test(tc, test_json_sum);
 	suite_add_tcase(s, tc);
 	return s;
-}
-
-int main(void)
-{
-	const char *env = getenv("TESSERA_SEED");
-	SRunner *sr;
-	int failed;
-
-	seed = env && *env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL);
-	printf("test_common: TESSERA_SEED=%" PRIu64 "\n", seed);
-	fflush(stdout);
-
-	sr = srunner_create(common_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -15,7 +15,7 @@
  *  - stores finishing out of order never shrink the size (D7); truncation; holes; ENOSPC;
  *    inline small files moving to the servers when they grow;
  *  - the close contract: a last close whose data cannot be stored says how much is lost.
- * Randomised data: the seed is printed and TESSERA_SEED overrides it.
+ * Randomised data: the seed is printed and TESSERA_TEST_SEED replays it (unit.h).
  */
 #include "memfs.h"
 
@@ -450,7 +450,7 @@ START_TEST(test_inline_grows_to_servers)
 }
 END_TEST
 
-static Suite *data_suite(void)
+Suite *unit_suite(void)
 {
 	Suite *s = suite_create("data");
 	TCase *tc = tcase_create("memstore");
@@ -472,19 +472,4 @@ static Suite *data_suite(void)
 	tcase_set_timeout(tc, 60);
 	suite_add_tcase(s, tc);
 	return s;
-}
-
-int main(void)
-{
-	const char *env = getenv("TESSERA_SEED");
-	SRunner *sr;
-	int failed;
-
-	seed = env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL);
-	printf("test_data: seed %" PRIu64 " (set TESSERA_SEED to repeat)\n", seed);
-	sr = srunner_create(data_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -6,28 +6,17 @@
  * header bytes is rejected (by a field check or by the header crc), payload damage is caught
  * by the payload crc, and an object of another filesystem is reported as -EXDEV.
  *
- * Randomised: the seed is printed and TESSERA_SEED overrides it.
+ * Randomised: the seed is printed and TESSERA_TEST_SEED replays it (unit.h).
  */
-#include <check.h>
 #include <errno.h>
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "tessera/common.h"
 #include "tessera/proto.h"
 
-static uint64_t seed;
-
-static uint64_t rng_next(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
+#include "unit.h"
 
 static const uint8_t uuid_a[16] = { 0x0f, 0x1e, 0x2d, 0x3c, 0x4b, 0x5a, 0x69, 0x78,
 				    0x87, 0x96, 0xa5, 0xb4, 0xc3, 0xd2, 0xe1, 0xf0 };
@@ -58,7 +47,7 @@ static uint8_t *make_object(uint32_t payload_len, uint64_t *rng, struct proto_fr
 
 	ck_assert_ptr_nonnull(obj);
 	for (uint32_t i = 0; i < payload_len; i++)
-		obj[PROTO_FRAG_HDR_SIZE + i] = (uint8_t)rng_next(rng);
+		obj[PROTO_FRAG_HDR_SIZE + i] = (uint8_t)unit_rng_next(rng);
 	*ret = sample_hdr(payload_len, obj + PROTO_FRAG_HDR_SIZE);
 	proto_frag_hdr_encode(ret, obj);
 	return obj;
@@ -82,7 +71,7 @@ static void assert_hdr_eq(const struct proto_frag_hdr *a, const struct proto_fra
 
 START_TEST(test_roundtrip)
 {
-	uint64_t rng = seed;
+	uint64_t rng = unit_seed;
 	struct proto_frag_hdr h, got;
 	uint8_t *obj = make_object(1000, &rng, &h);
 
@@ -99,17 +88,17 @@ START_TEST(test_roundtrip)
 		uint8_t buf[PROTO_FRAG_HDR_SIZE];
 		struct proto_frag_hdr r = { .matrix = PROTO_MATRIX_CAUCHY };
 		for (int j = 0; j < 16; j++)
-			r.fs_uuid[j] = (uint8_t)rng_next(&rng);
-		r.ino = rng_next(&rng);
-		r.stripe = rng_next(&rng);
-		r.version = rng_next(&rng);
-		r.k = (uint8_t)(1 + rng_next(&rng) % PROTO_MAX_K);
-		r.m = (uint8_t)(1 + rng_next(&rng) % PROTO_MAX_M);
-		r.index = (uint8_t)(rng_next(&rng) % (r.k + r.m));
-		r.flags = (uint32_t)(rng_next(&rng) & PROTO_FRAG_F_KNOWN);
-		r.payload_len = (uint32_t)(rng_next(&rng) % (PROTO_MAX_PAYLOAD + 1));
-		r.payload_crc = (uint32_t)rng_next(&rng);
-		r.stripe_len = rng_next(&rng);
+			r.fs_uuid[j] = (uint8_t)unit_rng_next(&rng);
+		r.ino = unit_rng_next(&rng);
+		r.stripe = unit_rng_next(&rng);
+		r.version = unit_rng_next(&rng);
+		r.k = (uint8_t)(1 + unit_rng_next(&rng) % PROTO_MAX_K);
+		r.m = (uint8_t)(1 + unit_rng_next(&rng) % PROTO_MAX_M);
+		r.index = (uint8_t)(unit_rng_next(&rng) % (r.k + r.m));
+		r.flags = (uint32_t)(unit_rng_next(&rng) & PROTO_FRAG_F_KNOWN);
+		r.payload_len = (uint32_t)(unit_rng_next(&rng) % (PROTO_MAX_PAYLOAD + 1));
+		r.payload_crc = (uint32_t)unit_rng_next(&rng);
+		r.stripe_len = unit_rng_next(&rng);
 		proto_frag_hdr_encode(&r, buf);
 		ck_assert_int_eq(proto_frag_hdr_decode(buf, sizeof(buf), &got), 0);
 		assert_hdr_eq(&r, &got);
@@ -147,7 +136,7 @@ END_TEST
 /* Every corrupted byte or bit of the header is rejected. */
 START_TEST(test_every_flip_rejected)
 {
-	uint64_t rng = seed + 1;
+	uint64_t rng = unit_seed + 1;
 	struct proto_frag_hdr h, got;
 	uint8_t *obj = make_object(64, &rng, &h);
 	size_t len = PROTO_FRAG_HDR_SIZE + 64;
@@ -265,7 +254,7 @@ END_TEST
 
 START_TEST(test_short_buffers)
 {
-	uint64_t rng = seed + 2;
+	uint64_t rng = unit_seed + 2;
 	struct proto_frag_hdr h, got;
 	uint8_t *obj = make_object(100, &rng, &h);
 
@@ -286,15 +275,15 @@ END_TEST
 
 START_TEST(test_payload_corruption)
 {
-	uint64_t rng = seed + 3;
+	uint64_t rng = unit_seed + 3;
 	struct proto_frag_hdr h, got;
 	uint32_t plen = 4096;
 	uint8_t *obj = make_object(plen, &rng, &h);
 	size_t len = PROTO_FRAG_HDR_SIZE + plen;
 
 	for (int i = 0; i < 500; i++) {
-		size_t pos = PROTO_FRAG_HDR_SIZE + rng_next(&rng) % plen;
-		uint8_t mask = (uint8_t)(1u << (rng_next(&rng) % 8));
+		size_t pos = PROTO_FRAG_HDR_SIZE + unit_rng_next(&rng) % plen;
+		uint8_t mask = (uint8_t)(1u << (unit_rng_next(&rng) % 8));
 		obj[pos] ^= mask;
 		ck_assert_int_eq(proto_frag_hdr_decode(obj, len, &got), 0);
 		ck_assert_msg(proto_frag_verify(obj, len, uuid_a, &got) == -EBADMSG,
@@ -308,7 +297,7 @@ END_TEST
 
 START_TEST(test_other_fs)
 {
-	uint64_t rng = seed + 4;
+	uint64_t rng = unit_seed + 4;
 	struct proto_frag_hdr h, got;
 	uint8_t *obj = make_object(10, &rng, &h);
 	uint8_t other[16];
@@ -327,7 +316,7 @@ END_TEST
 
 START_TEST(test_key_roundtrip)
 {
-	uint64_t rng = seed + 5;
+	uint64_t rng = unit_seed + 5;
 	char key[PROTO_KEY_MAX];
 	uint8_t u[16];
 	uint64_t ino, stripe, version;
@@ -349,10 +338,10 @@ START_TEST(test_key_roundtrip)
 		uint8_t uu[16];
 		char again[PROTO_KEY_MAX];
 		for (int j = 0; j < 16; j++)
-			uu[j] = (uint8_t)rng_next(&rng);
-		uint64_t a = rng_next(&rng), b = rng_next(&rng) >> (rng_next(&rng) % 64);
-		uint64_t c = i == 0 ? UINT64_MAX : rng_next(&rng);
-		unsigned idx = i < 255 ? (unsigned)i : (unsigned)(rng_next(&rng) % 255);
+			uu[j] = (uint8_t)unit_rng_next(&rng);
+		uint64_t a = unit_rng_next(&rng), b = unit_rng_next(&rng) >> (unit_rng_next(&rng) % 64);
+		uint64_t c = i == 0 ? UINT64_MAX : unit_rng_next(&rng);
+		unsigned idx = i < 255 ? (unsigned)i : (unsigned)(unit_rng_next(&rng) % 255);
 		n = proto_frag_key(key, sizeof(key), uu, a, b, c, idx);
 		ck_assert_int_gt(n, 0);
 		ck_assert_int_eq(proto_frag_key_parse(key, u, &ino, &stripe, &version, &index), 0);
@@ -480,7 +469,7 @@ START_TEST(test_key_reject)
 }
 END_TEST
 
-static Suite *fraghdr_suite(void)
+Suite *unit_suite(void)
 {
 	Suite *s = suite_create("fraghdr");
 	TCase *tc = tcase_create("header");
@@ -500,21 +489,4 @@ static Suite *fraghdr_suite(void)
 	tcase_add_test(tc, test_key_reject);
 	suite_add_tcase(s, tc);
 	return s;
-}
-
-int main(void)
-{
-	const char *env = getenv("TESSERA_SEED");
-	SRunner *sr;
-	int failed;
-
-	seed = env && *env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL);
-	printf("test_fraghdr: TESSERA_SEED=%" PRIu64 "\n", seed);
-	fflush(stdout);
-
-	sr = srunner_create(fraghdr_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -4,13 +4,14 @@
  * absolute path, an empty component or carry NUL/control bytes), XML escaping and S3 error
  * documents, and URI percent-decoding.
  */
-#include <check.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "tessera/proto.h"
+
+#include "unit.h"
 
 static int kv(const char *s)
 {
@@ -191,7 +192,7 @@ START_TEST(test_uri_decode)
 }
 END_TEST
 
-static Suite *keys_suite(void)
+Suite *unit_suite(void)
 {
 	Suite *s = suite_create("keys");
 	TCase *tc = tcase_create("core");
@@ -204,15 +205,4 @@ static Suite *keys_suite(void)
 	tcase_add_test(tc, test_uri_decode);
 	suite_add_tcase(s, tc);
 	return s;
-}
-
-int main(void)
-{
-	SRunner *sr = srunner_create(keys_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

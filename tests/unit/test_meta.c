@@ -5,14 +5,12 @@
  * invariant 3 of src/meta/meta.c), the garbage queue (invariant 4), xattrs, and data
  * surviving close + reopen.
  *
- * Every database lives under one temporary directory in /tmp, made before the first test and
- * removed after the last (in the parent process, so also when a test fails).
- * Randomised: the seed is printed and TESSERA_SEED overrides it.
+ * Every database lives under the run's temporary directory (unit.h), removed after the last
+ * test in the runner process, so also when a test fails.
+ * Randomised: the seed is printed and TESSERA_TEST_SEED replays it (unit.h).
  */
-#include <check.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -20,7 +18,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <rocksdb/c.h>
@@ -28,44 +25,9 @@
 #include "tessera/common.h"
 #include "tessera/meta.h"
 
-static uint64_t seed;
-static char root_dir[64];
-
-static uint64_t rng_next(uint64_t *s)
-{
-	/* splitmix64 */
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
+#include "unit.h"
 
 /* ---- fixtures ---- */
-
-static void root_setup(void)
-{
-	strcpy(root_dir, "/tmp/tessera-test-meta.XXXXXX");
-	if (!mkdtemp(root_dir))
-		abort();
-}
-
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	return remove(path);
-}
-
-static void root_teardown(void)
-{
-	nftw(root_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-/* A fresh directory path (not created) under the root, unique per call. */
-static void new_dir(char *out, size_t size)
-{
-	static int n;
-
-	snprintf(out, size, "%s/db%d.%d", root_dir, (int)getpid(), n++);
-}
 
 static struct meta_superblock *make_sb(uint32_t k, uint32_t m, uint32_t n_servers)
 {
@@ -100,7 +62,7 @@ static struct meta *fresh_fs(char *dir, size_t size)
 	struct meta_superblock *sb = make_sb(4, 2, 6);
 	struct meta *m = NULL;
 
-	new_dir(dir, size);
+	unit_tmp_path(dir, size, "db");
 	ck_assert_int_eq(meta_mkfs(dir, sb, 1000, 1000, false), 0);
 	ck_assert_int_eq(meta_open(dir, &m), 0);
 	free(sb);
@@ -709,7 +671,7 @@ START_TEST(test_mkfs_open)
 	int status;
 	pid_t pid;
 
-	new_dir(dir, sizeof(dir));
+	unit_tmp_path(dir, sizeof(dir), "db");
 	ck_assert_int_eq(meta_mkfs(dir, sb, 1234, 5678, false), 0);
 	ck_assert_int_eq(meta_open(dir, &m), 0);
 	ck_assert_mem_eq(meta_superblock(m), sb, sizeof(*sb));
@@ -758,7 +720,7 @@ START_TEST(test_open_errors)
 	struct meta_superblock *sb = make_sb(4, 2, 6);
 	struct meta *m = (struct meta *)0x1;
 
-	new_dir(dir, sizeof(dir));
+	unit_tmp_path(dir, sizeof(dir), "db");
 	ck_assert_int_eq(meta_open(dir, &m), -ENOENT); /* no directory */
 	ck_assert_int_eq(mkdir(dir, 0700), 0);
 	ck_assert_int_eq(meta_open(dir, &m), -ENOENT); /* empty directory */
@@ -822,7 +784,7 @@ START_TEST(test_open_bad_superblock)
 	struct meta *m = NULL;
 	size_t len;
 
-	new_dir(dir, sizeof(dir));
+	unit_tmp_path(dir, sizeof(dir), "db");
 	ck_assert_int_eq(meta_mkfs(dir, sb, 0, 0, false), 0);
 	len = meta_superblock_encode(sb, buf, META_SUPERBLOCK_ENC_MAX);
 	poke_superblock(dir, buf, len - 1);
@@ -930,12 +892,12 @@ START_TEST(test_dentry_list_continuation)
 	struct meta_batch *b = meta_batch_new(m);
 	static char want[500][16];
 	static struct collect c, page;
-	uint64_t s = seed;
+	uint64_t s = unit_seed;
 	const uint64_t parent = 256, n = 500;
 
 	/* random names in random order; neighbours 255 and 257 must not leak in */
 	for (uint64_t i = 0; i < n; i++) {
-		uint64_t r = rng_next(&s);
+		uint64_t r = unit_rng_next(&s);
 		snprintf(want[i], sizeof(want[i]), "%c%" PRIx64 "-%" PRIu64, (char)('a' + r % 26),
 			 r >> 40, i);
 		meta_batch_dentry_put(b, parent, want[i], strlen(want[i]), 1000 + i, S_IFREG);
@@ -1382,7 +1344,7 @@ START_TEST(test_persistence)
 }
 END_TEST
 
-static Suite *meta_suite(void)
+Suite *unit_suite(void)
 {
 	Suite *s = suite_create("meta");
 	TCase *tc = tcase_create("codec");
@@ -1398,7 +1360,6 @@ static Suite *meta_suite(void)
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("store");
-	tcase_add_unchecked_fixture(tc, root_setup, root_teardown);
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_mkfs_open);
 	tcase_add_test(tc, test_open_errors);
@@ -1420,19 +1381,4 @@ static Suite *meta_suite(void)
 	tcase_add_test(tc, test_read_only);
 	suite_add_tcase(s, tc);
 	return s;
-}
-
-int main(void)
-{
-	const char *env = getenv("TESSERA_SEED");
-	SRunner *sr;
-	int failed;
-
-	seed = env && *env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL);
-	printf("test_meta: TESSERA_SEED=%" PRIu64 "\n", seed);
-	sr = srunner_create(meta_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -1,13 +1,14 @@
 /*
  * Unit tests for placement: weighted rendezvous hashing.
  */
-#include <check.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "tessera/placement.h"
+
+#include "unit.h"
 
 START_TEST(test_distinct_and_stable)
 {
@@ -148,12 +149,10 @@ START_TEST(test_zones_spread)
 }
 END_TEST
 
-int main(void)
+Suite *unit_suite(void)
 {
 	Suite *s = suite_create("placement");
 	TCase *tc = tcase_create("core");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_test(tc, test_distinct_and_stable);
 	tcase_add_test(tc, test_down_servers_skipped);
@@ -161,9 +160,5 @@ int main(void)
 	tcase_add_test(tc, test_zones_spread);
 	tcase_add_test(tc, test_weights_calibrated);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return s;
 }

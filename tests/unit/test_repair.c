@@ -13,7 +13,7 @@
  *  - a writer that rewrites a stripe while its repair runs keeps its new version (R6);
  *  - --gc drains the garbage queue and deletes an unreferenced fragment of ours, never a live
  *    one and never another filesystem's object.
- * Randomised data: the seed is printed and TESSERA_SEED overrides it.
+ * Randomised data: the seed is printed and TESSERA_TEST_SEED replays it (unit.h).
  */
 #include "memfs.h"
 
@@ -359,7 +359,7 @@ START_TEST(test_gc_collects_only_ours_unreferenced)
 }
 END_TEST
 
-static Suite *repair_suite(void)
+Suite *unit_suite(void)
 {
 	Suite *s = suite_create("repair");
 	TCase *tc = tcase_create("memstore");
@@ -374,19 +374,4 @@ static Suite *repair_suite(void)
 	tcase_set_timeout(tc, 60);
 	suite_add_tcase(s, tc);
 	return s;
-}
-
-int main(void)
-{
-	const char *env = getenv("TESSERA_SEED");
-	SRunner *sr;
-	int failed;
-
-	seed = env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL);
-	printf("test_repair: seed %" PRIu64 " (set TESSERA_SEED to repeat)\n", seed);
-	sr = srunner_create(repair_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

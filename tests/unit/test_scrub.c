@@ -14,17 +14,13 @@
  *    options, keeps it when cancelled;
  *  - the control protocol's lines (control.h): requests, events with hostile strings,
  *    progress and stats round-trip; random and truncated lines are refused, never crash.
- * Randomised: the seed is printed and TESSERA_SEED overrides it.
+ * Randomised: the seed is printed and TESSERA_TEST_SEED replays it (unit.h).
  */
-#include <check.h>
 #include <errno.h>
-#include <ftw.h>
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "tessera/blockstore.h"
@@ -35,16 +31,8 @@
 #include "tessera/scrub.h"
 #include "tessera/stripe.h"
 
-static uint64_t seed;
-static char root_dir[64];
+#include "unit.h"
 
-static uint64_t rng_next(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
 
 static const uint8_t UUID[16] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16 };
 
@@ -69,7 +57,7 @@ static uint8_t *make_stripe(struct codec *c, struct meta_stripe *rec, uint32_t d
 		uint8_t *p = stripe_payload(buf, rec, i);
 		for (size_t j = 0; j < rec->frag_len; j++) {
 			size_t off = (size_t)i * rec->frag_len + j;
-			p[j] = off < data_len ? (uint8_t)rng_next(rng) : 0;
+			p[j] = off < data_len ? (uint8_t)unit_rng_next(rng) : 0;
 		}
 		dptr[i] = p;
 	}
@@ -86,7 +74,7 @@ static uint8_t *make_stripe(struct codec *c, struct meta_stripe *rec, uint32_t d
 
 START_TEST(test_seal_check)
 {
-	uint64_t rng = seed;
+	uint64_t rng = unit_seed;
 	struct codec *c;
 	struct meta_stripe rec;
 	struct proto_frag_hdr h;
@@ -111,7 +99,7 @@ START_TEST(test_seal_check)
 		rec.version++;
 		ck_assert(!stripe_frag_check(UUID, o, len, true, 5, 9, &rec, i, NULL));
 		rec.version--;
-		o[PROTO_FRAG_HDR_SIZE + (rng_next(&rng) % rec.frag_len)] ^= 0x40;
+		o[PROTO_FRAG_HDR_SIZE + (unit_rng_next(&rng) % rec.frag_len)] ^= 0x40;
 		ck_assert(!stripe_frag_check(UUID, o, len, true, 5, 9, &rec, i, NULL));
 		/* the header alone does not show a payload flip: that is what --deep is for */
 		ck_assert(stripe_frag_check(UUID, o, PROTO_FRAG_HDR_SIZE, false, 5, 9, &rec, i, NULL));
@@ -134,13 +122,13 @@ END_TEST
 START_TEST(test_rebuild_identical)
 {
 	static const unsigned geo[][2] = { { 4, 2 }, { 2, 1 }, { 6, 3 }, { 10, 4 } };
-	uint64_t rng = seed ^ (uint64_t)_i;
+	uint64_t rng = unit_seed ^ (uint64_t)_i;
 	unsigned k = geo[_i][0], m = geo[_i][1], n = k + m;
 	struct codec *c;
 	struct meta_stripe rec;
 
 	ck_assert_int_eq(codec_new(k, m, &c), 0);
-	uint32_t data_len = (uint32_t)(1 + rng_next(&rng) % (k * 8192));
+	uint32_t data_len = (uint32_t)(1 + unit_rng_next(&rng) % (k * 8192));
 	uint8_t *orig = make_stripe(c, &rec, data_len, &rng);
 	size_t size = stripe_buf_size(&rec);
 	uint8_t *work = malloc(size), *frags[64];
@@ -192,23 +180,6 @@ START_TEST(test_exit_status)
 }
 END_TEST
 
-static void root_setup(void)
-{
-	strcpy(root_dir, "/tmp/tessera-test-scrub.XXXXXX");
-	if (!mkdtemp(root_dir))
-		abort();
-}
-
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	return remove(path);
-}
-
-static void root_teardown(void)
-{
-	nftw(root_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 static struct meta_superblock *make_sb(void)
 {
 	struct meta_superblock *sb = calloc(1, sizeof(*sb));
@@ -238,7 +209,7 @@ START_TEST(test_credentials)
 	struct blockclient_config cfg;
 	char dir[128], path[160];
 
-	snprintf(dir, sizeof(dir), "%s/creds", root_dir);
+	unit_tmp_path(dir, sizeof(dir), "creds");
 	ck_assert_int_eq(tmkdir_p(dir, 0700), 0);
 	memset(&cfg, 0, sizeof(cfg));
 	ck_assert_int_eq(stripe_client_config(dir, sb, &cfg), -ENOENT);
@@ -284,7 +255,7 @@ static struct scrub_stats run_scrub(struct meta *m, struct blockstore *bc, bool 
 	return st;
 }
 
-/* A new filesystem under the test root (name), open, with a block client for its six
+/* A new filesystem under the run's temporary directory (name), open, with a block client for its six
  * servers (nobody listens there: every server is unreachable). */
 static void open_fs(const char *name, struct meta **ret_m, struct blockstore **ret_bc)
 {
@@ -296,7 +267,7 @@ static void open_fs(const char *name, struct meta **ret_m, struct blockstore **r
 	const char *urls[6];
 	char dir[128];
 
-	snprintf(dir, sizeof(dir), "%s/%s", root_dir, name);
+	unit_tmp_path(dir, sizeof(dir), name);
 	ck_assert_int_eq(meta_mkfs(dir, sb, 0, 0, false), 0);
 	ck_assert_int_eq(meta_open(dir, ret_m), 0);
 	for (int i = 0; i < 6; i++) {
@@ -517,29 +488,29 @@ END_TEST
 static void random_stats(struct scrub_stats *st, uint64_t *rng)
 {
 	memset(st, 0, sizeof(*st));
-#define X(f) st->f = rng_next(rng) >> (rng_next(rng) % 64);
+#define X(f) st->f = unit_rng_next(rng) >> (unit_rng_next(rng) % 64);
 	SCRUB_STATS_FIELDS(X)
 #undef X
 }
 
 START_TEST(test_checkpoint_codec)
 {
-	uint64_t rng = seed ^ 0xc4ec;
+	uint64_t rng = unit_seed ^ 0xc4ec;
 	char buf[SCRUB_CHECKPOINT_MAX];
 
 	for (int iter = 0; iter < 200; iter++) {
 		struct scrub_checkpoint c = { 0 }, d;
 		for (int i = 0; i < 16; i++)
-			c.fs_uuid[i] = (uint8_t)rng_next(&rng);
-		c.deep = rng_next(&rng) & 1;
-		c.gc = rng_next(&rng) & 1;
-		c.skip_namespace = rng_next(&rng) & 1;
-		c.stripes_done = (rng_next(&rng) % 4) == 0;
+			c.fs_uuid[i] = (uint8_t)unit_rng_next(&rng);
+		c.deep = unit_rng_next(&rng) & 1;
+		c.gc = unit_rng_next(&rng) & 1;
+		c.skip_namespace = unit_rng_next(&rng) & 1;
+		c.stripes_done = (unit_rng_next(&rng) % 4) == 0;
 		if (!c.stripes_done) {
-			c.ino = rng_next(&rng);
-			c.stripe = rng_next(&rng) >> 20;
+			c.ino = unit_rng_next(&rng);
+			c.stripe = unit_rng_next(&rng) >> 20;
 		}
-		c.created_s = rng_next(&rng) >> 30;
+		c.created_s = unit_rng_next(&rng) >> 30;
 		struct scrub_stats all;
 		random_stats(&all, &rng);
 		/* only the carried counters survive */
@@ -629,7 +600,7 @@ START_TEST(test_checkpoint_run)
 	char dir[128], ck[192], buf[SCRUB_CHECKPOINT_MAX];
 	struct stat sbuf;
 
-	snprintf(dir, sizeof(dir), "%s/ckpt", root_dir);
+	unit_tmp_path(dir, sizeof(dir), "ckpt");
 	snprintf(ck, sizeof(ck), "%s/%s", dir, SCRUB_CHECKPOINT_NAME);
 	ck_assert_int_eq(meta_mkfs(dir, sb, 0, 0, false), 0);
 	ck_assert_int_eq(meta_open(dir, &m), 0);
@@ -718,36 +689,36 @@ END_TEST
 
 static void random_str(char *out, size_t max, uint64_t *rng)
 {
-	size_t len = rng_next(rng) % max;
+	size_t len = unit_rng_next(rng) % max;
 
 	for (size_t i = 0; i < len; i++) {
-		uint8_t c = (uint8_t)rng_next(rng);
+		uint8_t c = (uint8_t)unit_rng_next(rng);
 		if (c == 0)
 			c = ' ';
-		out[i] = (char)(rng_next(rng) % 3 ? c : " %\n\t+-"[rng_next(rng) % 6]);
+		out[i] = (char)(unit_rng_next(rng) % 3 ? c : " %\n\t+-"[unit_rng_next(rng) % 6]);
 	}
 	out[len] = '\0';
 }
 
 START_TEST(test_control_codec)
 {
-	uint64_t rng = seed ^ 0xc0de;
+	uint64_t rng = unit_seed ^ 0xc0de;
 	char line[CONTROL_LINE_MAX], copy[CONTROL_LINE_MAX];
 	struct control_msg m;
 
 	for (int iter = 0; iter < 300; iter++) {
 		/* a request */
 		struct scrub_options o = { 0 }, d;
-		o.dry_run = rng_next(&rng) & 1;
-		o.deep = rng_next(&rng) & 1;
-		o.gc = rng_next(&rng) & 1;
-		o.gc_grace_s = rng_next(&rng) >> 20;
-		o.gc_grace_set = rng_next(&rng) & 1;
-		o.skip_namespace = rng_next(&rng) & 1;
-		o.jobs = (unsigned)(rng_next(&rng) % (SCRUB_MAX_JOBS + 1));
-		o.rate_limit = rng_next(&rng) >> 10;
-		o.window = rng_next(&rng) >> 40;
-		o.no_resume = rng_next(&rng) & 1;
+		o.dry_run = unit_rng_next(&rng) & 1;
+		o.deep = unit_rng_next(&rng) & 1;
+		o.gc = unit_rng_next(&rng) & 1;
+		o.gc_grace_s = unit_rng_next(&rng) >> 20;
+		o.gc_grace_set = unit_rng_next(&rng) & 1;
+		o.skip_namespace = unit_rng_next(&rng) & 1;
+		o.jobs = (unsigned)(unit_rng_next(&rng) % (SCRUB_MAX_JOBS + 1));
+		o.rate_limit = unit_rng_next(&rng) >> 10;
+		o.window = unit_rng_next(&rng) >> 40;
+		o.no_resume = unit_rng_next(&rng) & 1;
 		int len = control_request_encode(&o, line, sizeof(line));
 		ck_assert_int_gt(len, 0);
 		ck_assert_int_eq(line[len - 1], '\n');
@@ -761,12 +732,12 @@ START_TEST(test_control_codec)
 		random_str(key, sizeof(key), &rng);
 		random_str(msg, sizeof(msg), &rng);
 		struct scrub_event ev = {
-			.kind = (enum scrub_event_kind)(rng_next(&rng) % (SCRUB_EV_NOTICE + 1)),
-			.fixed = rng_next(&rng) & 1, .ino = rng_next(&rng), .stripe = rng_next(&rng),
-			.index = (int)(rng_next(&rng) % 65) - 1,
-			.server = (int)(rng_next(&rng) % 65537) - 1, .off = rng_next(&rng),
-			.len = rng_next(&rng), .path = rng_next(&rng) & 1 ? path : NULL,
-			.key = rng_next(&rng) & 1 ? key : NULL, .msg = msg };
+			.kind = (enum scrub_event_kind)(unit_rng_next(&rng) % (SCRUB_EV_NOTICE + 1)),
+			.fixed = unit_rng_next(&rng) & 1, .ino = unit_rng_next(&rng), .stripe = unit_rng_next(&rng),
+			.index = (int)(unit_rng_next(&rng) % 65) - 1,
+			.server = (int)(unit_rng_next(&rng) % 65537) - 1, .off = unit_rng_next(&rng),
+			.len = unit_rng_next(&rng), .path = unit_rng_next(&rng) & 1 ? path : NULL,
+			.key = unit_rng_next(&rng) & 1 ? key : NULL, .msg = msg };
 		len = control_event_encode(&ev, line, sizeof(line));
 		ck_assert_int_gt(len, 0);
 		ck_assert_ptr_null(memchr(line, '\n', (size_t)len - 1));
@@ -792,7 +763,7 @@ START_TEST(test_control_codec)
 		ck_assert_str_eq(m.ev.msg, msg);
 
 		/* progress and stats */
-		uint64_t a = rng_next(&rng), b = rng_next(&rng), c = rng_next(&rng);
+		uint64_t a = unit_rng_next(&rng), b = unit_rng_next(&rng), c = unit_rng_next(&rng);
 		len = control_progress_encode(path, a, b, c, line, sizeof(line));
 		ck_assert_int_gt(len, 0);
 		line[len - 1] = '\0';
@@ -817,14 +788,14 @@ START_TEST(test_control_codec)
 			copy[cut] = '\0';
 			(void)control_msg_decode(copy, &m);
 		}
-		size_t rl = rng_next(&rng) % 200;
+		size_t rl = unit_rng_next(&rng) % 200;
 		for (size_t i = 0; i < rl; i++) {
-			copy[i] = (char)(rng_next(&rng) % 255 + 1);
-			if (rng_next(&rng) % 4 == 0)
-				copy[i] = " 0123456789-+%"[rng_next(&rng) % 14];
+			copy[i] = (char)(unit_rng_next(&rng) % 255 + 1);
+			if (unit_rng_next(&rng) % 4 == 0)
+				copy[i] = " 0123456789-+%"[unit_rng_next(&rng) % 14];
 		}
 		memcpy(copy, (const char *[]){ "event ", "stats ", "progress ", "hello 1 ",
-					       "end ", "error " }[rng_next(&rng) % 6], 4);
+					       "end ", "error " }[unit_rng_next(&rng) % 6], 4);
 		copy[rl < 4 ? 4 : rl] = '\0';
 		(void)control_msg_decode(copy, &m);
 		(void)control_request_decode(copy, &d);
@@ -867,7 +838,7 @@ START_TEST(test_control_codec)
 }
 END_TEST
 
-static Suite *scrub_suite(void)
+Suite *unit_suite(void)
 {
 	Suite *s = suite_create("scrub");
 	TCase *tc = tcase_create("stripe_io");
@@ -880,7 +851,6 @@ static Suite *scrub_suite(void)
 	tcase_set_timeout(tc, 60);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("engine");
-	tcase_add_unchecked_fixture(tc, root_setup, root_teardown);
 	tcase_add_test(tc, test_credentials);
 	tcase_add_test(tc, test_namespace);
 	tcase_add_test(tc, test_namespace_detached);
@@ -888,19 +858,4 @@ static Suite *scrub_suite(void)
 	tcase_set_timeout(tc, 60);
 	suite_add_tcase(s, tc);
 	return s;
-}
-
-int main(void)
-{
-	const char *env = getenv("TESSERA_SEED");
-	SRunner *sr;
-	int failed;
-
-	seed = env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL);
-	printf("test_scrub: seed %" PRIu64 " (set TESSERA_SEED to repeat)\n", seed);
-	sr = srunner_create(scrub_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -18,7 +18,6 @@
  * pairs, more than the cache holds, verified in turns from several threads; a changed secret
  * is never served a cached key; a secret longer than the HMAC block (hashed first).
  */
-#include <check.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -28,6 +27,8 @@
 #include <strings.h>
 
 #include "tessera/proto.h"
+
+#include "unit.h"
 
 #define AWS_AK "AKIAIOSFODNN7EXAMPLE"
 #define AWS_SK "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
@@ -646,7 +647,7 @@ START_TEST(test_long_secret)
 }
 END_TEST
 
-static Suite *sigv4_suite(void)
+Suite *unit_suite(void)
 {
 	Suite *s = suite_create("sigv4");
 	TCase *tc = tcase_create("core");
@@ -663,15 +664,4 @@ static Suite *sigv4_suite(void)
 	tcase_add_test(tc, test_long_secret);
 	suite_add_tcase(s, tc);
 	return s;
-}
-
-int main(void)
-{
-	SRunner *sr = srunner_create(sigv4_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
