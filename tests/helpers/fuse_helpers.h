@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 /* /proc/self/fd path of an O_PATH descriptor, to reopen it or name it to path-only calls. */
@@ -77,6 +78,45 @@ static inline void fh_reply_readdir(fuse_req_t req, DIR *d, size_t size, off_t o
 	}
 	fuse_reply_buf(req, buf, pos);
 	free(buf);
+}
+
+/* The connection both helpers want: 1 MiB writes, no writeback cache (every write reaches the
+ * filesystem when it is made), no splice. */
+static inline void fh_init_conn(struct fuse_conn_info *conn)
+{
+	if (conn->max_write < (1u << 20))
+		conn->max_write = 1u << 20;
+	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+	conn->want &= ~FUSE_CAP_SPLICE_READ;
+}
+
+/* Replies to a lookup (or mknod, mkdir, ...) with e, or with the error err. */
+static inline void fh_reply_entry(fuse_req_t req, int err, const struct fuse_entry_param *e)
+{
+	if (err)
+		fuse_reply_err(req, err);
+	else
+		fuse_reply_entry(req, e);
+}
+
+/* A batch of forgets, each through forget_one. */
+static inline void fh_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *f,
+				   void (*forget_one)(fuse_ino_t, uint64_t))
+{
+	for (size_t i = 0; i < count; i++)
+		forget_one(f[i].ino, f[i].nlookup);
+	fuse_reply_none(req);
+}
+
+/* statfs of the backing filesystem that holds the descriptor fd. */
+static inline void fh_reply_statfs(fuse_req_t req, int fd)
+{
+	struct statvfs sv;
+
+	if (fstatvfs(fd, &sv) < 0)
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_statfs(req, &sv);
 }
 
 #endif

@@ -102,21 +102,14 @@ static int do_lookup(fuse_ino_t parent, const char *name, struct fuse_entry_para
 static void reply_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fuse_entry_param e;
-	int err = do_lookup(parent, name, &e);
 
-	if (err)
-		fuse_reply_err(req, err);
-	else
-		fuse_reply_entry(req, &e);
+	fh_reply_entry(req, do_lookup(parent, name, &e), &e);
 }
 
 static void pt_init(void *userdata, struct fuse_conn_info *conn)
 {
-	if (conn->max_write < (1u << 20))
-		conn->max_write = 1u << 20;
+	fh_init_conn(conn);
 	conn->max_readahead = 1u << 20;
-	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
-	conn->want &= ~FUSE_CAP_SPLICE_READ;
 }
 
 static void pt_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -151,9 +144,7 @@ static void pt_forget(fuse_req_t req, fuse_ino_t ino, uint64_t n)
 
 static void pt_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *f)
 {
-	for (size_t i = 0; i < count; i++)
-		forget_one(f[i].ino, f[i].nlookup);
-	fuse_reply_none(req);
+	fh_forget_multi(req, count, f, forget_one);
 }
 
 static void pt_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -345,12 +336,7 @@ static void pt_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 
 static void pt_statfs(fuse_req_t req, fuse_ino_t ino)
 {
-	struct statvfs sv;
-
-	if (fstatvfs(fd_of(ino), &sv) < 0)
-		fuse_reply_err(req, errno);
-	else
-		fuse_reply_statfs(req, &sv);
+	fh_reply_statfs(req, fd_of(ino));
 }
 
 static const struct fuse_lowlevel_ops pt_ops = {

@@ -829,21 +829,14 @@ static int do_lookup(fuse_ino_t parent, const char *name, struct fuse_entry_para
 static void reply_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fuse_entry_param e;
-	int err = do_lookup(parent, name, &e);
 
-	if (err)
-		fuse_reply_err(req, err);
-	else
-		fuse_reply_entry(req, &e);
+	fh_reply_entry(req, do_lookup(parent, name, &e), &e);
 }
 
 static void pl_init(void *userdata, struct fuse_conn_info *conn)
 {
 	(void)userdata;
-	if (conn->max_write < (1u << 20))
-		conn->max_write = 1u << 20;
-	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
-	conn->want &= ~FUSE_CAP_SPLICE_READ;
+	fh_init_conn(conn);
 }
 
 static void pl_destroy(void *userdata)
@@ -877,9 +870,7 @@ static void pl_forget(fuse_req_t req, fuse_ino_t ino, uint64_t n)
 
 static void pl_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *f)
 {
-	for (size_t i = 0; i < count; i++)
-		forget_one(f[i].ino, f[i].nlookup);
-	fuse_reply_none(req);
+	fh_forget_multi(req, count, f, forget_one);
 }
 
 static void pl_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -1343,13 +1334,8 @@ static void pl_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fus
 
 static void pl_statfs(fuse_req_t req, fuse_ino_t ino)
 {
-	struct statvfs sv;
-
 	DEAD_CHECK(req);
-	if (fstatvfs(inode_of(ino)->fd, &sv) < 0)
-		fuse_reply_err(req, errno);
-	else
-		fuse_reply_statfs(req, &sv);
+	fh_reply_statfs(req, inode_of(ino)->fd);
 }
 
 /* Extended attributes: passed through at once (not modelled). */
