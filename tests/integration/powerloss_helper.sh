@@ -11,7 +11,8 @@
 # the directory fsynced too it stays; unsynced renames (also one that replaced a file), an
 # unsynced unlink, rmdir, mkdir, hard link and symlink are undone; a file's rename is two
 # changes, each durable with the fsync of its own directory (only the target synced: both
-# names stay; only the source: neither); requests fail with EIO. After the unmount the
+# names stay; only the source: neither), a directory's rename one change that needs both;
+# requests fail with EIO. After the unmount the
 # backing directory holds exactly the synced state (no graveyard left) and a new mount over
 # it shows the same.
 LIB_TIMEOUT=120
@@ -22,7 +23,7 @@ lib_init
 B=$LIB_WORK/backing
 M=$LIB_WORK/mnt
 REF=$LIB_WORK/ref
-mkdir -p "$B/sub" "$B/sub2" "$B/a" "$B/b" "$B/c" "$B/d" "$B/e" "$B/gone" "$REF"
+mkdir -p "$B/sub" "$B/sub2" "$B/a" "$B/b" "$B/c" "$B/d" "$B/e" "$B/gone" "$B/dsrc/movedir" "$B/ddst" "$REF"
 
 # The durable state before the mount: files with known content.
 for f in old1 old2 old3 old4 old5 old6 old7 a/keep d/srconly; do
@@ -97,6 +98,9 @@ mv "$M/b/keep-moved" "$M/c/kept-half"
 check "fsync of only the target directory of another rename" sync "$M/c"
 mv "$M/d/srconly" "$M/e/srconly"
 check "fsync of only the source directory of a rename" sync "$M/d"
+# A directory's rename is one change: with only its target synced it is undone.
+mv "$M/dsrc/movedir" "$M/ddst/movedir"
+check "fsync of only the target directory of a directory's rename" sync "$M/ddst"
 
 # ---- the power loss
 check "power loss" pl_power_loss
@@ -135,12 +139,14 @@ verify_state() { # verify_state DIR: what must be in DIR after the power loss
 		{ echo "a rename with its target synced: not both names of one file"; err=1; }
 	[[ ! -e $d/d/srconly && ! -e $d/e/srconly ]] ||
 		{ echo "a rename with only its source synced kept a name"; err=1; }
+	[[ -d $d/dsrc/movedir && ! -e $d/ddst/movedir ]] ||
+		{ echo "a directory's rename with one directory synced was not undone"; err=1; }
 	return "$err"
 }
 check "the backing directory holds the synced state" verify_state "$B"
 check "no graveyard is left in the backing directory" eval '[[ ! -e $B/.powerloss-graveyard ]]'
 check "nothing else is left: exactly the expected names" eval \
-	'[[ $(cd "$B" && find . | sort | tr "\n" " ") == ". ./a ./b ./b/keep-moved ./c ./c/kept-half ./d ./e ./gone ./old1 ./old2 ./old3 ./old4 ./old5 ./old6 ./old7 ./sub ./sub/new-dirsync ./sub2 " ]]'
+	'[[ $(cd "$B" && find . | sort | tr "\n" " ") == ". ./a ./b ./b/keep-moved ./c ./c/kept-half ./d ./ddst ./dsrc ./dsrc/movedir ./e ./gone ./old1 ./old2 ./old3 ./old4 ./old5 ./old6 ./old7 ./sub ./sub/new-dirsync ./sub2 " ]]'
 
 # ---- a new mount starts from there, and a clean unmount keeps everything
 pl_mount "$B" "$M" "$LIB_WORK/powerloss.2.log"
