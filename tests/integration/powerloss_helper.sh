@@ -12,9 +12,8 @@
 # unsynced unlink, rmdir, mkdir, hard link and symlink are undone; a file's rename is two
 # changes, each durable with the fsync of its own directory (only the target synced: both
 # names stay; only the source: neither), a directory's rename one change that needs both;
-# requests fail with EIO. After the unmount the
-# backing directory holds exactly the synced state (no graveyard left) and a new mount over
-# it shows the same.
+# requests fail with EIO. After the unmount the backing directory holds exactly the synced
+# state (no graveyard left) and a new mount over it shows the same.
 LIB_TIMEOUT=120
 . "$(dirname "$0")/lib.sh"
 
