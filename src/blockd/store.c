@@ -39,7 +39,8 @@
  *     fdatasync(temp file) (the data and the size and block map needed to read it; the ETag
  *     xattr may be lost, see bd_store_get()) -> rename -> an fsync of the parent directory
  *     that started after the rename (group commit); every directory it creates on the way
- *     (mkdir -p) has its own entry fsynced in its parent first (mkdir_parents()). The caller
+ *     (mkdir -p) has its own entry fsynced in its parent first (mkdir_parents()), and so
+ *     has a data directory that bd_store_open() made (mkdir_durable()). The caller
  *     answers 200 only after bd_put_commit() returned 0.
  *  3. One key, one file. A key that exists in some data directory is rewritten in that
  *     directory (bd_put_begin()); if two writers of a new key raced into two directories,
@@ -354,6 +355,34 @@ static int mkdir_parents(const char *base, const char *path)
 	return 0;
 }
 
+/* Makes directory dir and its missing parents, each new entry durable: its parent is fsynced
+ * after the mkdir (a data directory blockd created must not vanish in a crash with the
+ * objects it acknowledged). */
+static int mkdir_durable(const char *dir, unsigned mode)
+{
+	char buf[PATH_MAX];
+	struct stat st;
+	char *slash;
+	int r;
+
+	if (stat(dir, &st) == 0)
+		return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+	if (errno != ENOENT)
+		return -errno;
+	if (strlen(dir) >= sizeof(buf))
+		return -ENAMETOOLONG;
+	strcpy(buf, dir);
+	slash = strrchr(buf, '/');
+	if (slash && slash != buf) {
+		*slash = '\0';
+		if ((r = mkdir_durable(buf, mode)) < 0)
+			return r;
+	}
+	if (mkdir(dir, mode) < 0 && errno != EEXIST)
+		return -errno;
+	return fsync_parent(dir);
+}
+
 /* Removes now-empty directories from dirname(path) up to, not including, stop. */
 static void prune_empty_parents(const char *stop, const char *path)
 {
@@ -513,7 +542,8 @@ int bd_store_open(struct bd_store *s, const char (*dirs)[4096], unsigned n_dirs,
 		if ((r = bd_path_join(d->objects, sizeof(d->objects), d->root, "objects", NULL)) < 0 ||
 		    (r = bd_path_join(d->tmp, sizeof(d->tmp), d->root, "tmp", NULL)) < 0)
 			goto fail;
-		if ((r = tmkdir_p(d->objects, 0755)) < 0 || (r = tmkdir_p(d->tmp, 0700)) < 0 ||
+		if ((r = mkdir_durable(d->root, 0755)) < 0 ||
+		    (r = tmkdir_p(d->objects, 0755)) < 0 || (r = tmkdir_p(d->tmp, 0700)) < 0 ||
 		    (r = clean_tmp(d->tmp)) < 0 || (r = tfsync_dir(d->tmp)) < 0 ||
 		    (r = tfsync_dir(d->root)) < 0)
 			goto fail;

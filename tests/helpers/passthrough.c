@@ -31,6 +31,8 @@
 
 #include "tessera/common.h"
 
+#include "fuse_helpers.h"
+
 struct pt_inode {
 	struct pt_inode *next;
 	int fd;          /* O_PATH */
@@ -54,12 +56,6 @@ static struct pt_inode *inode_of(fuse_ino_t ino)
 static int fd_of(fuse_ino_t ino)
 {
 	return inode_of(ino)->fd;
-}
-
-/* /proc/self/fd path of an O_PATH descriptor, to reopen it for I/O. */
-static void proc_path(char *buf, size_t size, int fd)
-{
-	snprintf(buf, size, "/proc/self/fd/%d", fd);
 }
 
 static int do_lookup(fuse_ino_t parent, const char *name, struct fuse_entry_param *e)
@@ -106,21 +102,14 @@ static int do_lookup(fuse_ino_t parent, const char *name, struct fuse_entry_para
 static void reply_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fuse_entry_param e;
-	int err = do_lookup(parent, name, &e);
 
-	if (err)
-		fuse_reply_err(req, err);
-	else
-		fuse_reply_entry(req, &e);
+	fh_reply_entry(req, do_lookup(parent, name, &e), &e);
 }
 
 static void pt_init(void *userdata, struct fuse_conn_info *conn)
 {
-	if (conn->max_write < (1u << 20))
-		conn->max_write = 1u << 20;
+	fh_init_conn(conn);
 	conn->max_readahead = 1u << 20;
-	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
-	conn->want &= ~FUSE_CAP_SPLICE_READ;
 }
 
 static void pt_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -155,9 +144,7 @@ static void pt_forget(fuse_req_t req, fuse_ino_t ino, uint64_t n)
 
 static void pt_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *f)
 {
-	for (size_t i = 0; i < count; i++)
-		forget_one(f[i].ino, f[i].nlookup);
-	fuse_reply_none(req);
+	fh_forget_multi(req, count, f, forget_one);
 }
 
 static void pt_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -174,38 +161,20 @@ static void pt_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		       struct fuse_file_info *fi)
 {
 	char path[64];
-	int fd = fd_of(ino);
+	int fd = fd_of(ino), err;
 
-	proc_path(path, sizeof(path), fd);
-	if ((to_set & FUSE_SET_ATTR_MODE) && chmod(path, attr->st_mode) < 0)
-		goto err;
-	if ((to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) &&
-	    fchownat(fd, "", (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : (uid_t)-1,
-		     (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : (gid_t)-1,
-		     AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
-		goto err;
+	fh_proc_path(path, sizeof(path), fd);
 	if (to_set & FUSE_SET_ATTR_SIZE) {
 		int r = fi ? ftruncate((int)fi->fh, attr->st_size) : truncate(path, attr->st_size);
-		if (r < 0)
-			goto err;
+		if (r < 0) {
+			fuse_reply_err(req, errno);
+			return;
+		}
 	}
-	if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
-		struct timespec tv[2] = { { .tv_nsec = UTIME_OMIT }, { .tv_nsec = UTIME_OMIT } };
-		if (to_set & FUSE_SET_ATTR_ATIME_NOW)
-			tv[0].tv_nsec = UTIME_NOW;
-		else if (to_set & FUSE_SET_ATTR_ATIME)
-			tv[0] = attr->st_atim;
-		if (to_set & FUSE_SET_ATTR_MTIME_NOW)
-			tv[1].tv_nsec = UTIME_NOW;
-		else if (to_set & FUSE_SET_ATTR_MTIME)
-			tv[1] = attr->st_mtim;
-		if (utimensat(AT_FDCWD, path, tv, 0) < 0)
-			goto err;
-	}
-	pt_getattr(req, ino, fi);
-	return;
-err:
-	fuse_reply_err(req, errno);
+	if ((err = fh_set_attrs(fd, attr, to_set)))
+		fuse_reply_err(req, err);
+	else
+		pt_getattr(req, ino, fi);
 }
 
 static void make(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
@@ -276,7 +245,7 @@ static void pt_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	char path[64];
 	int fd;
 
-	proc_path(path, sizeof(path), fd_of(ino));
+	fh_proc_path(path, sizeof(path), fd_of(ino));
 	fd = open(path, fi->flags & ~O_NOFOLLOW);
 	if (fd < 0) {
 		fuse_reply_err(req, errno);
@@ -356,26 +325,7 @@ static void pt_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 static void pt_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi)
 {
-	DIR *d = (DIR *)(uintptr_t)fi->fh;
-	char *buf = malloc(size ? size : 1);
-	size_t pos = 0;
-	struct dirent *de;
-
-	if (!buf) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	seekdir(d, off);
-	while ((de = readdir(d))) {
-		struct stat st = { .st_ino = de->d_ino, .st_mode = (mode_t)de->d_type << 12 };
-		size_t need = fuse_add_direntry(req, buf + pos, size - pos, de->d_name, &st,
-						de->d_off);
-		if (need > size - pos)
-			break;
-		pos += need;
-	}
-	fuse_reply_buf(req, buf, pos);
-	free(buf);
+	fh_reply_readdir(req, (DIR *)(uintptr_t)fi->fh, size, off, NULL);
 }
 
 static void pt_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -386,12 +336,7 @@ static void pt_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 
 static void pt_statfs(fuse_req_t req, fuse_ino_t ino)
 {
-	struct statvfs sv;
-
-	if (fstatvfs(fd_of(ino), &sv) < 0)
-		fuse_reply_err(req, errno);
-	else
-		fuse_reply_statfs(req, &sv);
+	fh_reply_statfs(req, fd_of(ino));
 }
 
 static const struct fuse_lowlevel_ops pt_ops = {

@@ -215,7 +215,8 @@ lib_log_sanitizers() {
 # Fails when a sanitizer reported anything in a daemon log of the cluster.
 lib_check_sanitizers() {
 	local f hits=0
-	for f in "$LIB_WORK"/servers/*/log "$LIB_WORK/tesserafs.log" "$LIB_WORK/mkfs.log"; do
+	for f in "$LIB_WORK"/servers/*/log "$LIB_WORK/tesserafs.log" "$LIB_WORK/mkfs.log" \
+		"$LIB_WORK"/powerloss*.log; do
 		lib_log_sanitizers "$f" || hits=1
 	done
 	return "$hits"
@@ -540,4 +541,81 @@ bcclient_round() {
 	check_rc 1 "$name: an unknown access key is refused (exit 1)" \
 		timeout 30 env TESSERA_ACCESS_KEY=nobody TESSERA_SECRET_KEY="$sk" \
 		"$TESSERA_BUILD/tests/bcclient" head "$url" "$bucket" "f/none"
+}
+
+# lib_require PROGRAM...: fails the test at once when a program of the build is missing.
+lib_require() {
+	local p
+	for p in "$@"; do
+		[[ -x $p ]] || { echo "not ok - missing $p" >&2; exit 1; }
+	done
+}
+
+# ---- the power-loss helper (tests/helpers/powerloss.c)
+
+POWERLOSS="$TESSERA_BUILD/tests/powerloss"
+PL_PIDS=()
+
+# pl_mount BACKING MNT LOG: mounts the power-loss helper over BACKING at MNT (its stderr to
+# LOG, a new file for each mount) and sets PL_PID and PL_LOG; bails out when it does not come
+# up in 10 s. The cleanup unmounts it and waits for it (pl_unmount).
+pl_mount() {
+	local backing=$1 mnt=$2 end=$((SECONDS + 10))
+	[[ -x $POWERLOSS ]] || bail "missing $POWERLOSS"
+	PL_LOG=$3
+	mkdir -p "$backing" "$mnt"
+	"$POWERLOSS" -f "$backing" "$mnt" </dev/null >>"$PL_LOG" 2>&1 &
+	PL_PID=$!
+	PL_PIDS+=("$PL_PID")
+	lib_at_exit "pl_unmount '$mnt' $PL_PID"
+	until grep -qs " mounted at " "$PL_LOG" && mountpoint -q "$mnt"; do
+		kill -0 "$PL_PID" 2>/dev/null || { wait "$PL_PID"; bail "powerloss exited while mounting"; }
+		((SECONDS < end)) || bail "powerloss did not mount $mnt in 10 s"
+		sleep 0.05
+	done
+}
+
+# pl_power_loss: cuts the power of the last pl_mount and waits (10 s) until it is done.
+pl_power_loss() {
+	local end=$((SECONDS + 10))
+	kill -USR1 "$PL_PID" || return 1
+	until grep -qs "powerloss: power lost" "$PL_LOG"; do
+		((SECONDS < end)) || { echo "no power loss reported in $PL_LOG"; return 1; }
+		sleep 0.05
+	done
+	! grep -q "cannot undo" "$PL_LOG" || { grep "cannot undo" "$PL_LOG"; return 1; }
+}
+
+# True while PID runs (a child that exited but was not waited for is a zombie: not running).
+pl_alive() {
+	local state
+	state=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) || return 1
+	[[ -n $state && $state != Z ]]
+}
+
+# pl_unmount MNT PID: unmounts MNT (lazily when busy) and waits 20 s for the helper PID to
+# exit, SIGTERM then; does nothing for what is already gone. A PID that was waited for is
+# never signalled again.
+pl_unmount() {
+	local mnt=$1 pid=$2 i keep=() p
+	if mountpoint -q "$mnt" 2>/dev/null || grep -qsF " $mnt " /proc/self/mountinfo; then
+		for i in 1 2 3 4 5; do
+			timeout 10 fusermount3 -u "$mnt" 2>/dev/null && break
+			sleep 0.2
+		done
+		grep -qsF " $mnt " /proc/self/mountinfo && timeout 10 fusermount3 -uz "$mnt"
+	fi
+	for p in "${PL_PIDS[@]+"${PL_PIDS[@]}"}"; do
+		[[ $p == "$pid" ]] && continue
+		keep+=("$p")
+	done
+	((${#keep[@]} == ${#PL_PIDS[@]})) && return 0
+	PL_PIDS=("${keep[@]+"${keep[@]}"}")
+	for i in $(seq 200); do
+		pl_alive "$pid" || break
+		sleep 0.1
+	done
+	pl_alive "$pid" && { echo "powerloss (pid $pid) still running; SIGTERM"; kill "$pid"; }
+	wait "$pid" 2>/dev/null
+	return 0
 }
