@@ -127,6 +127,10 @@ int data_statfs(struct data *d, uint64_t *ret_total, uint64_t *ret_free);
  * the filesystem's requests (blockstore_check_access()). The ids of those that refuse them go
  * to bad[] and the refusal (-EACCES, -ETIME) to why[] (at most bad_size) and their number to
  * *ret_n; servers that do not answer are not counted. Returns 0 or -ENOMEM. */
+/* A counter that grows whenever a stripe is flagged degraded (stored short, or damaged on a
+ * read): the healer's cue. */
+uint64_t data_heal_generation(struct data *d);
+
 int data_check_access(struct data *d, uint16_t *bad, int *why, size_t bad_size, size_t *ret_n);
 
 #endif

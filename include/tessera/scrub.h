@@ -103,6 +103,8 @@ struct scrub_options {
 	                        (deep, gc, skip_namespace), writes one after every round and
 	                        removes it when it completes. */
 	bool no_resume;      /* ignore an existing checkpoint (it is replaced) */
+	bool flagged_only;   /* only the stripes flagged degraded (stored short, or found
+	                        damaged by a read): the healer's pass */
 	pthread_mutex_t *meta_lock;    /* mounted mode (see above), NULL otherwise; borrowed */
 	scrub_in_use_fn in_use;        /* mounted mode: whether an inode is open or looked up */
 	void *in_use_ctx;
@@ -111,6 +113,33 @@ struct scrub_options {
 	void *ctx;                     /* passed to both callbacks */
 };
 #define SCRUB_MAX_JOBS 64
+
+/* ---- the healer (healer.c): the daemon's background repair of flagged stripes ---- */
+struct scrub_healer_config {
+	struct meta *meta;             /* the daemon's; borrowed */
+	struct blockstore *bs;
+	pthread_mutex_t *meta_lock;    /* the inode lock (mounted mode) */
+	scrub_in_use_fn in_use;
+	void *in_use_ctx;
+	/* Grows whenever the data path flags a stripe degraded; NULL: never looked at. */
+	uint64_t (*work_gen)(void *ctx);
+	void *gen_ctx;
+	uint64_t rate_limit;           /* fragment bytes per second, 0 = unlimited */
+	unsigned jobs;                 /* stripes in flight, default 4 */
+	unsigned interval_ms;          /* how often it looks for work, default 1000 */
+};
+struct scrub_healer_status {
+	uint64_t passes, frags_rebuilt;
+	uint64_t stripes_left;         /* after the last pass: flagged, not yet repairable */
+	int64_t last_pass_s;           /* wall clock, 0 = none yet */
+	bool running;
+};
+struct scrub_healer;
+/* Starts the healer thread; its first pass runs at once. 0 or -errno. */
+int scrub_healer_start(const struct scrub_healer_config *cfg, struct scrub_healer **ret);
+/* Cancels a running pass (what it rebuilt is committed) and stops. Accepts NULL. */
+void scrub_healer_stop(struct scrub_healer *h);
+void scrub_healer_status(struct scrub_healer *h, struct scrub_healer_status *ret);
 #define SCRUB_WINDOW_DEFAULT 16384
 
 /* Every counter of struct scrub_stats, in order (reports, the control protocol). */

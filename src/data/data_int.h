@@ -105,6 +105,7 @@ struct data {
 	/* Degraded stripes stored: warned about at most every DATA_WARN_INTERVAL_NS. */
 	_Atomic uint64_t degraded_warned_ns;
 	_Atomic uint64_t degraded_unwarned;
+	_Atomic uint64_t heal_gen; /* stripes flagged degraded (data_heal_generation()) */
 };
 #define DATA_WARN_INTERVAL_NS 10000000000ull
 

@@ -17,6 +17,11 @@
 
 /* ---------------------------------------------------------------- fragments */
 
+uint64_t data_heal_generation(struct data *d)
+{
+	return atomic_load(&d->heal_gen);
+}
+
 int data_frag_key(struct data *d, char *out, size_t size, uint64_t ino, uint64_t stripe,
 		  uint64_t version, unsigned index)
 {
@@ -35,9 +40,11 @@ void data_mark_degraded(struct data *d, uint64_t ino, uint64_t stripe, uint64_t 
 	    !(rec.flags & META_STRIPE_F_DEGRADED) && (b = meta_batch_new(d->meta))) {
 		rec.flags |= META_STRIPE_F_DEGRADED;
 		meta_batch_stripe_put(b, ino, stripe, &rec);
-		if (meta_commit(d->meta, b, false) == 0)
+		if (meta_commit(d->meta, b, false) == 0) {
+			atomic_fetch_add(&d->heal_gen, 1);
 			tlog_debug("inode %llu stripe %llu queued for repair",
 				   (unsigned long long)ino, (unsigned long long)stripe);
+		}
 		meta_batch_free(b);
 	}
 	pthread_mutex_unlock(d->inode_lock);
@@ -343,6 +350,7 @@ static int store_stripe(struct data_file *f, uint64_t idx, const uint8_t *data,
 	if (stored < (int)n) {
 		rec.flags |= META_STRIPE_F_DEGRADED;
 		warn_degraded(d, f->ino, idx, ops, (unsigned)chosen, (unsigned)stored, n);
+		atomic_fetch_add(&d->heal_gen, 1);
 	}
 
 	batch = meta_batch_new(d->meta);

@@ -39,6 +39,7 @@
 #include "tessera/blockstore.h"
 #include "tessera/common.h"
 #include "tessera/control.h"
+#include "tessera/scrub.h"
 #include "tessera/data.h"
 #include "tessera/fs.h"
 #include "tessera/meta.h"
@@ -62,6 +63,7 @@ struct cmdline {
 	char *inline_max;
 	char *buffer_budget;
 	unsigned hedge_ms;
+	unsigned heal;          /* 0: no background repair */
 	unsigned write_quorum;
 	char *log_file;
 	char *log_level;
@@ -88,6 +90,7 @@ static const struct num_opt {
 	{ "hedge_ms", offsetof(struct cmdline, hedge_ms), 1, 600000 },
 	{ "write_quorum", offsetof(struct cmdline, write_quorum), 1, META_MAX_SERVERS },
 	{ "lock_wait", offsetof(struct cmdline, lock_wait_s), 0, 86400 },
+	{ "heal", offsetof(struct cmdline, heal), 0, 1 },
 };
 
 /* "name=value" of a numeric option into its field. 0, or -1 after saying what is wrong. */
@@ -127,6 +130,7 @@ static const struct fuse_opt opt_spec[] = {
 	{ "inline_max=%s", offsetof(struct cmdline, inline_max), 0 },
 	{ "buffer_budget=%s", offsetof(struct cmdline, buffer_budget), 0 },
 	FUSE_OPT_KEY("hedge_ms=", KEY_NUMBER),
+	FUSE_OPT_KEY("heal=", KEY_NUMBER),
 	FUSE_OPT_KEY("write_quorum=", KEY_NUMBER),
 	{ "log=%s", offsetof(struct cmdline, log_file), 0 },
 	{ "log_level=%s", offsetof(struct cmdline, log_level), 0 },
@@ -190,6 +194,7 @@ static void usage(FILE *out)
 		"                          filesystem's, tessera-mkfs --inline-max)\n"
 		"  -o buffer_budget=SIZE   stripe buffers over all open files (default 256M)\n"
 		"  -o hedge_ms=MS          read around a data fragment slower than this (default 2000)\n"
+		"  -o heal=0|1             rebuild degraded stripes in the background (default 1)\n"
 		"  -o write_quorum=Q       fragments that must be stored (default: the filesystem's)\n"
 		"  -o log=FILE             log to FILE (reopened on SIGHUP); detached, the default is\n"
 		"                          syslog (facility daemon), in the foreground stderr\n"
@@ -283,6 +288,7 @@ struct daemon {
 	struct data *data;
 	struct fs *fs;
 	struct control *ctl;
+	struct scrub_healer *healer;
 };
 
 struct mounted_ctx {
@@ -366,6 +372,7 @@ static bool host_in_use(void *ctx, uint64_t ino)
 
 static void daemon_close(struct daemon *dm)
 {
+	scrub_healer_stop(dm->healer); /* a running pass is cancelled; its repairs committed */
 	control_stop(dm->ctl); /* a running scrub is cancelled; its checkpoint stays */
 	fs_free(dm->fs);
 	data_free(dm->data); /* stores what is still buffered */
@@ -426,6 +433,24 @@ fail:
 	return r;
 }
 
+static uint64_t heal_gen(void *ctx)
+{
+	return data_heal_generation(ctx);
+}
+
+/* The healer: flagged stripes rebuilt in the background (scrub/healer.c). */
+static void daemon_healer(struct daemon *dm)
+{
+	struct scrub_healer_config hc = { .meta = dm->meta, .bs = dm->bs,
+					  .meta_lock = &dm->inode_lock, .in_use = host_in_use,
+					  .in_use_ctx = dm->fs, .work_gen = heal_gen,
+					  .gen_ctx = dm->data };
+	int r = scrub_healer_start(&hc, &dm->healer);
+
+	if (r < 0)
+		tlog_warn("no healer: %s (degraded stripes wait for tessera-scrub)", strerror(-r));
+}
+
 /* The control socket, for tessera-scrub and tessera on the mount point. */
 static void daemon_control(struct daemon *dm)
 {
@@ -443,7 +468,7 @@ int main(int argc, char **argv)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
 	struct cmdline c = { .read_ahead_kb = 1024, .readahead_stripes = UINT_MAX,
-			     .lock_wait_s = UINT_MAX };
+			     .lock_wait_s = UINT_MAX, .heal = 1 };
 	struct daemon_config fo = { .fs.attr_timeout_s = -1 };
 	struct daemon dm = { 0 };
 	uint64_t sz;
@@ -584,6 +609,8 @@ int main(int argc, char **argv)
 	}
 	tlog_info("mounted '%s' on '%s'", c.meta_dir, c.mountpoint);
 	daemon_control(&dm);
+	if (c.heal)
+		daemon_healer(&dm);
 	if (c.single_thread) {
 		ret = fuse_session_loop(se);
 	} else {

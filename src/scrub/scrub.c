@@ -549,6 +549,8 @@ static int verify_collect(void *ctx, uint64_t stripe, const struct meta_stripe *
 	struct scrub *s = run->s;
 	size_t chunk = (size_t)TESSERA_MIN((uint64_t)SCRUB_CHUNK, s->opt.window);
 
+	if (s->opt.flagged_only && !(rec->flags & META_STRIPE_F_DEGRADED))
+		return scrub_cancelled(s) ? -ECANCELED : 0;
 	run->chunk[run->n_chunk++] = (struct vitem){ .ino = l->ino, .stripe = stripe, .rec = *rec };
 	if (run->n_chunk >= chunk) {
 		verify_flush(run);
