@@ -137,6 +137,23 @@ static int acl_follow_mode_locked(struct fs *fs, struct meta_batch *b, uint64_t 
 	return 0;
 }
 
+/* Whether the caller of req is root or a member of group gid (its primary group or one of
+ * its supplementary groups as the kernel reports them). */
+bool fs_caller_in_group(fuse_req_t req, gid_t gid)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	gid_t groups[64];
+	int n;
+
+	if (ctx->uid == 0 || ctx->gid == gid)
+		return true;
+	n = fuse_req_getgroups(req, (int)(sizeof(groups) / sizeof(groups[0])), groups);
+	for (int i = 0; i < n && i < (int)(sizeof(groups) / sizeof(groups[0])); i++)
+		if (groups[i] == gid)
+			return true;
+	return false;
+}
+
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 		       struct fuse_file_info *fi)
 {
@@ -194,6 +211,11 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		goto unlock;
 	if (to_set & FUSE_SET_ATTR_MODE) {
 		in.mode = (in.mode & S_IFMT) | (attr->st_mode & 07777);
+		/* As the kernel's setattr_prepare does: an owner who is not in the file's
+		 * group cannot keep S_ISGID set on it (CVE-2016-7097). */
+		gid_t g = (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : in.gid;
+		if ((in.mode & S_ISGID) && !fs_caller_in_group(req, g))
+			in.mode &= ~(uint32_t)S_ISGID;
 		if (fs->posix_acl) {
 			r = acl_follow_mode_locked(fs, b, ino, in.mode);
 			if (r < 0)

@@ -130,6 +130,7 @@ bool fs_lk_held(struct fs *fs, uint64_t ino);
  * and the mode with the ACL; 0 (the mode alone expresses it), 1, -EINVAL.
  * fs_acl_chmod (posix_acl_chmod): the owner, mask (or group) and other entries follow mode.
  * fs_xattr_read: xattr name of ino into a new buffer (free()); 0, -ENODATA, -ENOMEM, -EIO. */
+bool fs_caller_in_group(fuse_req_t req, gid_t gid);
 int fs_acl_count(const uint8_t *v, size_t len);
 int fs_acl_equiv_mode(const uint8_t *v, size_t len, uint32_t *ret_perm);
 int fs_acl_create_masq(uint8_t *v, size_t len, uint32_t *mode_p);

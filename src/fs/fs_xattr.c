@@ -63,6 +63,9 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 		if (r < 0)
 			goto unlock;
 		in.mode = (in.mode & ~0777u) | perm;
+		/* as chmod: an owner outside the file's group loses S_ISGID (CVE-2016-7097) */
+		if ((in.mode & S_ISGID) && !fs_caller_in_group(req, in.gid))
+			in.mode &= ~(uint32_t)S_ISGID;
 		if (r == 0) {
 			/* the mode says it all: keep no ACL (as ext4 does) */
 			store = false;

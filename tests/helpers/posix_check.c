@@ -544,6 +544,20 @@ static size_t acl_make(uint8_t *buf, int u, int named, int g, int m, int o)
 	return n;
 }
 
+static int as_user(uid_t uid, gid_t gid, int (*fn)(void *), void *arg);
+
+struct acl_arg {
+	const char *path;
+	const uint8_t *acl;
+	size_t len;
+};
+
+static int u_setacl(void *arg)
+{
+	const struct acl_arg *a = arg;
+	return setxattr(a->path, "system.posix_acl_access", a->acl, a->len, 0);
+}
+
 static void t_acl(void)
 {
 	uint8_t acl[64], got[256];
@@ -617,6 +631,24 @@ static void t_acl(void)
 		waitpid(pid, &status, 0);
 		EXPECT(WIFEXITED(status) && WEXITSTATUS(status) == 0,
 		       "the kernel enforces the named entry (status %d)", status);
+		/* setting an access ACL is a chmod: an owner outside the file's group loses
+		 * S_ISGID (CVE-2016-7097), with a full ACL and with a minimal one */
+		mkfile(P("sg"), "x");
+		EXPECT_OK(chown(P("sg"), 1001, 5000));
+		for (int full = 1; full >= 0; full--) {
+			EXPECT_OK(chmod(P("sg"), 02644));
+			n = full ? acl_make(acl, 6, 4, 4, 4, 4) : acl_make(acl, 6, -1, 4, 0, 4);
+			struct acl_arg a = { P("sg"), acl, n };
+			EXPECT(as_user(1001, 1001, u_setacl, &a) == 0, "owner sets an ACL");
+			st = st_of(P("sg"));
+			EXPECT(!(st.st_mode & S_ISGID), "%s ACL by a non-member drops S_ISGID (%o)",
+			       full ? "a full" : "a minimal", st.st_mode & 07777);
+			EXPECT_OK(chmod(P("sg"), 02644));
+			EXPECT(as_user(1001, 5000, u_setacl, &a) == 0, "member sets an ACL");
+			st = st_of(P("sg"));
+			EXPECT(st.st_mode & S_ISGID, "%s ACL by a member keeps S_ISGID (%o)",
+			       full ? "a full" : "a minimal", st.st_mode & 07777);
+		}
 	}
 }
 
@@ -1034,6 +1066,11 @@ static int u_write_kills_suid(void *arg)
 	return stat((const char *)arg, &st) == 0 && !(st.st_mode & S_ISUID) ? 0 : 1;
 }
 
+static int u_chmod_sgid(void *arg)
+{
+	return chmod((const char *)arg, 02755);
+}
+
 static void t_perms(void)
 {
 	struct stat st;
@@ -1079,6 +1116,18 @@ static void t_perms(void)
 	EXPECT_OK(chmod(P("suid"), 04755));
 	EXPECT(as_user(1001, 1001, u_write_kills_suid, (void *)P("suid")) == 0,
 	       "a write clears S_ISUID");
+	/* an owner outside the file's group cannot set S_ISGID: chmod succeeds, the bit is
+	 * dropped (CVE-2016-7097); a member of the group keeps it */
+	mkfile(P("sgid"), "x");
+	EXPECT_OK(chown(P("sgid"), 1001, 5000));
+	EXPECT(as_user(1001, 1001, u_chmod_sgid, (void *)P("sgid")) == 0, "owner's chmod 02755");
+	st = st_of(P("sgid"));
+	EXPECT((st.st_mode & 07777) == 0755, "chmod by a non-member drops S_ISGID (mode %o)",
+	       st.st_mode & 07777);
+	EXPECT(as_user(1001, 5000, u_chmod_sgid, (void *)P("sgid")) == 0, "member's chmod 02755");
+	st = st_of(P("sgid"));
+	EXPECT((st.st_mode & 07777) == 02755, "chmod by a member keeps S_ISGID (mode %o)",
+	       st.st_mode & 07777);
 	/* chown clears setuid/setgid */
 	EXPECT_OK(chmod(P("suid"), 06755));
 	EXPECT_OK(chown(P("suid"), 1002, 1002));
