@@ -1071,6 +1071,68 @@ static int u_chmod_sgid(void *arg)
 	return chmod((const char *)arg, 02755);
 }
 
+/* One change of contents by an unprivileged writer, by name (see t_killpriv). */
+static int u_modify(void *arg)
+{
+	const char *op = ((const char **)arg)[0], *path = ((const char **)arg)[1];
+	int fd = open(path, O_RDWR), r = -1;
+
+	if (fd < 0)
+		return 1;
+	if (strcmp(op, "write") == 0)
+		r = pwrite(fd, "y", 1, 0) == 1 ? 0 : -1;
+	else if (strcmp(op, "truncate") == 0)
+		r = truncate(path, 100);
+	else if (strcmp(op, "ftruncate") == 0)
+		r = ftruncate(fd, 200);
+	else if (strcmp(op, "fallocate") == 0)
+		r = fallocate(fd, 0, 0, 65536);
+	else if (strcmp(op, "fallocate-keep-size") == 0)
+		r = fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, 65536);
+	else if (strcmp(op, "punch-hole") == 0)
+		r = fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, 1);
+	else if (strcmp(op, "copy_file_range") == 0) {
+		int in = open(((const char **)arg)[2], O_RDONLY);
+		loff_t o = 0;
+		r = in >= 0 && copy_file_range(in, NULL, fd, &o, 1, 0) == 1 ? 0 : -1;
+		if (in >= 0)
+			close(in);
+	}
+	close(fd);
+	return r == 0 ? 0 : 1;
+}
+
+/* Every change of a file's contents by a writer who is not root drops S_ISUID, and S_ISGID
+ * (with group execute) where the writer is not in the file's group, as local filesystems do. */
+static void t_killpriv(void)
+{
+	static const char *ops[] = { "write",	   "truncate",	 "ftruncate",	   "fallocate",
+				     "fallocate-keep-size", "punch-hole", "copy_file_range" };
+
+	if (geteuid() != 0) {
+		skip("killpriv", "needs root (switches uid and gid)");
+		return;
+	}
+	EXPECT_OK(chmod(base, 0777));
+	mkfile(P("src"), "abc");
+	EXPECT_OK(chmod(P("src"), 0644));
+	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+		const char *f = P("kp-%s", ops[i]);
+		mkfile(f, "xxxxxxxx");
+		EXPECT_OK(chown(f, 1001, 5000));
+		EXPECT_OK(chmod(f, 06770));
+		const char *arg[3] = { ops[i], f, P("src") };
+		int rc = as_user(1001, 1001, u_modify, arg);
+		if (rc != 0) {
+			FAIL("%s as the owner (status %d)", ops[i], rc);
+			continue;
+		}
+		struct stat st = st_of(f);
+		EXPECT((st.st_mode & 07777) == 0770, "%s by a non-member drops S_ISUID and "
+		       "S_ISGID (mode %o)", ops[i], st.st_mode & 07777);
+	}
+}
+
 static void t_perms(void)
 {
 	struct stat st;
@@ -1316,6 +1378,7 @@ static const struct cmd cmds[] = {
 	{ "acl", t_acl },                   { "unlink-open", t_unlink_open },
 	{ "times", t_times },               { "open-flags", t_open_flags },
 	{ "rmdir", t_rmdir },               { "readdir", t_readdir }, { "perms", t_perms },
+	{ "killpriv", t_killpriv },
 	{ "atime", t_atime },               { "deep", t_deep },     { "bigdir", t_bigdir },
 };
 

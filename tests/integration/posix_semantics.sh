@@ -23,7 +23,7 @@ M=$TESSERA_MNT
 [[ $(id -u) == 0 ]] && chmod 0755 "$LIB_WORK" && chmod 0777 "$M"
 
 for t in rename-rules links symlink mknod names xattr acl unlink-open times open-flags rmdir \
-	readdir perms atime deep; do
+	readdir perms killpriv atime deep; do
 	check_or_skip "posix_check $t" "$PC" "$t" "$M"
 done
 lib_time_ms env POSIX_CHECK_N="$BIG_N" "$PC" bigdir "$M"
