@@ -131,9 +131,12 @@ run() {
 	bytes=$([[ $size == 1m ]] && echo 1048576 || echo 4096)
 	if [[ $server == blockd ]]; then url=$BURL; sign=sign; else url=$NURL; fi
 	prefix=$([[ $op == get ]] && echo "bench/obj-$size" || echo "bench/put-$size")
+	# A failed run ends the benchmark: counted as zeros it would pull the median down.
 	out=$("$BCC" bench "$url" "$prefix" "$op" "$bytes" "$conc" "$SECS" $sign 2>"$W/bench.err") || {
-		echo "# $server $op $size c$conc failed: $(head -n 3 "$W/bench.err")" >&2
+		echo "bench/blockd: $server $op $size c$conc failed: $(head -n 3 "$W/bench.err")" >&2
+		exit 1
 	}
+	grep -q '^rate ' <<<"$out" || { echo "bench/blockd: $server $op $size c$conc: no rate in the output" >&2; exit 1; }
 	awk '$1 == "rate" { r = $2 } $1 == "throughput" { t = $2 } $1 == "p50" { a = $2 }
 	     $1 == "p99" { b = $2 } END { print r + 0, t + 0, a + 0, b + 0 }' <<<"$out" >>"$W/res.$server"
 }

@@ -46,7 +46,10 @@ trap cleanup EXIT
 
 out() { printf '%s %s %s\n' "$1" "$2" "$3"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
-drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; }
+drop_caches() {
+	sync
+	echo 3 >/proc/sys/vm/drop_caches || { echo "bench: cannot drop the page cache" >&2; exit 1; }
+}
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
 # ---- the two mounts

@@ -41,7 +41,10 @@ trap cleanup EXIT
 
 out() { printf '%s %s %s\n' "$1" "$2" "$3"; }
 now() { date +%s.%N; }
-drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; }
+drop_caches() {
+	sync
+	echo 3 >/proc/sys/vm/drop_caches || { echo "bench: cannot drop the page cache" >&2; exit 1; }
+}
 json_stat() { grep -o "\"$1\":[0-9]*" "$2" | head -n 1 | cut -d: -f2; }
 
 "$LOCAL" up "$W/cluster" --servers 3 --k 2 --m 1 --build "$BUILD" >/dev/null
@@ -52,16 +55,21 @@ json_stat() { grep -o "\"$1\":[0-9]*" "$2" | head -n 1 | cut -d: -f2; }
 TOTAL=$((2 * SIZE_MB))
 FILE_MB=$((TOTAL < 256 ? TOTAL : 256))
 NFILES=$(((TOTAL + FILE_MB - 1) / FILE_MB))
+# Every writer's status is checked: `wait a b c` would return only the last one's.
 pids=()
+wait_writers() {
+	local p
+	for p in "${pids[@]}"; do
+		wait "$p" || { echo "bench/scrub: a writer failed" >&2; exit 1; }
+	done
+	pids=()
+}
 for ((i = 0; i < NFILES; i++)); do
 	"$DATAGEN" write "$TESSERA_MNT/f$i" "${FILE_MB}M" $((i + 1)) &
 	pids+=($!)
-	if ((${#pids[@]} == 4)); then
-		wait "${pids[@]}"
-		pids=()
-	fi
+	((${#pids[@]} < 4)) || wait_writers
 done
-((${#pids[@]} == 0)) || wait "${pids[@]}"
+wait_writers
 "$LOCAL" unmount "$W/cluster" >/dev/null
 
 OBJ0="$W/cluster/servers/0/data/objects"
