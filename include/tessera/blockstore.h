@@ -60,9 +60,9 @@ int blockstore_list(struct blockstore *bs, uint16_t server, const char *prefix, 
 bool blockstore_server_up(struct blockstore *bs, uint16_t id);
 /* A server's state, as blockclient_health(): 0 or -EINVAL. */
 int blockstore_health(struct blockstore *bs, uint16_t id, struct blockclient_health_info *ret);
-/* Whether a write should try server id although it is not up: it is suspect (no probe has
- * decided yet), or down with connections refused (a try costs nothing). Not when it is down
- * with timeouts: a try would hold the write for the hedge. */
+/* Whether a write should try server id: it is up, suspect (no probe has decided yet), or down
+ * with connections refused (a try costs nothing). Not when it is down with timeouts: a try
+ * would hold the write for the hedge. */
 bool blockstore_worth_trying(struct blockstore *bs, uint16_t id);
 void blockstore_mark(struct blockstore *bs, uint16_t id, bool up);
 /* Accepts NULL. */

@@ -8,6 +8,7 @@
 #ifndef TESSERA_COMMON_H
 #define TESSERA_COMMON_H
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -51,6 +52,12 @@ void tlogv(enum tlog_level level, const char *fmt, va_list ap);
 
 uint64_t tclock_realtime_ns(void);  /* CLOCK_REALTIME */
 uint64_t tclock_monotonic_ns(void); /* CLOCK_MONOTONIC */
+
+/* A condition variable whose timed waits run on CLOCK_MONOTONIC (immune to clock steps). */
+void tcond_init_monotonic(pthread_cond_t *c);
+/* Waits on c (initialised by tcond_init_monotonic()) until signalled or until deadline_ns of
+ * tclock_monotonic_ns(); l held. */
+void tcond_wait_until(pthread_cond_t *c, pthread_mutex_t *l, uint64_t deadline_ns);
 
 /* ---- fixed-width big-endian integers (metadata keys, fragment headers) ---- */
 

@@ -159,6 +159,7 @@ struct blockclient {
 	pthread_t probe_thread;
 	bool probe_started, probe_stop;
 	pthread_cond_t probe_cond; /* CLOCK_MONOTONIC */
+	struct blockclient_op *probe_ops; /* one per server, the prober's */
 	uint64_t probe_rng;
 };
 
@@ -173,9 +174,21 @@ static void *loop_main(void *arg);
 static int probe_start(struct blockclient *bc);
 static void set_state_locked(struct bc_server *s, enum blockclient_health st, uint64_t now);
 
-static int loop_start(struct blockclient *bc)
+/* The client's threads take no signals: they go to the threads that wait for them (FUSE's). */
+static int thread_start_unsignalled(pthread_t *t, void *(*fn)(void *), void *arg)
 {
 	sigset_t all, old;
+	int r;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	r = pthread_create(t, NULL, fn, arg);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return -r;
+}
+
+static int loop_start(struct blockclient *bc)
+{
 	int r;
 
 	bc->multi = curl_multi_init();
@@ -186,13 +199,9 @@ static int loop_start(struct blockclient *bc)
 	curl_multi_setopt(bc->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)BC_HOST_CONNS);
 	curl_multi_setopt(bc->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, total);
 	curl_multi_setopt(bc->multi, CURLMOPT_MAXCONNECTS, total);
-	/* The loop takes no signals: they go to the threads that wait for them (FUSE's). */
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	r = pthread_create(&bc->thread, NULL, loop_main, bc);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (r != 0)
-		return -r;
+	r = thread_start_unsignalled(&bc->thread, loop_main, bc);
+	if (r < 0)
+		return r;
 	bc->thread_started = true;
 	return 0;
 }
@@ -286,6 +295,7 @@ void blockclient_free(struct blockclient *bc)
 	for (size_t i = 0; i < bc->n; i++)
 		free(bc->servers[i].url);
 	free(bc->servers);
+	free(bc->probe_ops);
 	pthread_mutex_destroy(&bc->lock);
 	/* Credentials do not linger in freed memory. */
 	memset(bc->userpwd, 0, sizeof(bc->userpwd));
@@ -380,13 +390,18 @@ static void mark_locked(struct blockclient *bc, struct bc_server *s, bool up, in
 	}
 }
 
-void blockclient_mark(struct blockclient *bc, uint16_t id, bool up)
+static void mark_server(struct blockclient *bc, uint16_t id, bool up, int err, bool probe)
 {
 	pthread_mutex_lock(&bc->lock);
 	struct bc_server *s = find_server(bc, id);
 	if (s)
-		mark_locked(bc, s, up, -EIO, false);
+		mark_locked(bc, s, up, err, probe);
 	pthread_mutex_unlock(&bc->lock);
+}
+
+void blockclient_mark(struct blockclient *bc, uint16_t id, bool up)
+{
+	mark_server(bc, id, up, -EIO, false);
 }
 
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
@@ -642,11 +657,7 @@ static void record_result(struct blockclient *bc, struct bc_xfer *x, CURLcode rc
 	bool transport_failure = rc != CURLE_OK && !x->overflow;
 	tlog_debug("%s %s on server %u: %d (http %ld, curl %d)", method_name(op->method), op->key,
 		   op->server, op->result, op->http_status, (int)rc);
-	pthread_mutex_lock(&bc->lock);
-	struct bc_server *s = find_server(bc, op->server);
-	if (s)
-		mark_locked(bc, s, !transport_failure, op->result, x->batch->probe);
-	pthread_mutex_unlock(&bc->lock);
+	mark_server(bc, op->server, !transport_failure, op->result, x->batch->probe);
 }
 
 /* Marks the batch done and wakes its caller; b must not be used afterwards (L1). */
@@ -739,11 +750,7 @@ static void batch_abandon(struct blockclient *bc, struct bc_batch *b, int result
 		if (result == -ETIMEDOUT) {
 			tlog_debug("%s %s to server %u abandoned after the quorum",
 				   method_name(x->op->method), x->op->key, x->op->server);
-			pthread_mutex_lock(&bc->lock);
-			struct bc_server *s = find_server(bc, x->op->server);
-			if (s)
-				mark_locked(bc, s, false, result, b->probe);
-			pthread_mutex_unlock(&bc->lock);
+			mark_server(bc, x->op->server, false, result, b->probe);
 		}
 		xfer_retire(bc, x); /* the last one completes b */
 	}
@@ -941,7 +948,7 @@ static int run_batch(struct blockclient *bc, struct blockclient_op *ops, size_t 
 static void *probe_main(void *arg)
 {
 	struct blockclient *bc = arg;
-	struct blockclient_op *ops = calloc(bc->n, sizeof(*ops));
+	struct blockclient_op *ops = bc->probe_ops;
 
 	pthread_setname_np(pthread_self(), "tessera-bcprobe");
 	pthread_mutex_lock(&bc->lock);
@@ -952,7 +959,7 @@ static void *probe_main(void *arg)
 			struct bc_server *s = &bc->servers[i];
 			if (s->state == BLOCKCLIENT_UP)
 				continue;
-			if (s->probe_at_ns <= now && ops)
+			if (s->probe_at_ns <= now)
 				ops[due++] = (struct blockclient_op){
 					.method = BC_HEAD, .server = s->id, .key = BC_PROBE_KEY,
 					.timeout_ms = TESSERA_MIN(BC_PROBE_TIMEOUT_MS,
@@ -966,36 +973,29 @@ static void *probe_main(void *arg)
 			pthread_mutex_lock(&bc->lock);
 			continue; /* the verdicts set the next probe times */
 		}
-		if (next == UINT64_MAX) {
+		if (next == UINT64_MAX)
 			pthread_cond_wait(&bc->probe_cond, &bc->lock);
-		} else {
-			struct timespec ts = { (time_t)(next / 1000000000ull),
-					       (long)(next % 1000000000ull) };
-			pthread_cond_timedwait(&bc->probe_cond, &bc->lock, &ts);
-		}
+		else
+			tcond_wait_until(&bc->probe_cond, &bc->lock, next);
 	}
 	pthread_mutex_unlock(&bc->lock);
-	free(ops);
 	return NULL;
 }
 
 static int probe_start(struct blockclient *bc)
 {
-	pthread_condattr_t ca;
-	sigset_t all, old;
 	int r;
 
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&bc->probe_cond, &ca);
-	pthread_condattr_destroy(&ca);
+	bc->probe_ops = calloc(bc->n, sizeof(*bc->probe_ops));
+	if (!bc->probe_ops)
+		return -ENOMEM;
+	tcond_init_monotonic(&bc->probe_cond);
 	bc->probe_rng = tclock_monotonic_ns() ^ ((uint64_t)(uintptr_t)bc << 1);
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old); /* signals go to the threads that wait for them */
-	r = pthread_create(&bc->probe_thread, NULL, probe_main, bc);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (r != 0)
-		return -r;
+	r = thread_start_unsignalled(&bc->probe_thread, probe_main, bc);
+	if (r < 0) {
+		pthread_cond_destroy(&bc->probe_cond);
+		return r;
+	}
 	bc->probe_started = true;
 	return 0;
 }

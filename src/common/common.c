@@ -175,6 +175,24 @@ uint64_t tclock_monotonic_ns(void)
 	return clock_ns(CLOCK_MONOTONIC);
 }
 
+void tcond_init_monotonic(pthread_cond_t *c)
+{
+	pthread_condattr_t ca;
+
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(c, &ca);
+	pthread_condattr_destroy(&ca);
+}
+
+void tcond_wait_until(pthread_cond_t *c, pthread_mutex_t *l, uint64_t deadline_ns)
+{
+	struct timespec ts = { (time_t)(deadline_ns / 1000000000ull),
+			       (long)(deadline_ns % 1000000000ull) };
+
+	pthread_cond_timedwait(c, l, &ts);
+}
+
 uint32_t tcrc32c(uint32_t crc, const void *buf, size_t len)
 {
 	/* ISA-L's crc32_iscsi takes and returns the raw register; invert on the way in and

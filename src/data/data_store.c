@@ -280,16 +280,15 @@ static int store_stripe(struct data_file *f, uint64_t idx, const uint8_t *data,
 		 * ones that time out: a try would hold every write for the hedge. With too few
 		 * for a quorum, try every server. */
 		bool try[META_MAX_SERVERS];
+		uint16_t more_ids[64];
 		for (size_t i = 0; i < d->ss.n; i++)
 			try[i] = chosen < (int)d->quorum ||
-				 blockstore_server_up(d->bs, d->ss.servers[i].id) ||
 				 blockstore_worth_trying(d->bs, d->ss.servers[i].id);
-		int more = stripe_choose(&d->ss, d->bs, try, f->ino, idx, NULL, 0, n, ids);
+		int more = stripe_choose(&d->ss, d->bs, try, f->ino, idx, NULL, 0, n, more_ids);
 		if (more > chosen) {
+			memcpy(ids, more_ids, (size_t)more * sizeof(ids[0]));
 			chosen = more;
 			probe = true;
-		} else if (more >= 0) {
-			chosen = stripe_choose(&d->ss, d->bs, NULL, f->ino, idx, NULL, 0, n, ids);
 		}
 	}
 	if (chosen < (int)d->quorum) {

@@ -127,15 +127,9 @@ static void *heal_main(void *arg)
 			last_ns = tclock_monotonic_ns();
 		}
 		pthread_mutex_lock(&h->lock);
-		if (!h->stop) {
-			struct timespec ts;
-			clock_gettime(CLOCK_MONOTONIC, &ts);
-			uint64_t at = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec +
-				      (uint64_t)h->cfg.interval_ms * 1000000ull;
-			ts.tv_sec = (time_t)(at / 1000000000ull);
-			ts.tv_nsec = (long)(at % 1000000000ull);
-			pthread_cond_timedwait(&h->cond, &h->lock, &ts);
-		}
+		if (!h->stop)
+			tcond_wait_until(&h->cond, &h->lock, tclock_monotonic_ns() +
+					 (uint64_t)h->cfg.interval_ms * 1000000ull);
 		bool stop = h->stop;
 		uint64_t left = h->st.stripes_left;
 		pthread_mutex_unlock(&h->lock);
@@ -157,7 +151,6 @@ static void *heal_main(void *arg)
 int scrub_healer_start(const struct scrub_healer_config *cfg, struct scrub_healer **ret)
 {
 	struct scrub_healer *h = calloc(1, sizeof(*h));
-	pthread_condattr_t ca;
 	int r;
 
 	if (!h)
@@ -168,10 +161,7 @@ int scrub_healer_start(const struct scrub_healer_config *cfg, struct scrub_heale
 	if (!h->cfg.jobs)
 		h->cfg.jobs = 4;
 	pthread_mutex_init(&h->lock, NULL);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&h->cond, &ca);
-	pthread_condattr_destroy(&ca);
+	tcond_init_monotonic(&h->cond);
 	r = pthread_create(&h->thread, NULL, heal_main, h);
 	if (r != 0) {
 		pthread_cond_destroy(&h->cond);
