@@ -331,14 +331,60 @@ int meta_orphan_list(struct meta *m, meta_orphan_fn fn, void *ctx);
 void meta_batch_garbage_add(struct meta_batch *b, const struct meta_garbage *g);
 void meta_batch_garbage_del(struct meta_batch *b, uint64_t seq);
 
-/* Applies the batch atomically. sync: fsync the RocksDB WAL before returning.
- * Returns 0, -EIO, or -EINVAL when one of the batch_*() calls got an invalid record (name
+/* Applies the batch atomically. sync: fsync the RocksDB WAL before returning and, with a
+ * journal attached, wait until the batch's journal record is durable on the servers (then its
+ * error too: -EIO). Returns 0, -EIO, or -EINVAL when one of the batch_*() calls got an invalid record (name
  * length 0 or too long, inode 0, a stripe that fails meta_stripe_decode()'s checks): then
  * nothing of the batch is written. The batch may be freed or reused (it is cleared) afterwards. */
 int meta_commit(struct meta *m, struct meta_batch *b, bool sync);
 
-/* Syncs the WAL (fsync/fdatasync of the filesystem). Returns 0 or -EIO. */
+/* Syncs the WAL (fsync/fdatasync of the filesystem) and, with a journal attached, waits until
+ * every record committed so far is durable on the servers. Returns 0 or -EIO. */
 int meta_sync(struct meta *m);
+
+/* ---- the journal hook (src/journal is the journal; this is what it needs of the store) ----
+ *
+ * While a sink is attached, every committed batch gets the next sequence number and its
+ * changes, encoded as "ops" (format in src/meta/meta_journal.c), go to sink->append in commit
+ * order, under the store's journal lock (append must only copy and return). Synced commits and
+ * meta_sync() then call sink->wait(seq), which returns once record seq and all before it are
+ * durable (0) or cannot be (-EIO). The position (epoch, last sequence) is stored in every
+ * journaled batch, so the database always knows which record it ends with. */
+struct meta_journal_sink {
+	void (*append)(void *ctx, uint64_t seq, const void *ops, size_t len);
+	int (*wait)(void *ctx, uint64_t seq);
+	void *ctx;
+};
+/* Attaches sink (copied) and stores epoch as the position's epoch (synced). 0 or -EIO. */
+int meta_journal_attach(struct meta *m, const struct meta_journal_sink *sink, uint64_t epoch);
+/* No sink from now on (before the journal is freed). */
+void meta_journal_detach(struct meta *m);
+/* The position: the epoch and the last sequence number (0, 0 when never journaled). */
+void meta_journal_pos(struct meta *m, uint64_t *ret_epoch, uint64_t *ret_seq);
+/* Waits for the sink until record seq (UINT64_MAX: the last one) is durable. 0 or -EIO. */
+int meta_journal_wait(struct meta *m, uint64_t seq);
+/* 0 when ops is a well-formed sequence of operations, else -EBADMSG. */
+int meta_journal_ops_check(const void *ops, size_t len);
+/* Applies journal ops as one atomic write (not synced) and, when seq > 0, sets the position
+ * to (epoch, seq) in the same write. For the journal's replay and restore. 0, -EBADMSG, -EIO. */
+int meta_journal_apply(struct meta *m, const void *ops, size_t len, uint64_t epoch, uint64_t seq);
+/* Stores the position (synced). 0 or -EIO. */
+int meta_journal_set_pos(struct meta *m, uint64_t epoch, uint64_t seq);
+/* Dumps the whole store as ops at one consistent moment, the position of which *ret_epoch and
+ * *ret_seq get: fn is called with chunks of about chunk bytes (0: 1 MiB), each whole
+ * operations. The position key itself is left out. Returns 0, fn's negative value, -EIO. */
+typedef int (*meta_dump_fn)(void *ctx, const void *ops, size_t len);
+int meta_journal_dump(struct meta *m, size_t chunk, meta_dump_fn fn, void *ctx,
+		      uint64_t *ret_epoch, uint64_t *ret_seq);
+/* Whether a commit was made without the journal since the last meta_journal_gap_clear() (an
+ * offline tool changed a journaled filesystem): 1, 0, or -EIO. The journal then writes a
+ * checkpoint, after which it clears the mark. */
+int meta_journal_gap(struct meta *m);
+int meta_journal_gap_clear(struct meta *m);
+/* Creates an empty database in dir (which must not hold one) for a restore to fill with
+ * meta_journal_apply(); close it with meta_close(), then meta_open() checks what it holds.
+ * 0, -EEXIST, -errno. */
+int meta_create_empty(const char *dir, struct meta **ret);
 
 /* ---- superblock encoding ----
  * The decoder checks: record version, length, trailing crc32c, k >= 1, k+m <= 64,

@@ -154,6 +154,7 @@ void meta_close(struct meta *m)
 	if (m->wo_sync)
 		rocksdb_writeoptions_destroy(m->wo_sync);
 	pthread_mutex_destroy(&m->ino_lock);
+	pthread_mutex_destroy(&m->jlock);
 	free(m->dir);
 	free(m);
 }
@@ -171,6 +172,7 @@ static int db_open(const char *dir, bool create, bool read_only, struct meta **r
 	if (!m)
 		return -ENOMEM;
 	pthread_mutex_init(&m->ino_lock, NULL);
+	pthread_mutex_init(&m->jlock, NULL);
 	m->dir = strdup(dir);
 	if (!m->dir) {
 		r = -ENOMEM;
@@ -368,6 +370,8 @@ static int open_existing(const char *dir, bool read_only, struct meta **ret)
 	if (r < 0)
 		return r;
 	r = load_superblock(m);
+	if (r == 0)
+		r = meta_journal_load(m);
 	if (r < 0 || read_only)
 		goto out;
 	r = load_ino_counter(m);
@@ -381,6 +385,18 @@ out:
 	}
 	*ret = m;
 	return 0;
+}
+
+int meta_create_empty(const char *dir, struct meta **ret)
+{
+	int r = db_exists(dir);
+
+	if (r > 0)
+		return -EEXIST;
+	if (r < 0)
+		return r;
+	r = tmkdir_p(dir, 0700);
+	return r < 0 ? r : db_open(dir, true, false, ret);
 }
 
 int meta_open(const char *dir, struct meta **ret)
@@ -415,7 +431,7 @@ static bool superblock_compatible(const struct meta_superblock *cur,
 
 int meta_superblock_update(struct meta *m, const struct meta_superblock *sb)
 {
-	char *err = NULL;
+	struct meta_batch *b;
 	uint8_t *buf;
 	size_t len;
 	int r = 0;
@@ -430,12 +446,16 @@ int meta_superblock_update(struct meta *m, const struct meta_superblock *sb)
 		r = -EINVAL;
 		goto out;
 	}
-	rocksdb_put_cf(m->db, m->wo_sync, m->cf[CF_SYSTEM], META_KEY_SUPERBLOCK,
-		       strlen(META_KEY_SUPERBLOCK), (const char *)buf, len, &err);
-	if (err) {
-		r = meta_err(err, "write the superblock");
+	b = meta_batch_new(m);
+	if (!b) {
+		r = -ENOMEM;
 		goto out;
 	}
+	meta_batch_put(b, CF_SYSTEM, META_KEY_SUPERBLOCK, strlen(META_KEY_SUPERBLOCK), buf, len);
+	r = meta_commit(m, b, true);
+	meta_batch_free(b);
+	if (r < 0)
+		goto out;
 	memcpy(&m->sb, sb, sizeof(*sb));
 out:
 	free(buf);
@@ -717,27 +737,40 @@ int meta_orphan_list(struct meta *m, meta_orphan_fn fn, void *ctx)
 			    sizeof(META_KEY_ORPHAN) - 1, false, orphan_scan_one, &s);
 }
 
-int meta_commit(struct meta *m, struct meta_batch *b, bool sync)
+static int wal_sync(struct meta *m)
 {
 	char *err = NULL;
+
+	rocksdb_flush_wal(m->db, 1, &err);
+	return err ? meta_err(err, "sync") : 0;
+}
+
+/* With a journal attached the batch is written unsynced under the journal lock (which orders
+ * the records), and a synced commit then syncs the WAL and waits for its record to be durable
+ * on the servers (group commit: the journal stores every waiting record in one segment). */
+int meta_commit(struct meta *m, struct meta_batch *b, bool sync)
+{
+	uint64_t seq = 0;
 	int r = b->err;
 
-	if (r == 0) {
-		rocksdb_write(m->db, sync ? m->wo_sync : m->wo, b->wb, &err);
-		if (err)
-			r = meta_err(err, "commit");
+	if (r == 0)
+		r = meta_journal_write(m, b, sync, &seq);
+	if (r == 0 && sync && seq) {
+		r = wal_sync(m);
+		if (r == 0)
+			r = meta_journal_wait(m, seq);
 	}
 	rocksdb_writebatch_clear(b->wb);
+	b->jlen = 0;
 	b->err = 0;
 	return r;
 }
 
 int meta_sync(struct meta *m)
 {
-	char *err = NULL;
+	int r = wal_sync(m);
 
-	rocksdb_flush_wal(m->db, 1, &err);
-	return err ? meta_err(err, "sync") : 0;
+	return r < 0 ? r : meta_journal_wait(m, UINT64_MAX);
 }
 
 /* ---- bulk deletion ---- */

@@ -28,6 +28,7 @@ void meta_batch_free(struct meta_batch *b)
 	if (!b)
 		return;
 	rocksdb_writebatch_destroy(b->wb);
+	free(b->jbuf);
 	free(b);
 }
 
@@ -35,11 +36,13 @@ void meta_batch_put(struct meta_batch *b, int cf, const void *key, size_t klen,
 		    const void *val, size_t vlen)
 {
 	rocksdb_writebatch_put_cf(b->wb, b->m->cf[cf], key, klen, val, vlen);
+	meta_journal_record(b, 0, cf, key, klen, val, vlen);
 }
 
 void meta_batch_del(struct meta_batch *b, int cf, const void *key, size_t klen)
 {
 	rocksdb_writebatch_delete_cf(b->wb, b->m->cf[cf], key, klen);
+	meta_journal_record(b, 1, cf, key, klen, NULL, 0);
 }
 
 /* Marks the batch invalid: meta_commit() will refuse it rather than write a bad record. */

@@ -58,6 +58,11 @@ struct meta {
 
 	_Atomic uint64_t garbage_seq; /* next garbage sequence number */
 
+	/* The journal (meta_journal.c): jlock orders the journaled commits and guards these. */
+	pthread_mutex_t jlock;
+	struct meta_journal_sink sink; /* append == NULL: no journal attached */
+	uint64_t jepoch, jseq;         /* the position: last committed record */
+
 	struct meta_superblock sb; /* read at open, immutable */
 };
 
@@ -65,6 +70,8 @@ struct meta_batch {
 	struct meta *m;
 	rocksdb_writebatch_t *wb;
 	int err; /* first invalid put (-EINVAL): meta_commit() refuses the batch */
+	uint8_t *jbuf; /* the batch's ops for the journal (meta_journal.c), while one is attached */
+	size_t jlen, jcap;
 };
 
 /* Callback of meta_db_scan(): 0 continue, > 0 stop, < 0 stop with error. */
@@ -100,5 +107,17 @@ void meta_batch_del(struct meta_batch *b, int cf, const void *key, size_t klen);
 
 /* Marks the batch invalid: meta_commit() will refuse it rather than write a bad record. */
 void meta_batch_poison(struct meta_batch *b, const char *what);
+
+/* ---- the journal side (meta_journal.c) ---- */
+
+/* Adds a put (op_del 0) or a delete to the batch's journal ops, when a journal is attached. */
+void meta_journal_record(struct meta_batch *b, int op_del, int cf, const void *key, size_t klen,
+			 const void *val, size_t vlen);
+/* Reads the stored journal position into m (none: 0, 0). 0, -EBADMSG, -EIO. */
+int meta_journal_load(struct meta *m);
+/* Writes the batch (WAL not synced); with a journal attached, under the journal lock with the
+ * next sequence number, which *ret_seq gets (0 without a journal), and hands its ops to the
+ * sink. sync without a journal: the WAL is synced by the write itself. */
+int meta_journal_write(struct meta *m, struct meta_batch *b, bool sync, uint64_t *ret_seq);
 
 #endif

@@ -330,25 +330,32 @@ int meta_xattr_list(struct meta *m, uint64_t ino, meta_xattr_fn fn, void *ctx)
 
 int meta_alloc_ino(struct meta *m, uint64_t *ret)
 {
-	char *err = NULL;
 	int r = 0;
 
 	pthread_mutex_lock(&m->ino_lock);
 	if (m->ino_next >= m->ino_limit) {
 		uint64_t limit = m->ino_next + META_INO_RESERVE;
+		struct meta_batch *b;
 		uint8_t v[8];
 
 		if (limit < m->ino_next) {
 			r = -ENOSPC;
 			goto out;
 		}
-		be_put64(v, limit);
-		rocksdb_put_cf(m->db, m->wo_sync, m->cf[CF_SYSTEM], META_KEY_NEXT_INO,
-			       strlen(META_KEY_NEXT_INO), (const char *)v, sizeof(v), &err);
-		if (err) {
-			r = meta_err(err, "inode counter");
+		/* a batch, so that the reservation travels in the journal too (synced there: a
+		 * restored filesystem never hands out a number given before) */
+		b = meta_batch_new(m);
+		if (!b) {
+			r = -ENOMEM;
 			goto out;
 		}
+		be_put64(v, limit);
+		meta_batch_put(b, CF_SYSTEM, META_KEY_NEXT_INO, strlen(META_KEY_NEXT_INO), v,
+			       sizeof(v));
+		r = meta_commit(m, b, true);
+		meta_batch_free(b);
+		if (r < 0)
+			goto out;
 		m->ino_limit = limit;
 	}
 	*ret = m->ino_next++;
