@@ -42,6 +42,7 @@
 #include "tessera/scrub.h"
 #include "tessera/data.h"
 #include "tessera/fs.h"
+#include "tessera/journal.h"
 #include "tessera/meta.h"
 #include "tessera/proto.h"
 #include "tessera/stripe.h"
@@ -68,6 +69,9 @@ struct cmdline {
 	char *log_file;
 	char *log_level;
 	unsigned lock_wait_s;
+	unsigned journal_interval;
+	unsigned journal;       /* 0: no journal (a point-in-time view of a backup) */
+	int takeover;
 	int have_fsname;
 	int have_subtype;
 };
@@ -91,6 +95,8 @@ static const struct num_opt {
 	{ "write_quorum", offsetof(struct cmdline, write_quorum), 1, META_MAX_SERVERS },
 	{ "lock_wait", offsetof(struct cmdline, lock_wait_s), 0, 86400 },
 	{ "heal", offsetof(struct cmdline, heal), 0, 1 },
+	{ "journal_interval", offsetof(struct cmdline, journal_interval), 1, 60000 },
+	{ "journal", offsetof(struct cmdline, journal), 0, 1 },
 };
 
 /* "name=value" of a numeric option into its field. 0, or -1 after saying what is wrong. */
@@ -135,6 +141,9 @@ static const struct fuse_opt opt_spec[] = {
 	{ "log=%s", offsetof(struct cmdline, log_file), 0 },
 	{ "log_level=%s", offsetof(struct cmdline, log_level), 0 },
 	FUSE_OPT_KEY("lock_wait=", KEY_NUMBER),
+	FUSE_OPT_KEY("journal_interval=", KEY_NUMBER),
+	FUSE_OPT_KEY("journal=", KEY_NUMBER),
+	OPT("takeover", takeover),
 	FUSE_OPT_KEY("fsname=", 2),
 	FUSE_OPT_KEY("subtype=", 3),
 	FUSE_OPT_KEY("-d", 1),
@@ -199,6 +208,13 @@ static void usage(FILE *out)
 		"  -o log=FILE             log to FILE (reopened on SIGHUP); detached, the default is\n"
 		"                          syslog (facility daemon), in the foreground stderr\n"
 		"  -o log_level=LEVEL      error, warning, info (default) or debug\n"
+		"  -o journal_interval=MS  metadata changes reach the servers' journal within MS\n"
+		"                          (default 1000; fsync waits for it always)\n"
+		"  -o journal=0|1          the metadata journal on the servers (default 1); 0 mounts\n"
+		"                          this directory as it is (a backup as backed up): no\n"
+		"                          catch-up, no epoch claimed, changes not journaled\n"
+		"  -o takeover             mount although a later epoch wrote the journal (this\n"
+		"                          metadata directory is an old copy; its changes win)\n"
 		"  -o lock_wait=S          wait up to S seconds for a previous daemon of META_DIR to\n"
 		"                          release it (default 30; a mounted META_DIR is refused)\n"
 		"  -o allow_other,default_permissions,...  passed to the kernel\n");
@@ -275,6 +291,8 @@ struct daemon_config {
 	unsigned request_timeout_s;  /* per block request; 0 = 10 s */
 	unsigned connect_timeout_ms; /* 0 = 2000 */
 	unsigned lock_wait_ms;
+	struct journal_config journal;
+	bool journal_off;
 	struct data_config data;
 	struct fs_options fs;
 };
@@ -284,6 +302,7 @@ struct daemon {
 	const char *meta_dir;
 	struct meta *meta;
 	struct blockstore *bs;
+	struct journal *journal;
 	pthread_mutex_t inode_lock; /* shared by fs, data and the mounted scrubber */
 	struct data *data;
 	struct fs *fs;
@@ -376,6 +395,7 @@ static void daemon_close(struct daemon *dm)
 	control_stop(dm->ctl); /* a running scrub is cancelled; its checkpoint stays */
 	fs_free(dm->fs);
 	data_free(dm->data); /* stores what is still buffered */
+	journal_stop(dm->journal); /* stores the last records */
 	blockstore_free(dm->bs);
 	meta_close(dm->meta);
 	pthread_mutex_destroy(&dm->inode_lock);
@@ -414,6 +434,16 @@ static int daemon_open(struct daemon *dm, const char *meta_dir, const struct dae
 		tlog_error("cannot set up the block client: %s", strerror(-r));
 		goto fail;
 	}
+	/* before anything commits: every change from here on is journaled */
+	r = cfg->journal_off ? 0 : journal_start(dm->meta, dm->bs, &cfg->journal, &dm->journal);
+	if (r < 0) {
+		if (r != -ESTALE)
+			tlog_error("cannot start the metadata journal: %s", strerror(-r));
+		goto fail;
+	}
+	if (cfg->journal_off)
+		tlog_warn("no metadata journal (-o journal=0): changes stay in '%s' only",
+			  meta_dir);
 	r = data_new(dm->meta, dm->bs, &dm->inode_lock, &cfg->data, &dm->data);
 	if (r < 0) {
 		tlog_error("cannot set up the data layer: %s", strerror(-r));
@@ -468,7 +498,7 @@ int main(int argc, char **argv)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
 	struct cmdline c = { .read_ahead_kb = 1024, .readahead_stripes = UINT_MAX,
-			     .lock_wait_s = UINT_MAX, .heal = 1 };
+			     .lock_wait_s = UINT_MAX, .heal = 1, .journal = 1 };
 	struct daemon_config fo = { .fs.attr_timeout_s = -1 };
 	struct daemon dm = { 0 };
 	uint64_t sz;
@@ -566,6 +596,9 @@ int main(int argc, char **argv)
 		tlog_set_level(lv);
 	}
 	fo.lock_wait_ms = (c.lock_wait_s == UINT_MAX ? 30 : c.lock_wait_s) * 1000u;
+	fo.journal.interval_ms = c.journal_interval;
+	fo.journal.takeover = c.takeover;
+	fo.journal_off = c.journal == 0;
 
 	/* Nothing before this point starts a thread. */
 	if (!c.foreground && (r = detach_fork(&ready_fd)) < 0) {

@@ -345,9 +345,10 @@ lib_time_ms() {
 	return 0
 }
 
-# Fragment object files stored by the servers.
+# Fragment object files stored by the servers (not the metadata journal's objects, which live
+# under <uuid>/journal/ and filesystems/).
 lib_fragments() {
-	find "$LIB_WORK"/servers/*/data/objects -type f 2>/dev/null
+	find "$LIB_WORK"/servers/*/data/objects -type f -not -path '*/journal/*' -not -path '*/filesystems/*' 2>/dev/null
 }
 
 # json_stat NAME FILE: a number from the "stats" of a tessera-scrub --json report.
@@ -408,9 +409,10 @@ remount() {
 	lib_local remount >/dev/null || bail "remount failed"
 }
 
-# server_objects I: how many objects the cluster's server I holds on its disk.
+# server_objects I: how many fragment objects the cluster's server I holds on its disk (the
+# journal's objects not counted).
 server_objects() {
-	find "$LIB_WORK/servers/$1/data/objects" -type f 2>/dev/null | wc -l
+	find "$LIB_WORK/servers/$1/data/objects" -type f -not -path '*/journal/*' -not -path '*/filesystems/*' 2>/dev/null | wc -l
 }
 
 # ---- one block server without a cluster (blockd_*.sh)

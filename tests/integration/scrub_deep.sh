@@ -32,7 +32,7 @@ check "unmount" lib_local unmount
 
 OBJ=tessera # bucket directory under each server's data/objects
 objects_of() { # objects_of SERVER: relative keys, sorted
-	(cd "$LIB_WORK/servers/$1/data/objects/$OBJ" && find . -type f | sed 's|^\./||' | sort)
+	(cd "$LIB_WORK/servers/$1/data/objects/$OBJ" && find . -type f -not -path '*/journal/*' -not -path '*/filesystems/*' | sed 's|^\./||' | sort)
 }
 # flip FILE OFFSET: inverts one byte
 flip() {

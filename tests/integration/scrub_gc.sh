@@ -46,7 +46,7 @@ put() {
 have() { [[ -f $OBJ/$1/data/objects/tessera/$2 ]]; }
 
 # An existing fragment key (server, key) to derive the planted ones from.
-REAL=$(cd "$OBJ/0/data/objects/tessera" && find "$UUID" -type f | sort | head -n 1)
+REAL=$(cd "$OBJ/0/data/objects/tessera" && find "$UUID" -type f -not -path '*/journal/*' -not -path '*/filesystems/*' | sort | head -n 1)
 REAL_DIR=$(dirname "$REAL")
 REAL_BASE=$(basename "$REAL")          # stripe.version.index
 STRIPE_HEX=${REAL_BASE%%.*}
