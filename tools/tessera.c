@@ -7,6 +7,7 @@
  *   tessera server remove META_DIR ID
  *   tessera server replace META_DIR ID URL[,zone=Z][,weight=W]
  *   tessera meta backup META_DIR|MOUNTPOINT DEST
+ *   tessera meta restore --server URL... --credentials FILE [--uuid UUID] NEW_META_DIR
  *   tessera status META_DIR|MOUNTPOINT
  *
  * status and server list also work while the filesystem is mounted: they read a view of the
@@ -55,6 +56,7 @@
 #include "tessera/stripe.h"
 
 #include "cli.h"
+#include "restore.h"
 
 #define EXIT_FAIL 1
 #define EXIT_USAGE 2
@@ -69,6 +71,8 @@ static void usage(FILE *f)
 		"       %s server remove [--force] META_DIR ID\n"
 		"       %s server replace [--force] META_DIR ID URL[,zone=Z][,weight=W]\n"
 		"       %s meta backup META_DIR|MOUNTPOINT DEST\n"
+		"       %s meta restore --server URL [--server URL]... --credentials FILE\n"
+		"               [--uuid UUID] [--bucket B] [--region R] NEW_META_DIR\n"
 		"       %s status META_DIR|MOUNTPOINT\n"
 		"Administer a tesserafs filesystem: its server list (unmounted), its metadata.\n"
 		"\n"
@@ -80,6 +84,9 @@ static void usage(FILE *f)
 		"            run tessera-scrub afterwards to rebuild what the new one lacks\n"
 		"  backup    a consistent copy of the metadata in DEST (a new directory that\n"
 		"            tesserafs can mount); mounted or not\n"
+		"  restore   rebuild the metadata in NEW_META_DIR from the servers alone (their\n"
+		"            journal: the newest checkpoint and every record after it); mounting\n"
+		"            it takes the filesystem over from a lost metadata machine\n"
 		"  status    the filesystem's profile and every server's state, capacity and\n"
 		"            free space; mounted or not (list too)\n"
 		"\n"
@@ -88,7 +95,7 @@ static void usage(FILE *f)
 		"  -h, --help    show this help\n"
 		"\n"
 		"Exit status: 0 success, 1 operational error, 2 usage error.\n",
-		prog, prog, prog, prog, prog, prog);
+		prog, prog, prog, prog, prog, prog, prog);
 }
 
 static const struct cli_style style = { "tessera", "", "", EXIT_USAGE, EXIT_FAIL };
@@ -447,9 +454,11 @@ static int meta_main(int argc, char **argv)
 	struct meta *meta = NULL;
 	int r, rc;
 
+	if (argc >= 3 && strcmp(argv[2], "restore") == 0)
+		return restore_main(&style, argc - 2, argv + 2);
 	if (argc < 3 || strcmp(argv[2], "backup") != 0)
-		return usage_error(argc < 3 ? "'meta' needs a command (backup)"
-					    : "unknown meta command (backup)");
+		return usage_error(argc < 3 ? "'meta' needs a command (backup, restore)"
+					    : "unknown meta command (backup, restore)");
 	if (argc != 5)
 		return usage_error("'meta backup' takes 2 arguments");
 	r = absolute_dest(argv[4], dest, sizeof(dest));
