@@ -15,7 +15,8 @@
 # the blockd of blockd_start and every PID given to lib_track_pid stopped;
 # sanitizer reports ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:") in
 # any daemon log turn the test into a failure; the work directory is removed on success (and
-# on a skip) and kept on failure, with its path and the log tails printed.
+# on a skip) and kept on failure, with its path and the log tails printed; then every failed
+# check is named again (lib_repeat_failures), just before the summary line.
 # Skips: lib_skip REASON exits 77 (meson: skipped) when a prerequisite is absent, but only if
 # nothing failed before (then it is a failure); lib_skip_case REASON marks one sub-case as
 # not run: the test goes on and ends with 77 instead of 0. A skip never hides a failure.
@@ -50,10 +51,31 @@ ok() {
 	echo "ok $LIB_N - $*"
 }
 
+# Every "not ok" line, repeated at the end of the output (lib_cleanup): meson test
+# --print-errorlogs shows only a long log's last 100 lines, which the log tails fill.
+LIB_NOT_OK=()
 fail() {
 	LIB_N=$((LIB_N + 1))
 	LIB_FAILED=$((LIB_FAILED + 1))
 	echo "not ok $LIB_N - $*"
+	LIB_NOT_OK+=("not ok $LIB_N - $*")
+}
+
+# lib_repeat_failures: the first failed checks again, one line each (newlines folded, cut at
+# 300 characters), so that the end of any log names them.
+LIB_REPEAT_MAX=10
+lib_repeat_failures() {
+	local i line
+	((${#LIB_NOT_OK[@]})) || return 0
+	diag "$LIB_NAME: the ${#LIB_NOT_OK[@]} failed checks:"
+	for ((i = 0; i < ${#LIB_NOT_OK[@]} && i < LIB_REPEAT_MAX; i++)); do
+		line=${LIB_NOT_OK[i]//$'\n'/ \/ }
+		((${#line} > 300)) && line="${line:0:300}..."
+		diag "  $line"
+	done
+	((${#LIB_NOT_OK[@]} > LIB_REPEAT_MAX)) &&
+		diag "  ... and $((${#LIB_NOT_OK[@]} - LIB_REPEAT_MAX)) more (above)"
+	return 0
 }
 
 diag() {
@@ -260,6 +282,7 @@ lib_cleanup() {
 	fi
 	((LIB_FAILED)) && ((rc == 0 || rc == 77)) && rc=1
 	((rc == 0 && ${#LIB_SKIPPED[@]})) && rc=77
+	lib_repeat_failures
 	diag "$LIB_NAME: $((LIB_N - LIB_FAILED)) passed, $LIB_FAILED failed, ${#LIB_SKIPPED[@]} skipped, $((SECONDS - LIB_START)) s"
 	exit "$rc"
 }
