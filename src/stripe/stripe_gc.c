@@ -110,6 +110,12 @@ int stripe_gc_pass(struct meta *meta, struct blockstore *bs, const struct stripe
 	res.last_seq = c->seq[c->n - 1];
 	if (dry_run)
 		goto out;
+	/* The commits that queued these entries (a map switched to a new version, a file
+	 * removed) must be durable, in the metadata journal too, before their fragments go: a
+	 * restore from the servers must never find a map whose fragments were deleted. */
+	r = meta_journal_wait(meta, UINT64_MAX);
+	if (r < 0)
+		goto out;
 	ops = calloc(c->n, sizeof(*ops));
 	keys = calloc(c->n, sizeof(*keys));
 	seqs = calloc(c->n, sizeof(*seqs));
