@@ -7,7 +7,9 @@
 # is a FUSE lookup), readdir of the whole directory (caches dropped), rename (same directory),
 # unlink, and small files (create + write 4 KiB + close). Prints `name value unit` lines for
 # both filesystems, then NAME_vs_passthrough ratios (issue 6 wants >= 0.7 for create, stat and
-# unlink) and the CPU each daemon spent per operation (user + system: on a shared, loaded
+# unlink), the same phases with the metadata journal off (-o journal=0) and NAME_journal_vs_off
+# (issue 11 wants >= 0.9), fsync (4 KiB overwrites of a 1 MiB file, each fsynced, N/20 of
+# them), and the CPU each daemon spent per operation (user + system: on a shared, loaded
 # machine the CPU figures vary less than the rates).
 # Note: close() after a write is a flush on tesserafs (the small file is in the metadata and
 # its WAL synced before close returns, DESIGN.md); the passthrough's close does not sync.
@@ -66,7 +68,7 @@ PT_PID=$!
 for _ in $(seq 100); do mountpoint -q "$W/pt-mnt" && break; sleep 0.1; done
 mountpoint -q "$W/pt-mnt" || { echo "bench/meta: passthrough did not mount" >&2; exit 1; }
 
-PHASES=(create stat readdir rename unlink small)
+PHASES=(create stat readdir rename unlink small fsync)
 declare -A R
 measure() { # NAME MOUNT PID
 	local name=$1 m=$2 pid=$3 phase line c0 c1 hz
@@ -89,9 +91,16 @@ measure() { # NAME MOUNT PID
 
 measure passthrough "$W/pt-mnt" "$PT_PID"
 measure tesserafs "$TESSERA_MNT" "$TESSERA_FS_PID"
+# the same with the metadata journal off: what the journal costs
+TESSERA_FS_OPTS=journal=0 "$LOCAL" remount "$W/cluster" >/dev/null
+. "$W/cluster/cluster.env"
+measure nojournal "$TESSERA_MNT" "$TESSERA_FS_PID"
 
 for phase in "${PHASES[@]}"; do
 	out "${phase}_vs_passthrough" "$(ratio "${R[tesserafs.$phase]}" "${R[passthrough.$phase]}")" x
+done
+for phase in "${PHASES[@]}"; do
+	out "${phase}_journal_vs_off" "$(ratio "${R[tesserafs.$phase]}" "${R[nojournal.$phase]}")" x
 done
 for phase in "${PHASES[@]}"; do
 	out "tesserafs_cpu_per_${phase}" "${R[tesserafs.cpu.$phase]}" us

@@ -1334,7 +1334,26 @@ static int bench(const char *phase, const char *dir)
 		if (d)
 			closedir(d);
 	}
-	for (int i = 0; i < n && strcmp(phase, "readdir") != 0; i++) {
+	if (strcmp(phase, "fsync") == 0) {
+		/* 4 KiB overwrites of a 1 MiB file, each fsynced: n / 20 of them */
+		int fd = openat(dfd, "fsync-file", O_CREAT | O_TRUNC | O_RDWR, 0644);
+		if (fd < 0 || ftruncate(fd, 1 << 20) < 0 || fsync(fd) < 0) {
+			perror("fsync-file");
+			return 1;
+		}
+		t0 = now_s();
+		for (int i = 0; i < n / 20; i++, done++) {
+			if (pwrite(fd, buf, sizeof(buf), (off_t)(i % 256) * 4096) != sizeof(buf) ||
+			    fsync(fd) < 0) {
+				perror("fsync-file");
+				return 1;
+			}
+		}
+		close(fd);
+		unlinkat(dfd, "fsync-file", 0);
+	}
+	for (int i = 0; i < n && strcmp(phase, "readdir") != 0 && strcmp(phase, "fsync") != 0;
+	     i++) {
 		int fd, r = 0;
 		snprintf(name, sizeof(name), "f%08d", i);
 		snprintf(to, sizeof(to), "r%08d", i);
