@@ -33,7 +33,8 @@
 #include "tessera/stripe.h"
 
 #define PEND_FLUSH_BYTES (8u << 20) /* flush at once beyond this, interval or not */
-#define RETRY_MS 200
+#define RETRY_MS 200       /* after a failed store; doubles up to RETRY_MAX_MS */
+#define RETRY_MAX_MS 5000
 #define CKPT_SEGMENTS 4096
 
 struct jbuf {
@@ -255,7 +256,7 @@ static bool ckpt_due(const struct journal *j)
 static void *flusher_main(void *arg)
 {
 	struct journal *j = arg;
-	uint64_t retry_at = 0;
+	uint64_t retry_at = 0, fail_at = 0, retry_ms = RETRY_MS;
 
 	pthread_mutex_lock(&j->lock);
 	for (;;) {
@@ -271,8 +272,16 @@ static void *flusher_main(void *arg)
 					     : UINT64_MAX;
 		if (j->waiters || j->stop || j->pend.len >= PEND_FLUSH_BYTES)
 			due = now;
-		if (j->infl.count && retry_at > due)
-			due = retry_at; /* after a failure: not before the retry delay */
+		/* records of a failed store: tried again after the retry delay, also when
+		 * nothing new comes */
+		if (j->infl.count) {
+			uint64_t at = retry_at;
+			/* a waiting fsync gets its verdict soon: the short delay */
+			if (j->waiters && fail_at + RETRY_MS * 1000000ull < at)
+				at = fail_at + RETRY_MS * 1000000ull;
+			if (due == UINT64_MAX || at > due)
+				due = at;
+		}
 		if (due > now && !(j->stop && now >= retry_at)) {
 			tcond_wait_until(&j->wake, &j->lock,
 					 due == UINT64_MAX ? now + 1000000000ull : due);
@@ -295,6 +304,7 @@ static void *flusher_main(void *arg)
 			j->segs_since++;
 			jbuf_reset(&j->infl);
 			j->error = 0;
+			retry_ms = RETRY_MS;
 			if (ckpt_due(j)) {
 				j->ckpt_wanted = true;
 				pthread_cond_broadcast(&j->wake);
@@ -303,7 +313,9 @@ static void *flusher_main(void *arg)
 			j->fail_attempt = attempt;
 			j->fail_through = b.last;
 			j->error = r;
-			retry_at = tclock_monotonic_ns() + RETRY_MS * 1000000ull;
+			fail_at = tclock_monotonic_ns();
+			retry_at = fail_at + retry_ms * 1000000ull;
+			retry_ms = retry_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : retry_ms * 2;
 			if (j->stop) {
 				tlog_error("journal: records %llu-%llu could not be stored at unmount: "
 					   "%s (they are in the local metadata only)",

@@ -179,6 +179,36 @@ START_TEST(sync_fails_without_servers)
 }
 END_TEST
 
+/* An unsynced record whose store failed reaches the servers once they are back, with nothing
+ * else committed after it. */
+START_TEST(failed_store_retried)
+{
+	struct memstore_faults down = { .down = true }, none = { 0 };
+	struct journal_status st;
+	uint64_t epoch, seq;
+
+	env_up();
+	jstart(E.meta, false, 0);
+	for (unsigned i = 1; i < E.n; i++)
+		memstore_set_faults(E.ms, (uint16_t)i, &down);
+	put_inode(E.meta, 30, false, 0);
+	meta_journal_pos(E.meta, &epoch, &seq);
+	usleep(300000); /* the interval (50 ms) passes: at least one store fails */
+	journal_status(J, &st);
+	ck_assert_uint_lt(st.durable_seq, seq);
+	ck_assert_int_ne(st.error, 0);
+	for (unsigned i = 1; i < E.n; i++)
+		memstore_set_faults(E.ms, (uint16_t)i, &none);
+	for (int i = 0; i < 300 && st.durable_seq < seq; i++) {
+		usleep(10000);
+		journal_status(J, &st);
+	}
+	ck_assert_uint_ge(st.durable_seq, seq);
+	journal_stop(J);
+	env_down();
+}
+END_TEST
+
 /* A restore whose mount wrote a later epoch: the old metadata is refused (-ESTALE), and with
  * takeover it catches up with what the later epoch wrote. */
 START_TEST(old_copy_refused)
@@ -250,6 +280,7 @@ Suite *unit_suite(void)
 	tcase_add_test(tc, restore_roundtrip);
 	tcase_add_test(tc, group_commit);
 	tcase_add_test(tc, sync_fails_without_servers);
+	tcase_add_test(tc, failed_store_retried);
 	tcase_add_test(tc, old_copy_refused);
 	tcase_add_test(tc, checkpoint_collects);
 	suite_add_tcase(s, tc);
