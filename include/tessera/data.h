@@ -94,7 +94,8 @@ int data_read_with(struct data_file *f, uint64_t off, size_t len, data_read_fn f
 /* Buffers len bytes at off (may store full stripes on the way). Returns len or -EIO,
  * -ENOSPC, -EFBIG. */
 ssize_t data_write(struct data_file *f, uint64_t off, const void *buf, size_t len);
-/* Stores every dirty stripe and commits the stripe maps, size and mtime, WAL synced.
+/* Stores every dirty stripe and commits the stripe maps, size and mtime, WAL synced (not
+ * waiting for the journal: meta_sync() after it makes them durable on the servers).
  * Returns 0, -EIO or -ENOSPC (the dirty data stays buffered so a later flush can retry). */
 int data_flush(struct data_file *f);
 /* Sets the size: stripes past it are released, the tail of the last one reads as zeros.

@@ -337,10 +337,16 @@ void meta_batch_garbage_del(struct meta_batch *b, uint64_t seq);
  * length 0 or too long, inode 0, a stripe that fails meta_stripe_decode()'s checks): then
  * nothing of the batch is written. The batch may be freed or reused (it is cleared) afterwards. */
 int meta_commit(struct meta *m, struct meta_batch *b, bool sync);
+/* meta_commit() with the WAL synced but without waiting for the journal: the batch survives a
+ * crash of this machine at once and reaches the servers within the journal's interval (for
+ * close() and truncation, which POSIX does not make durable; fsync does). */
+int meta_commit_local(struct meta *m, struct meta_batch *b);
 
 /* Syncs the WAL (fsync/fdatasync of the filesystem) and, with a journal attached, waits until
  * every record committed so far is durable on the servers. Returns 0 or -EIO. */
 int meta_sync(struct meta *m);
+/* Syncs the WAL only (see meta_commit_local()). 0 or -EIO. */
+int meta_sync_local(struct meta *m);
 
 /* ---- the journal hook (src/journal is the journal; this is what it needs of the store) ----
  *

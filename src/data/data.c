@@ -40,6 +40,7 @@
  *      the buffer back gets the error. Nothing is dropped silently.
  *  D6. data_flush() returns only after every stripe and the file size were committed and the
  *      metadata WAL was synced (stripe commits during writing are not synced; the flush is).
+ *      It does not wait for the metadata journal: fsync does (fs calls meta_sync()).
  *  D7. A store commits a file size no larger than the application's size and never shrinks it
  *      (only data_truncate does), so that stores finishing out of order are harmless.
  *

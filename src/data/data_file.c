@@ -263,8 +263,8 @@ static int flush_locked(struct data_file *f)
 		f->attr_dirty = false;
 		f->unsynced = true;
 	}
-	if (f->unsynced) { /* D6 */
-		r = meta_sync(d->meta);
+	if (f->unsynced) { /* D6; fsync waits for the journal (fs) */
+		r = meta_sync_local(d->meta);
 		if (r < 0)
 			return r;
 		f->unsynced = false;

@@ -236,7 +236,8 @@ static int take_pending(struct journal *j)
 	size_t add = j->pend.len - JHDR_LEN;
 	if (jbuf_reserve(&j->infl, add) < 0)
 		return -ENOMEM;
-	memcpy(j->infl.p + j->infl.len, j->pend.p + JHDR_LEN, add);
+	if (add)
+		memcpy(j->infl.p + j->infl.len, j->pend.p + JHDR_LEN, add);
 	j->infl.len += add;
 	j->infl.last = j->pend.last;
 	j->infl.count += j->pend.count;

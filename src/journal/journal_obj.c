@@ -47,7 +47,8 @@ size_t jrec_encode(uint8_t *out, uint64_t seq, const void *payload, size_t len)
 	be_put32(out + 8, (uint32_t)len);
 	uint32_t crc = tcrc32c(0, out, 12);
 	be_put32(out + 12, tcrc32c(crc, payload, len));
-	memcpy(out + JREC_HDR, payload, len);
+	if (len) /* an empty batch (only the position) has no payload */
+		memcpy(out + JREC_HDR, payload, len);
 	return JREC_HDR + len;
 }
 
@@ -257,7 +258,8 @@ int jcat_list(struct jcat *c, struct blockstore *bs, const uint16_t *ids, size_t
 		return r;
 	}
 	/* one entry per object, with every server that holds it */
-	qsort(c->e, c->n, sizeof(c->e[0]), jentry_cmp);
+	if (c->n)
+		qsort(c->e, c->n, sizeof(c->e[0]), jentry_cmp);
 	size_t w = 0;
 	for (size_t i = 0; i < c->n; i++) {
 		if (w && jentry_cmp(&c->e[w - 1], &c->e[i]) == 0) {

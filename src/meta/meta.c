@@ -748,7 +748,7 @@ static int wal_sync(struct meta *m)
 /* With a journal attached the batch is written unsynced under the journal lock (which orders
  * the records), and a synced commit then syncs the WAL and waits for its record to be durable
  * on the servers (group commit: the journal stores every waiting record in one segment). */
-int meta_commit(struct meta *m, struct meta_batch *b, bool sync)
+static int commit(struct meta *m, struct meta_batch *b, bool sync, bool journal)
 {
 	uint64_t seq = 0;
 	int r = b->err;
@@ -757,7 +757,7 @@ int meta_commit(struct meta *m, struct meta_batch *b, bool sync)
 		r = meta_journal_write(m, b, sync, &seq);
 	if (r == 0 && sync && seq) {
 		r = wal_sync(m);
-		if (r == 0)
+		if (r == 0 && journal)
 			r = meta_journal_wait(m, seq);
 	}
 	rocksdb_writebatch_clear(b->wb);
@@ -766,11 +766,26 @@ int meta_commit(struct meta *m, struct meta_batch *b, bool sync)
 	return r;
 }
 
+int meta_commit(struct meta *m, struct meta_batch *b, bool sync)
+{
+	return commit(m, b, sync, true);
+}
+
+int meta_commit_local(struct meta *m, struct meta_batch *b)
+{
+	return commit(m, b, true, false);
+}
+
 int meta_sync(struct meta *m)
 {
 	int r = wal_sync(m);
 
 	return r < 0 ? r : meta_journal_wait(m, UINT64_MAX);
+}
+
+int meta_sync_local(struct meta *m)
+{
+	return wal_sync(m);
 }
 
 /* ---- bulk deletion ---- */

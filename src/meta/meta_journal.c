@@ -52,7 +52,8 @@ static void ops_append(struct meta_batch *b, const void *p, size_t n)
 		b->jbuf = nb;
 		b->jcap = cap;
 	}
-	memcpy(b->jbuf + b->jlen, p, n);
+	if (n)
+		memcpy(b->jbuf + b->jlen, p, n);
 	b->jlen += n;
 }
 
@@ -292,8 +293,10 @@ static int dump_put(struct dump *d, int cf, const char *k, size_t klen, const ch
 	p[1] = (uint8_t)cf;
 	be_put16(p + 2, (uint16_t)klen);
 	be_put32(p + 4, (uint32_t)vlen);
-	memcpy(p + 8, k, klen);
-	memcpy(p + 8 + klen, v, vlen);
+	if (klen)
+		memcpy(p + 8, k, klen);
+	if (vlen)
+		memcpy(p + 8 + klen, v, vlen);
 	d->len += need;
 	return 0;
 }

@@ -209,6 +209,46 @@ START_TEST(failed_store_retried)
 }
 END_TEST
 
+/* A flush (close()) and a local sync wait for the WAL only: it succeeds with every server down, while a
+ * durable one (fsync) fails; the record reaches the servers once they are back. */
+START_TEST(local_sync_without_servers)
+{
+	struct memstore_faults down = { .down = true }, none = { 0 };
+	struct journal_status st;
+	uint64_t epoch, seq;
+
+	env_up_inline(4096);
+	jstart(E.meta, false, 0);
+	uint64_t ino = new_file();
+	for (unsigned i = 0; i < E.n; i++)
+		memstore_set_faults(E.ms, (uint16_t)i, &down);
+	/* close() of a small file: an inline stripe and the size, nothing to store */
+	struct data_file *f = open_file(ino);
+	ck_assert_int_eq(data_write(f, 0, "small", 5), 5);
+	ck_assert_int_eq(data_flush(f), 0);
+	close_file(f);
+	put_inode(E.meta, 40, false, 0);
+	ck_assert_int_eq(meta_sync_local(E.meta), 0);
+	struct meta_batch *b = meta_batch_new(E.meta);
+	meta_batch_inode_put(b, &(struct meta_inode){ .ino = 41, .mode = S_IFREG | 0644, .nlink = 1 });
+	ck_assert_int_eq(meta_commit_local(E.meta, b), 0);
+	meta_batch_free(b);
+	meta_journal_pos(E.meta, &epoch, &seq);
+	ck_assert_int_eq(meta_sync(E.meta), -EIO);
+	journal_status(J, &st);
+	ck_assert_uint_lt(st.durable_seq, seq);
+	for (unsigned i = 0; i < E.n; i++)
+		memstore_set_faults(E.ms, (uint16_t)i, &none);
+	for (int i = 0; i < 1000 && st.durable_seq < seq; i++) {
+		usleep(10000);
+		journal_status(J, &st);
+	}
+	ck_assert_uint_ge(st.durable_seq, seq);
+	journal_stop(J);
+	env_down();
+}
+END_TEST
+
 /* A restore whose mount wrote a later epoch: the old metadata is refused (-ESTALE), and with
  * takeover it catches up with what the later epoch wrote. */
 START_TEST(old_copy_refused)
@@ -281,6 +321,7 @@ Suite *unit_suite(void)
 	tcase_add_test(tc, group_commit);
 	tcase_add_test(tc, sync_fails_without_servers);
 	tcase_add_test(tc, failed_store_retried);
+	tcase_add_test(tc, local_sync_without_servers);
 	tcase_add_test(tc, old_copy_refused);
 	tcase_add_test(tc, checkpoint_collects);
 	suite_add_tcase(s, tc);
